@@ -1,0 +1,385 @@
+"""The model file: safetensors weights plus self-describing JSON metadata.
+
+A DeepOrganSeg model file is a plain ``.safetensors`` file whose header metadata holds one key,
+``"deeporganseg"``, a JSON document (schema below). Opening one never executes code: the header
+is parsed as JSON by hand with strict size limits before any tensor is touched, and tensors are
+read by safetensors, which only copies bytes. Every field is validated; a bad file raises
+:class:`~DeepOrganSegLib.errors.ModelFileError` with a one-line message naming the problem.
+
+Metadata (``format_version`` 1; all spacings and sizes in SimpleITK (i, j, k) order)::
+
+    {"format": "deeporganseg-model", "format_version": 1,
+     "architecture": {"name": "DSN3D", "parameters": {... DSNConfig ...}},
+     "patch_size": [96, 96, 96],                      # voxels, training/tiling patch
+     "tasks": [{"name": "abdomen-ct", "title": "Abdominal organs (CT)", "modality": "CT",
+                "spacing_mm": [2.0, 2.0, 2.0],
+                "normalization": {"kind": "ct", "clip_hu": [-1000, 1000],
+                                  "center_hu": 40, "scale_hu": 350}
+                              | {"kind": "mr", "percentiles": [0.5, 99.5]},
+                "labels": [{"value": 1, "name": "liver", "display_name": "Liver",
+                            "color": [221, 130, 101],
+                            "snomed": {"category": {...}, "type": {...},
+                                       "type_modifier": null}}]}],
+     "crf": {... CRF parameters ...},
+     "provenance": {... free-form: data, command, steps, metrics, date ...}}
+
+The network has one output channel per label value over the union of all tasks (0 =
+background); a task restricts the output to its own labels at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFileError
+from .volume import write_atomically
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "LabelSpec", "Normalization", "TaskSpec", "ModelMetadata",
+    "read_metadata", "load_model", "save_model", "LoadedModel",
+]
+
+FORMAT = "deeporganseg-model"
+FORMAT_VERSION = 1
+ARCHITECTURES = ("DSN3D",)
+_METADATA_KEY = "deeporganseg"
+_MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers: each names the offending field.
+
+
+def _require(condition: bool, where: str, what: str) -> None:
+    if not condition:
+        raise ModelFileError(f"metadata field '{where}' {what}")
+
+
+def _get(mapping: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    _require(isinstance(mapping, dict), where, "must be an object")
+    _require(key in mapping, f"{where}.{key}" if where else key, "is missing")
+    value = mapping[key]
+    path = f"{where}.{key}" if where else key
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in
+                                           (kind if isinstance(kind, tuple) else (kind,)))
+    _require(ok, path, f"must be of type {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _numbers(values: Any, count: int, where: str, positive: bool = False) -> tuple[float, ...]:
+    ok = (isinstance(values, list) and len(values) == count
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v > 0 or not positive) for v in values))
+    _require(ok, where, f"must be {count} finite {'positive ' if positive else ''}numbers")
+    return tuple(float(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema.
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One output label: its value (= output channel), name, colour and SNOMED CT coding."""
+
+    value: int
+    name: str
+    display_name: str
+    color: tuple[int, int, int]
+    snomed: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "name": self.name, "display_name": self.display_name,
+                "color": list(self.color), "snomed": self.snomed}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "LabelSpec":
+        value = _get(data, "value", int, where)
+        _require(0 < value < 256, f"{where}.value", "must be in 1..255")
+        color = data.get("color")
+        _require(isinstance(color, list) and len(color) == 3
+                 and all(isinstance(c, int) and 0 <= c <= 255 for c in color),
+                 f"{where}.color", "must be 3 integers in 0..255")
+        snomed = _get(data, "snomed", dict, where)
+        for part in ("category", "type"):
+            code = _get(snomed, part, dict, f"{where}.snomed")
+            for key in ("scheme", "code", "meaning"):
+                _get(code, key, str, f"{where}.snomed.{part}")
+        modifier = snomed.get("type_modifier")
+        _require(modifier is None or isinstance(modifier, dict), f"{where}.snomed.type_modifier",
+                 "must be an object or null")
+        return cls(value, _get(data, "name", str, where), _get(data, "display_name", str, where),
+                   tuple(color), snomed)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation.
+
+    ``kind="ct"``: clip to ``clip_hu`` (HU), then ``(x - center_hu) / scale_hu``.
+    ``kind="mr"``: clip to the ``percentiles`` of the non-zero voxels, then z-score them.
+    """
+
+    kind: str
+    clip_hu: tuple[float, float] = (-1000.0, 1000.0)
+    center_hu: float = 40.0
+    scale_hu: float = 350.0
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "ct":
+            return {"kind": "ct", "clip_hu": list(self.clip_hu), "center_hu": self.center_hu,
+                    "scale_hu": self.scale_hu}
+        return {"kind": "mr", "percentiles": list(self.percentiles)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "Normalization":
+        kind = _get(data, "kind", str, where)
+        if kind == "ct":
+            clip = _numbers(data.get("clip_hu"), 2, f"{where}.clip_hu")
+            _require(clip[0] < clip[1], f"{where}.clip_hu", "must be increasing")
+            center = _get(data, "center_hu", (int, float), where)
+            scale = _get(data, "scale_hu", (int, float), where)
+            _require(scale > 0, f"{where}.scale_hu", "must be positive")
+            return cls("ct", clip_hu=clip, center_hu=float(center), scale_hu=float(scale))
+        if kind == "mr":
+            low, high = _numbers(data.get("percentiles"), 2, f"{where}.percentiles")
+            _require(0 <= low < high <= 100, f"{where}.percentiles", "must be 0 <= low < high <= 100")
+            return cls("mr", percentiles=(low, high))
+        raise ModelFileError(f"metadata field '{where}.kind' must be 'ct' or 'mr', not {kind!r}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A segmentation task: modality, working voxel spacing (mm), normalisation and labels."""
+
+    name: str
+    title: str
+    modality: str
+    spacing_mm: tuple[float, float, float]
+    normalization: Normalization
+    labels: tuple[LabelSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "title": self.title, "modality": self.modality,
+                "spacing_mm": list(self.spacing_mm), "normalization": self.normalization.to_dict(),
+                "labels": [label.to_dict() for label in self.labels]}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "TaskSpec":
+        modality = _get(data, "modality", str, where)
+        _require(modality in ("CT", "MR"), f"{where}.modality", "must be 'CT' or 'MR'")
+        labels = _get(data, "labels", list, where)
+        _require(len(labels) > 0, f"{where}.labels", "must not be empty")
+        return cls(
+            name=_get(data, "name", str, where),
+            title=_get(data, "title", str, where),
+            modality=modality,
+            spacing_mm=_numbers(data.get("spacing_mm"), 3, f"{where}.spacing_mm", positive=True),
+            normalization=Normalization.from_dict(_get(data, "normalization", dict, where),
+                                                  f"{where}.normalization"),
+            labels=tuple(LabelSpec.from_dict(label, f"{where}.labels[{i}]")
+                         for i, label in enumerate(labels)),
+        )
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything a model file says about itself, validated."""
+
+    architecture: str
+    parameters: dict[str, Any]
+    patch_size: tuple[int, int, int]
+    tasks: tuple[TaskSpec, ...]
+    crf: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return max(label.value for task in self.tasks for label in task.labels) + 1
+
+    def task(self, name: str) -> TaskSpec:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        known = ", ".join(task.name for task in self.tasks)
+        raise ModelFileError(f"the model has no task {name!r}; choose one of: {known}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": self.format_version,
+                "architecture": {"name": self.architecture, "parameters": self.parameters},
+                "patch_size": list(self.patch_size),
+                "tasks": [task.to_dict() for task in self.tasks],
+                "crf": self.crf, "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelMetadata":
+        _require(isinstance(data, dict), "(root)", "must be a JSON object")
+        _require(data.get("format") == FORMAT, "format", f"must be {FORMAT!r}")
+        version = _get(data, "format_version", int, "")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"model file format version {version} is newer than this DeepOrganSeg reads "
+                f"({FORMAT_VERSION}); update DeepOrganSeg")
+        _require(version >= 1, "format_version", "must be >= 1")
+        architecture = _get(data, "architecture", dict, "")
+        name = _get(architecture, "name", str, "architecture")
+        if name not in ARCHITECTURES:
+            raise ModelFileError(f"unknown architecture {name!r}; this DeepOrganSeg knows "
+                                 f"{', '.join(ARCHITECTURES)}")
+        patch = data.get("patch_size")
+        _require(isinstance(patch, list) and len(patch) == 3
+                 and all(isinstance(p, int) and 0 < p <= 1024 for p in patch),
+                 "patch_size", "must be 3 integers in 1..1024")
+        tasks_data = _get(data, "tasks", list, "")
+        _require(len(tasks_data) > 0, "tasks", "must not be empty")
+        tasks = tuple(TaskSpec.from_dict(task, f"tasks[{i}]") for i, task in enumerate(tasks_data))
+        names: dict[int, str] = {}
+        for task in tasks:
+            for label in task.labels:
+                _require(names.setdefault(label.value, label.name) == label.name,
+                         f"tasks[{task.name}].labels", f"gives value {label.value} two names")
+        _require(len({task.name for task in tasks}) == len(tasks), "tasks", "has duplicate names")
+        return cls(
+            architecture=name,
+            parameters=_get(architecture, "parameters", dict, "architecture"),
+            patch_size=tuple(patch),
+            tasks=tasks,
+            crf=data.get("crf") or {},
+            provenance=data.get("provenance") or {},
+            format_version=version,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing.
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    """Parse a safetensors header without trusting it: (header dict, header byte length)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as stream:
+            prefix = stream.read(8)
+            if len(prefix) < 8:
+                raise ModelFileError(f"{path}: file is truncated ({size} bytes); re-copy the model")
+            (length,) = struct.unpack("<Q", prefix)
+            if length == 0 or length > _MAX_HEADER_BYTES or length > size - 8:
+                raise ModelFileError(
+                    f"{path}: not a DeepOrganSeg model file (expected .safetensors with "
+                    f"DeepOrganSeg metadata; pickle/.pt files are refused because opening them "
+                    f"can run code)")
+            raw = stream.read(length)
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot read model file ({error.strerror})") from None
+    if not raw.lstrip().startswith(b"{"):
+        raise ModelFileError(f"{path}: not a safetensors file; give a DeepOrganSeg .safetensors "
+                             f"model file")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: model file header is corrupt; re-copy the model") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: model file header is corrupt; re-copy the model")
+    return header, length
+
+
+def read_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """Read and validate a model file's metadata (cheap: no weights, no torch)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    header, _ = _read_header(path)
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(_METADATA_KEY), str):
+        raise ModelFileError(f"{path}: safetensors file without DeepOrganSeg metadata; export it "
+                             f"with training/export.py")
+    try:
+        document = json.loads(metadata[_METADATA_KEY])
+    except json.JSONDecodeError:
+        raise ModelFileError(f"{path}: DeepOrganSeg metadata is not valid JSON") from None
+    try:
+        return ModelMetadata.from_dict(document)
+    except ModelFileError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with the metadata of the file it came from."""
+
+    network: "Any"  # DSN3D; typed loosely so that importing this module needs no torch
+    metadata: ModelMetadata
+    path: Path
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Load a model file: validate metadata, build the architecture, load the weights."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    from .network import DSN3D, DSNConfig
+
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        config = DSNConfig.from_dict(metadata.parameters)
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: architecture parameters are invalid ({error})") from None
+    if config.num_classes != metadata.num_classes:
+        raise ModelFileError(f"{path}: network has {config.num_classes} outputs but the tasks "
+                             f"name labels up to {metadata.num_classes - 1}")
+    network = DSN3D(config)
+    try:
+        tensors = load_tensors(path.read_bytes())
+    except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+        raise ModelFileError(f"{path}: weights are corrupt ({str(error).splitlines()[0]}); "
+                             f"re-copy the model") from None
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise ModelFileError(f"{path}: weights do not match the architecture ({detail}; "
+                             f"{len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise ModelFileError(f"{path}: weight {name} has shape {tuple(tensor.shape)}, the "
+                                 f"architecture needs {tuple(expected[name].shape)}")
+        if not torch.isfinite(tensor.float()).all():
+            raise ModelFileError(f"{path}: weight {name} holds NaN or Inf values")
+    network.load_state_dict({name: tensor.to(expected[name].dtype)
+                             for name, tensor in tensors.items()})
+    network.eval().to(device)
+    return LoadedModel(network, metadata, path)
+
+
+def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
+               half_precision: bool = False) -> Path:
+    """Write ``network``'s weights and ``metadata`` as a model file, atomically.
+
+    ``half_precision`` stores floating-point weights as float16 (half the size; the loader
+    casts them back to float32).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    document = metadata.to_dict()
+    ModelMetadata.from_dict(json.loads(json.dumps(document)))  # refuse to write an invalid file
+    tensors = {}
+    for name, tensor in network.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if half_precision and tensor.is_floating_point():
+            tensor = tensor.to(torch.float16)
+        tensors[name] = tensor
+    return write_atomically(
+        path, lambda tmp: save_file(tensors, str(tmp),
+                                    metadata={_METADATA_KEY: json.dumps(document)}))

@@ -1,0 +1,234 @@
+"""The segmentation pipeline: input volume + model -> labelmap on the input's exact grid.
+
+load -> working grid (canonical orientation, task spacing) -> normalise -> network (whole or
+tiled) -> optional dense CRF on the fused main/side outputs -> probabilities sampled back at the
+input's voxel centres, slab by slab (bounded memory) -> argmax -> per-organ clean-up -> stats.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
+from .errors import InputError
+from .inference import InferenceSettings, predict, resolve_device
+from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
+from .preprocess import (WorkingGrid, iter_slabs, normalize_intensities,
+                         resample_probabilities_to, resample_to_grid, working_grid)
+from .progress import CancelToken, ProgressFunction, no_progress
+from .volume import Volume
+
+__all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "choose_task",
+           "StagedProgress", "check_input_volume", "guess_modality"]
+
+#: Share of the overall progress bar each stage takes.
+STAGE_WEIGHTS = {"load": 0.05, "preprocess": 0.10, "inference": 0.55, "crf": 0.15,
+                 "postprocess": 0.10, "write": 0.05}
+
+
+class StagedProgress:
+    """Turns per-stage fractions into one overall fraction and forwards them."""
+
+    def __init__(self, callback: ProgressFunction, weights: dict[str, float] = STAGE_WEIGHTS):
+        self.callback, self.weights = callback, weights
+        self.stages = list(weights)
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if stage not in self.weights:
+            self.callback(stage, fraction, message)
+            return
+        done = sum(self.weights[s] for s in self.stages[: self.stages.index(stage)])
+        overall = (done + self.weights[stage] * min(max(fraction, 0.0), 1.0)) / sum(
+            self.weights.values())
+        self.callback(stage, round(overall, 4), message)
+
+
+@dataclass(frozen=True)
+class SegmentationOptions:
+    """What to segment and how. ``organs``: label names to keep (None = all of the task's)."""
+
+    task: str = "auto"
+    organs: tuple[str, ...] | None = None
+    crf: bool = True
+    crf_overrides: dict = field(default_factory=dict)
+    largest_component: bool = True
+    fill_holes: bool = True
+    keep_probabilities: bool = False
+    inference: InferenceSettings = InferenceSettings()
+    #: Upper bound on the working grid's voxels (after resampling); larger inputs are refused
+    #: with the numbers instead of exhausting memory.
+    max_working_voxels: int = 80_000_000
+
+
+@dataclass
+class SegmentationResult:
+    labels: Volume
+    task: TaskSpec
+    statistics: list[OrganStatistics]
+    elapsed_s: float
+    device: str
+    crf_applied: bool
+    probabilities: np.ndarray | None = None  # [k, j, i, C] on the input grid, if asked for
+    channels: list[int] = field(default_factory=list)
+
+    def stats_dict(self) -> dict:
+        return {"task": self.task.name, "device": self.device,
+                "elapsed_s": round(self.elapsed_s, 3), "crf": self.crf_applied,
+                "labels": [s.to_dict() for s in self.statistics]}
+
+
+def check_input_volume(volume: Volume) -> None:
+    """Refuse volumes the pipeline cannot segment meaningfully, with what to do about it."""
+    if min(volume.size) < 2 and np.prod(volume.size) < 8:
+        raise InputError(f"volume has only {volume.size} voxels; give a 3D image")
+    if not np.all(np.isfinite(volume.spacing)) or min(volume.spacing) <= 0:
+        raise InputError(f"voxel spacing {volume.spacing} is not positive; fix the image header")
+    if abs(np.linalg.det(volume.direction)) < 1e-3:
+        raise InputError("direction matrix is singular; fix the image header")
+    if not np.issubdtype(volume.array.dtype, np.number) or np.iscomplexobj(volume.array):
+        raise InputError(f"pixel type {volume.array.dtype} is not a real scalar; convert the image")
+
+
+def choose_task(volume: Volume, metadata: ModelMetadata, requested: str) -> TaskSpec:
+    """The task to run: the requested one, or for ``auto`` the one matching the volume.
+
+    ``auto`` uses the body-part classifier when the model carries one, otherwise the modality
+    (CT intensities reach air at about -1000 HU, MR intensities are non-negative)."""
+    if requested != "auto":
+        return metadata.task(requested)
+    if len(metadata.tasks) == 1:
+        return metadata.tasks[0]
+    modality = guess_modality(volume)
+    candidates = [task for task in metadata.tasks if task.modality == modality]
+    if len(candidates) == 1:
+        return candidates[0]
+    names = ", ".join(task.name for task in (candidates or metadata.tasks))
+    raise InputError(f"task auto cannot tell which {modality} task fits this volume; "
+                     f"give --task (one of: {names})")
+
+
+def guess_modality(volume: Volume) -> str:
+    """'CT' when a good share of voxels sit at air/fat Hounsfield values, else 'MR'."""
+    sample = volume.array[:: max(1, volume.array.shape[0] // 32)].ravel()
+    low = np.percentile(sample, 5)
+    return "CT" if low < -500 else "MR"
+
+
+def _working_image(volume: Volume, task: TaskSpec, grid: WorkingGrid) -> np.ndarray:
+    """The input resampled onto ``grid`` and normalised for ``task``."""
+    default = -1024.0 if task.modality == "CT" else None
+    image = resample_to_grid(volume, grid, default_value=default)
+    if not np.isfinite(image).all():
+        raise InputError("the image holds NaN or Inf voxels; fix or mask them first")
+    return normalize_intensities(image, task.normalization)
+
+
+def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: np.ndarray,
+               grid: WorkingGrid, crf_settings: dict, progress: ProgressFunction,
+               cancel: CancelToken | None) -> torch.Tensor:
+    from .crf import CRFParameters, dense_crf_roi, fuse_side_outputs
+
+    try:
+        parameters = CRFParameters.from_dict(crf_settings)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"CRF parameters are invalid: {error}") from None
+    unary = prediction_main
+    if sides and parameters.side_output_weights:
+        unary = fuse_side_outputs(prediction_main, sides, parameters.side_output_weights)
+    return dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
+                         progress=progress, cancel=cancel)
+
+
+def segment_volume(volume: Volume, model: LoadedModel,
+                   options: SegmentationOptions = SegmentationOptions(), *,
+                   progress: ProgressFunction = no_progress,
+                   cancel: CancelToken | None = None) -> SegmentationResult:
+    """Segment ``volume`` with ``model``; the labelmap is on exactly ``volume``'s grid."""
+    started = time.perf_counter()
+    check_input_volume(volume)
+    task = choose_task(volume, model.metadata, options.task)
+    kept = _selected_labels(task, options.organs)
+    use_crf = options.crf and bool(model.metadata.crf)
+
+    progress("preprocess", 0.0, f"task {task.name}: resampling to {task.spacing_mm} mm")
+    grid = working_grid(volume, task.spacing_mm)
+    working_voxels = int(np.prod(grid.size))
+    if working_voxels > options.max_working_voxels:
+        raise InputError(
+            f"the volume covers {grid.size} voxels at {task.spacing_mm} mm "
+            f"({working_voxels / 1e6:.0f} M > {options.max_working_voxels / 1e6:.0f} M allowed); "
+            f"crop it to the region of interest")
+    image = _working_image(volume, task, grid)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    progress("preprocess", 1.0, f"working grid {grid.size} voxels")
+
+    channels = [0] + [label.value for label in task.labels]
+    settings = replace(options.inference, side_outputs=options.inference.side_outputs or (
+        use_crf and bool(model.metadata.crf.get("side_output_weights"))))
+    prediction = predict(model.network, torch.from_numpy(image), channels,
+                         tuple(model.metadata.patch_size[::-1]), settings, progress=progress,
+                         cancel=cancel)
+    probabilities = prediction.main
+    if use_crf:
+        crf_settings = {**model.metadata.crf, **options.crf_overrides}
+        probabilities = _apply_crf(probabilities, prediction.sides, image, grid, crf_settings,
+                                   progress, cancel)
+    del prediction, image
+
+    progress("postprocess", 0.0, "resampling to the input grid")
+    labels, kept_probabilities = _labels_on_input_grid(probabilities, grid, volume, channels,
+                                                       options.keep_probabilities, progress,
+                                                       cancel)
+    values = [label.value for label in task.labels]
+    labels[~np.isin(labels, [label.value for label in kept])] = 0
+    if options.largest_component:
+        keep_largest_component(labels, values)
+    if options.fill_holes:
+        fill_holes(labels, values)
+    label_volume = volume.with_array(labels)
+    statistics = organ_statistics(label_volume, volume, list(kept))
+    progress("postprocess", 1.0, "done")
+    return SegmentationResult(
+        labels=label_volume, task=task, statistics=statistics,
+        elapsed_s=time.perf_counter() - started,
+        device=str(resolve_device(options.inference.device)), crf_applied=use_crf,
+        probabilities=kept_probabilities, channels=channels)
+
+
+def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[LabelSpec, ...]:
+    if organs is None:
+        return task.labels
+    known = {label.name: label for label in task.labels}
+    unknown = [name for name in organs if name not in known]
+    if unknown:
+        raise InputError(f"task {task.name} has no organ {unknown[0]!r}; choose from: "
+                         f"{', '.join(known)}")
+    return tuple(known[name] for name in organs)
+
+
+def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume: Volume,
+                          channels: list[int], keep_probabilities: bool,
+                          progress: ProgressFunction, cancel: CancelToken | None
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Argmax of the probabilities sampled at the input voxel centres, slab by slab."""
+    depth, rows, columns = volume.array.shape
+    labels = np.zeros((depth, rows, columns), dtype=np.uint8)
+    kept = (np.zeros((depth, rows, columns, len(channels)), dtype=np.float32)
+            if keep_probabilities else None)
+    lookup = torch.tensor(channels, dtype=torch.uint8)
+    budget = max(rows * columns, 4_000_000 // max(1, len(channels)))
+    for slab in iter_slabs(depth, rows * columns, budget):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        sampled = resample_probabilities_to(probabilities, grid, volume, slab)
+        labels[slab] = lookup[sampled.argmax(dim=0)].numpy()
+        if kept is not None:
+            kept[slab] = sampled.permute(1, 2, 3, 0).numpy()
+        progress("postprocess", 0.8 * slab.stop / depth, "resampling to the input grid")
+    return labels, kept
+

@@ -1,0 +1,100 @@
+"""Standard terminology for every structure the engine can segment.
+
+Each label name maps to a display name, an RGB colour (0-255, close to Slicer's General Anatomy
+colours) and SNOMED CT codes (category, type, optional type modifier for laterality), as DICOM SEG
+and Slicer's terminology module expect. The model file stores these per label so that a file is
+self-describing; this table is where the exporter takes them from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Code", "StructureTerm", "STRUCTURES", "term_for"]
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept: coding scheme designator, code value, code meaning."""
+
+    scheme: str
+    code: str
+    meaning: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"scheme": self.scheme, "code": self.code, "meaning": self.meaning}
+
+
+ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
+TISSUE = Code("SCT", "85756007", "Tissue")
+RIGHT = Code("SCT", "24028007", "Right")
+LEFT = Code("SCT", "7771000", "Left")
+
+
+@dataclass(frozen=True)
+class StructureTerm:
+    """Display name, colour and SNOMED CT coding of one segmentable structure."""
+
+    display_name: str
+    color: tuple[int, int, int]
+    category: Code
+    type: Code
+    type_modifier: Code | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "display_name": self.display_name,
+            "color": list(self.color),
+            "snomed": {
+                "category": self.category.to_dict(),
+                "type": self.type.to_dict(),
+                "type_modifier": self.type_modifier.to_dict() if self.type_modifier else None,
+            },
+        }
+
+
+def _anatomy(display: str, color: tuple[int, int, int], code: str, meaning: str,
+             modifier: Code | None = None) -> StructureTerm:
+    return StructureTerm(display, color, ANATOMICAL_STRUCTURE, Code("SCT", code, meaning), modifier)
+
+
+STRUCTURES: dict[str, StructureTerm] = {
+    # Abdominal CT organs.
+    "liver": _anatomy("Liver", (221, 130, 101), "10200004", "Liver"),
+    "spleen": _anatomy("Spleen", (157, 108, 162), "78961009", "Spleen"),
+    "right_kidney": _anatomy("Right kidney", (185, 102, 83), "64033007", "Kidney", RIGHT),
+    "left_kidney": _anatomy("Left kidney", (185, 102, 83), "64033007", "Kidney", LEFT),
+    "stomach": _anatomy("Stomach", (216, 132, 105), "69695003", "Stomach"),
+    "pancreas": _anatomy("Pancreas", (249, 180, 111), "15776009", "Pancreas"),
+    "gallbladder": _anatomy("Gallbladder", (139, 150, 98), "28231008", "Gallbladder"),
+    "aorta": _anatomy("Aorta", (224, 97, 76), "15825003", "Aorta"),
+    "inferior_vena_cava": _anatomy("Inferior vena cava", (0, 151, 206), "64131007",
+                                   "Inferior vena cava"),
+    # Whole-heart MR.
+    "myocardium": _anatomy("Myocardium", (206, 110, 84), "74281007", "Myocardium"),
+    "left_ventricle": _anatomy("Left ventricle", (255, 99, 71), "87878005", "Left ventricle"),
+    "right_ventricle": _anatomy("Right ventricle", (100, 149, 237), "53085002",
+                                "Right ventricle"),
+    "left_atrium": _anatomy("Left atrium", (255, 160, 122), "82471001", "Left atrium"),
+    "right_atrium": _anatomy("Right atrium", (135, 206, 250), "73829009", "Right atrium"),
+    "pulmonary_artery": _anatomy("Pulmonary artery", (0, 122, 171), "81040000",
+                                 "Pulmonary artery"),
+    "blood_pool": StructureTerm("Blood pool", (216, 101, 79), TISSUE,
+                                Code("SCT", "87612001", "Blood")),
+    # Brain MR tissues.
+    "grey_matter": StructureTerm("Grey matter", (188, 143, 143), TISSUE,
+                                 Code("SCT", "389080004", "Gray matter")),
+    "white_matter": StructureTerm("White matter", (245, 245, 245), TISSUE,
+                                  Code("SCT", "389081000", "White matter")),
+    "csf": StructureTerm("Cerebrospinal fluid", (85, 188, 255), TISSUE,
+                         Code("SCT", "65216001", "Cerebrospinal fluid")),
+}
+
+
+def term_for(name: str) -> StructureTerm:
+    """The terminology entry for ``name``; unknown names get a generic grey tissue entry."""
+    if name in STRUCTURES:
+        return STRUCTURES[name]
+    display = name.replace("_", " ").capitalize()
+    return StructureTerm(display, (128, 128, 128), TISSUE, Code("SCT", "85756007", "Tissue"))
