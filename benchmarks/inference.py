@@ -1,0 +1,130 @@
+"""Inference speed: our tiling beside MONAI's ``sliding_window_inference``, and the whole CLI.
+
+1. Same weights, same normalised 256x256x160 volume (k=160): MONAI with roi = the model's
+   patch size, overlap 0.25, Gaussian blending, against ``DeepOrganSegLib.inference.predict``
+   (largest tile that fits the memory budget, overlap = 0.25 x patch). Prints wall time of
+   each (median of ``--repeats``, interleaved), the ratio, and the share of voxels whose argmax
+   agrees.
+2. ``deeporganseg segment`` on a 512x512x300 int16 CT-sized volume (CRF off): wall time and
+   peak RSS of the process.
+
+Run: ``python benchmarks/inference.py [--model FILE] [--repeats 3] [--skip-cli]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.cli import default_model_path
+from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.preprocess import normalize_intensities
+from DeepOrganSegLib.volume import Volume, write_volume
+
+
+def ct_like_volume(shape_kji: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A CT-sized volume in HU from the abdomen phantom, stretched to ``shape_kji``."""
+    from DeepOrganSegLib.phantoms import make_phantom
+
+    phantom = make_phantom("abdomen-ct", seed)
+    array = phantom.image.array
+    zoom = [t / s for t, s in zip(shape_kji, array.shape)]
+    return ndimage.zoom(array, zoom, order=1).astype(np.float32)
+
+
+def time_call(function, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def compare_with_monai(model_path: Path, repeats: int) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    model = load_model(model_path)
+    task = model.metadata.tasks[0]
+    channels = [0] + [label.value for label in task.labels]
+    patch_kji = tuple(model.metadata.patch_size[::-1])
+    image = normalize_intensities(ct_like_volume((160, 256, 256)), task.normalization)
+    tensor = torch.from_numpy(image)
+    network = model.network
+
+    def monai_run() -> torch.Tensor:
+        with torch.inference_mode():
+            return sliding_window_inference(
+                tensor[None, None], patch_kji, 1,
+                lambda x: torch.softmax(network(x)[:, channels], 1),
+                overlap=0.25, mode="gaussian")[0]
+
+    def ours() -> torch.Tensor:
+        return predict(network, tensor, channels, patch_kji, InferenceSettings(device="cpu")).main
+
+    monai_times, ours_times = [], []
+    for _ in range(repeats):  # interleaved so that machine load hits both alike
+        t, monai_out = time_call(monai_run, 1)
+        monai_times.append(t)
+        t, ours_out = time_call(ours, 1)
+        ours_times.append(t)
+    agreement = float((monai_out.argmax(0) == ours_out.argmax(0)).float().mean())
+    return {"monai_s": statistics.median(monai_times), "ours_s": statistics.median(ours_times),
+            "agreement": agreement, "patch": patch_kji[::-1]}
+
+
+def run_cli_on_ct_sized_volume(model_path: Path) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        array = np.clip(ct_like_volume((300, 512, 512), seed=1), -1024, 3071).astype(np.int16)
+        source = write_volume(Volume(array, spacing=(0.75, 0.75, 1.0)), Path(folder) / "ct.nrrd")
+        del array
+        command = [sys.executable, "-m", "DeepOrganSegLib", "segment", str(source),
+                   str(Path(folder) / "labels.nii.gz"), "--model", str(model_path), "--no-crf",
+                   "--task", "abdomen-ct", "--progress", "none"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        elapsed = time.perf_counter() - started
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"wall_s": elapsed, "peak_rss_gb": max(peak_kib, before) * 1024 / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-cli", action="store_true")
+    args = parser.parse_args()
+    model_path = args.model or default_model_path()
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"model: {model_path.name}, torch threads: {torch.get_num_threads()}")
+
+    result = compare_with_monai(model_path, args.repeats)
+    print("\n| 256x256x160, CPU | MONAI sliding_window_inference | DeepOrganSeg predict | ratio |")
+    print("|---|---|---|---|")
+    print(f"| wall time (s), roi {result['patch']}, overlap 0.25, gaussian | "
+          f"{result['monai_s']:.2f} | {result['ours_s']:.2f} | "
+          f"{result['monai_s'] / result['ours_s']:.2f}x faster |")
+    print(f"| argmax agreement | | {100 * result['agreement']:.3f} % | |")
+
+    if not args.skip_cli:
+        cli = run_cli_on_ct_sized_volume(model_path)
+        print("\n| deeporganseg segment, 512x512x300 int16 CT, CRF off | value | target |")
+        print("|---|---|---|")
+        print(f"| wall time (s) | {cli['wall_s']:.1f} | <= 60 |")
+        print(f"| peak RSS (GB) | {cli['peak_rss_gb']:.2f} | <= 4 |")
+
+
+if __name__ == "__main__":
+    main()
