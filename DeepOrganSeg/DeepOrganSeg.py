@@ -1,0 +1,724 @@
+"""DeepOrganSeg: organ segmentation with a 3D deeply supervised network and a dense 3D CRF.
+
+Module, Widget, Logic and Test in the layout of Slicer's scripted-module template. The Widget
+wires the panel to the Logic; the Logic is a thin layer over the engine's Qt-free
+``DeepOrganSegLib.mrml.SegmentationJob`` (export -> ``deeporganseg segment`` subprocess ->
+import), which it polls from a ``QTimer`` so that the GUI never freezes. pytest runs that same
+job class and the same test bodies against the MRML of the PyPI ``slicer-core`` wheel.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest,
+                                           ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
+from DeepOrganSegLib.errors import ModelFileError
+from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
+                                  run_segmentation, set_show_3d)
+from DeepOrganSegLib.runner import bundled_models
+
+#: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
+CRF_PARAMETERS = {
+    "crfIterations": "iterations",
+    "crfAppearanceWeight": "appearance_weight",
+    "crfAppearanceSpatialMm": "appearance_spatial_mm",
+    "crfAppearanceIntensity": "appearance_intensity",
+    "crfSmoothnessWeight": "smoothness_weight",
+    "crfSmoothnessSpatialMm": "smoothness_spatial_mm",
+}
+
+#: What each engine stage is called in the status line.
+STAGE_NAMES = {
+    "starting": _("Starting"), "load": _("Loading"), "preprocess": _("Preprocessing"),
+    "inference": _("Network"), "crf": _("CRF refinement"), "postprocess": _("Post-processing"),
+    "write": _("Writing"), "done": _("Done"), "import": _("Importing"),
+    "cancel": _("Cancelling"), "cancelled": _("Cancelled"), "error": _("Failed"),
+}
+
+#: Model files the user added with "Add model file..." (kept across sessions).
+USER_MODELS_SETTING = "DeepOrganSeg/UserModels"
+
+
+#
+# DeepOrganSeg
+#
+
+
+class DeepOrganSeg(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("DeepOrganSeg")
+        self.parent.categories = [_("Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DeepOrganSeg developers"]
+        self.parent.helpText = _("""
+Fully automatic organ segmentation of CT and MR volumes: abdominal organs (CT), the whole heart
+(MR) and brain tissues (MR), by a 3D deeply supervised network refined by a dense 3D CRF. Each
+organ becomes a named, coloured segment coded with SNOMED CT terminology.
+See the <a href="https://github.com/deeporganseg/DeepOrganSeg/blob/main/docs/slicer.md">module
+documentation</a>.
+""")
+        self.parent.acknowledgementText = _("""
+Built on the 3D deeply supervised network of Dou et al. (Medical Image Analysis, 2017) and the
+fully connected CRF of Krähenbühl and Koltun (NeurIPS, 2011).
+""")
+
+
+#
+# DeepOrganSegParameterNode
+#
+
+
+class Device(enum.Enum):
+    """Where the network runs (the value is the engine's ``--device``)."""
+
+    AUTO = "auto"
+    GPU = "cuda"
+    CPU = "cpu"
+
+    def label(self) -> str:
+        return {Device.AUTO: _("Auto"), Device.GPU: _("GPU (CUDA)"), Device.CPU: _("CPU")}[self]
+
+
+@parameterNodeWrapper
+class DeepOrganSegParameterNode:
+    """The panel's state, saved with the scene.
+
+    model: path of the model file; task: a task name of the model, or "auto";
+    excludedOrgans: organs of the task the user unchecked; outputSegmentation: None means a
+    new segmentation is made; the crf* values are loaded from the model when it is chosen.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    model: str = ""
+    task: str = "auto"
+    excludedOrgans: list[str]
+    device: Device = Device.AUTO
+    useCrf: bool = True
+    crfIterations: Annotated[int, WithinRange(1, 20)] = 5
+    crfAppearanceWeight: Annotated[float, WithinRange(0.0, 20.0)] = 5.0
+    crfAppearanceSpatialMm: Annotated[float, WithinRange(0.5, 50.0)] = 8.0
+    crfAppearanceIntensity: Annotated[float, WithinRange(0.01, 2.0)] = 0.1
+    crfSmoothnessWeight: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
+    crfSmoothnessSpatialMm: Annotated[float, WithinRange(0.5, 20.0)] = 2.0
+    show3D: bool = False
+
+
+#
+# DeepOrganSegWidget
+#
+
+
+class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: input, task, organs, model, device, output, CRF; Segment/Cancel; results."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: DeepOrganSegLogic | None = None
+        self._parameterNode: DeepOrganSegParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._metadata: ModelMetadata | None = None
+        self._lastInputVolume = None
+        self._resultNode = None
+        self._updatingGUI = False
+        self._crfToolTip = ""
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DeepOrganSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DeepOrganSegLogic()
+        self._crfToolTip = self.ui.crfCheckBox.toolTip
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
+        self.ui.taskComboBox.connect("currentIndexChanged(int)", self.onTaskChanged)
+        self.ui.organListWidget.connect("itemChanged(QListWidgetItem*)", self.onOrganToggled)
+        self.ui.crfCheckBox.connect("toggled(bool)", self.ui.crfParametersWidget.setEnabled)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+
+        self.initializeParameterNode()
+        self._populateModels()
+        # Importing torch to ask about CUDA takes a moment: do it once the panel is shown.
+        qt.QTimer.singleShot(0, self._updateDeviceChoices)
+
+    def cleanup(self) -> None:
+        """Called when the application closes or the module is reloaded: stop a running job."""
+        if self.logic is not None:
+            self.logic.cancel(wait=True)
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                self._updateGUIFromParameterNode)
+
+    def onReload(self) -> None:
+        """Reload the engine too: drop ``DeepOrganSegLib`` (and the shared test bodies) from
+        ``sys.modules`` so that the module's fresh import executes the edited files."""
+        for name in [name for name in sys.modules
+                     if name.split(".")[0] in ("DeepOrganSegLib", "DeepOrganSegTestBodies")]:
+            del sys.modules[name]
+        super().onReload()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node ----------------------------------------------------------------------
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode:
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode: DeepOrganSegParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                self._updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets with a "SlicerParameterName" property in the .ui are connected here; the
+            # model, task and organ choices depend on the model file and are synced by hand.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                             self._updateGUIFromParameterNode)
+            self._updateGUIFromParameterNode()
+
+    def _updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        parameters = self._parameterNode
+        if parameters is None or self._updatingGUI:
+            return
+        self._updatingGUI = True
+        try:
+            if parameters.inputVolume is not self._lastInputVolume:
+                if self._lastInputVolume is not None:
+                    parameters.outputSegmentation = None  # a new volume gets a new segmentation
+                self._lastInputVolume = parameters.inputVolume
+            self._selectComboData(self.ui.modelComboBox, parameters.model)
+            self._selectComboData(self.ui.taskComboBox, parameters.task)
+            self._fillOrganList()
+            self.ui.crfParametersWidget.enabled = parameters.useCrf
+            self._updateSegmentButton()
+        finally:
+            self._updatingGUI = False
+
+    @staticmethod
+    def _selectComboData(comboBox, data: str) -> None:
+        index = comboBox.findData(data)
+        if index >= 0 and comboBox.currentIndex != index:
+            wasBlocked = comboBox.blockSignals(True)
+            comboBox.currentIndex = index
+            comboBox.blockSignals(wasBlocked)
+
+    def _updateSegmentButton(self) -> None:
+        running = self.logic.isRunning
+        self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
+        for section in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
+                        self.ui.advancedCollapsibleButton):
+            section.enabled = not running
+        parameters = self._parameterNode
+        if running:
+            self.ui.segmentButton.enabled = True
+            self.ui.segmentButton.toolTip = _("Stop the segmentation; the scene stays as it was.")
+        elif not parameters or not parameters.inputVolume:
+            self.ui.segmentButton.enabled = False
+            self.ui.segmentButton.toolTip = _("Select an input volume.")
+        elif not parameters.model:
+            self.ui.segmentButton.enabled = False
+            self.ui.segmentButton.toolTip = _("Select a model.")
+        elif self._metadata and not self._selectedOrgans() and parameters.task != "auto":
+            self.ui.segmentButton.enabled = False
+            self.ui.segmentButton.toolTip = _("Check at least one organ.")
+        else:
+            self.ui.segmentButton.enabled = True
+            self.ui.segmentButton.toolTip = _("Segment the organs of the input volume.")
+
+    # -- model, task, organs, device -----------------------------------------------------------
+
+    def _populateModels(self) -> None:
+        """Bundled models, the user's added models, then "Add model file..."."""
+        comboBox = self.ui.modelComboBox
+        wasBlocked = comboBox.blockSignals(True)
+        comboBox.clear()
+        for path in bundled_models():
+            comboBox.addItem(path.stem, str(path))
+            comboBox.setItemData(comboBox.count - 1, _("Bundled model: {path}").format(path=path),
+                                 qt.Qt.ToolTipRole)
+        for path in self._userModels():
+            comboBox.addItem(Path(path).stem, path)
+            comboBox.setItemData(comboBox.count - 1, path, qt.Qt.ToolTipRole)
+        comboBox.addItem(_("Add model file..."), "")
+        comboBox.blockSignals(wasBlocked)
+        parameters = self._parameterNode
+        if parameters and comboBox.findData(parameters.model) < 0 and comboBox.count > 1:
+            parameters.model = comboBox.itemData(0)
+        self._loadModel(parameters.model if parameters else "")
+
+    @staticmethod
+    def _userModels() -> list[str]:
+        value = qt.QSettings().value(USER_MODELS_SETTING) or []
+        paths = [value] if isinstance(value, str) else list(value)
+        return [path for path in paths if Path(path).is_file()]
+
+    def onModelActivated(self, index: int) -> None:
+        path = self.ui.modelComboBox.itemData(index)
+        if not path:
+            path = self._addModelFile()
+        if path:
+            self._parameterNode.model = path
+            self._loadModel(path)
+        self._selectComboData(self.ui.modelComboBox, self._parameterNode.model)
+
+    def _addModelFile(self) -> str:
+        """Ask for a model file, validate it (metadata only, nothing executed) and remember it."""
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Add a DeepOrganSeg model file"), "",
+            _("DeepOrganSeg model (*.safetensors)"))
+        if not path:
+            return ""
+        try:
+            self.logic.readModel(path)
+        except ModelFileError as error:
+            slicer.util.errorDisplay(_("Not a usable DeepOrganSeg model: {reason}").format(
+                reason=error))
+            return ""
+        userModels = [model for model in self._userModels() if model != path] + [path]
+        qt.QSettings().setValue(USER_MODELS_SETTING, userModels)
+        self._populateModels()
+        return path
+
+    def _loadModel(self, path: str) -> None:
+        """Read the model's metadata: fill the tasks and the model's CRF defaults."""
+        self._metadata = None
+        if path:
+            try:
+                self._metadata = self.logic.readModel(path)
+            except ModelFileError as error:
+                slicer.util.errorDisplay(_("Cannot use the model: {reason}").format(reason=error))
+        comboBox = self.ui.taskComboBox
+        wasBlocked = comboBox.blockSignals(True)
+        comboBox.clear()
+        comboBox.addItem(_("Auto"), "auto")
+        comboBox.setItemData(0, _("The task is chosen from the image (modality, body region)."),
+                             qt.Qt.ToolTipRole)
+        for task in self._metadata.tasks if self._metadata else ():
+            comboBox.addItem(task.title, task.name)
+            organs = ", ".join(label.display_name for label in task.labels)
+            comboBox.setItemData(comboBox.count - 1, _("{modality}: {organs}").format(
+                modality=task.modality, organs=organs), qt.Qt.ToolTipRole)
+        comboBox.blockSignals(wasBlocked)
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        if comboBox.findData(parameters.task) < 0:
+            parameters.task = "auto"
+        crf = self.logic.crfDefaults(self._metadata) if self._metadata else {}
+        wasModified = parameters.StartModify()
+        for field, name in CRF_PARAMETERS.items():
+            if name in crf:
+                setattr(parameters, field, crf[name])
+        parameters.EndModify(wasModified)
+        hasCrf = bool(self._metadata and self._metadata.crf)
+        self.ui.crfCheckBox.enabled = hasCrf
+        self.ui.crfCheckBox.toolTip = (self._crfToolTip if hasCrf else
+                                       _("This model carries no tuned CRF parameters."))
+        self._updateGUIFromParameterNode()
+
+    def onTaskChanged(self, index: int) -> None:
+        if self._parameterNode and not self._updatingGUI:
+            self._parameterNode.task = self.ui.taskComboBox.itemData(index)
+            self._parameterNode.excludedOrgans = []
+
+    def _fillOrganList(self) -> None:
+        """Checkable organs of the chosen task (a subset needs a task: Auto segments all)."""
+        listWidget = self.ui.organListWidget
+        wasBlocked = listWidget.blockSignals(True)
+        listWidget.clear()
+        task = self._chosenTask()
+        for label in task.labels if task else ():
+            item = qt.QListWidgetItem(label.display_name)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Unchecked if label.name in self._parameterNode.excludedOrgans
+                               else qt.Qt.Checked)
+            item.setData(qt.Qt.UserRole, label.name)
+            swatch = qt.QPixmap(12, 12)
+            swatch.fill(qt.QColor(*label.color))
+            item.setIcon(qt.QIcon(swatch))
+            listWidget.addItem(item)
+        listWidget.enabled = task is not None
+        listWidget.toolTip = (_("Uncheck organs you do not need.") if task else
+                              _("Choose a task to segment a subset of its organs."))
+        listWidget.blockSignals(wasBlocked)
+
+    def _chosenTask(self):
+        if not self._metadata or not self._parameterNode or self._parameterNode.task == "auto":
+            return None
+        return next((task for task in self._metadata.tasks
+                     if task.name == self._parameterNode.task), None)
+
+    def _selectedOrgans(self) -> tuple[str, ...]:
+        """The organs to segment; empty means all organs of the task."""
+        task = self._chosenTask()
+        if task is None or not self._parameterNode.excludedOrgans:
+            return tuple(label.name for label in task.labels) if task else ()
+        return tuple(label.name for label in task.labels
+                     if label.name not in self._parameterNode.excludedOrgans)
+
+    def onOrganToggled(self, item) -> None:
+        name = item.data(qt.Qt.UserRole)
+        excluded = [organ for organ in self._parameterNode.excludedOrgans if organ != name]
+        if item.checkState() == qt.Qt.Unchecked:
+            excluded.append(name)
+        self._parameterNode.excludedOrgans = excluded
+
+    def _updateDeviceChoices(self) -> None:
+        """Disable the GPU choice (and say why) when PyTorch sees no CUDA device."""
+        available, reason = self.logic.cudaAvailability()
+        comboBox = self.ui.deviceComboBox
+        index = comboBox.findText(Device.GPU.label())
+        comboBox.model().item(index).setEnabled(available)
+        comboBox.setItemData(index, reason, qt.Qt.ToolTipRole)
+        if not available and self._parameterNode and self._parameterNode.device is Device.GPU:
+            self._parameterNode.device = Device.AUTO
+
+    # -- running -----------------------------------------------------------------------------
+
+    def onSegmentButton(self) -> None:
+        if self.logic.isRunning:
+            self.logic.cancel()
+            return
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
+            if not self.logic.setupPythonRequirements():
+                return
+            task = self._chosenTask()
+            organs = self._selectedOrgans()
+            request = SegmentationRequest(
+                input_volume=parameters.inputVolume, model=Path(parameters.model),
+                output_segmentation=parameters.outputSegmentation, task=parameters.task,
+                device=parameters.device.value, crf=parameters.useCrf,
+                crf_parameters={name: getattr(parameters, field)
+                                for field, name in CRF_PARAMETERS.items()},
+                organs=organs if task and len(organs) < len(task.labels) else (),
+                show_3d=parameters.show3D)
+            self.ui.resultsTableWidget.setRowCount(0)
+            self.ui.elapsedLabel.text = ""
+            self.logic.process(request, progressCallback=self._onProgress,
+                               completedCallback=self._onCompleted)
+        self._updateSegmentButton()
+
+    def _onProgress(self, job: SegmentationJob) -> None:
+        self.ui.progressBar.value = int(round(100 * job.progress.fraction))
+        stage = STAGE_NAMES.get(job.progress.stage, job.progress.stage)
+        self.ui.statusLabel.text = f"{stage}: {job.progress.message}" if job.progress.message \
+            else stage
+        self._updateSegmentButton()
+
+    def _onCompleted(self, job: SegmentationJob) -> None:
+        self._onProgress(job)
+        if job.state is RunState.DONE:
+            outcome = job.outcome
+            self._resultNode = outcome.segmentation_node
+            self._parameterNode.outputSegmentation = outcome.segmentation_node
+            self._showResults(job)
+        elif job.state is RunState.FAILED:
+            slicer.util.errorDisplay(
+                _("Segmentation failed: {message}").format(message=job.failure.message),
+                detailedText=job.failure.details)
+
+    def _showResults(self, job: SegmentationJob) -> None:
+        """Organ volumes and mean intensities in the table; the elapsed time below it."""
+        table = self.ui.resultsTableWidget
+        table.setRowCount(len(job.outcome.organs))
+        for row, organ in enumerate(job.outcome.organs):
+            swatch = qt.QPixmap(12, 12)
+            swatch.fill(qt.QColor(*organ.color))
+            name = qt.QTableWidgetItem(qt.QIcon(swatch), organ.display_name)
+            volume = qt.QTableWidgetItem(f"{organ.volume_ml:.1f}")
+            mean = qt.QTableWidgetItem("" if organ.mean_intensity is None
+                                       else f"{organ.mean_intensity:.1f}")
+            for column, item in enumerate((name, volume, mean)):
+                if column:
+                    item.setTextAlignment(qt.Qt.AlignRight | qt.Qt.AlignVCenter)
+                table.setItem(row, column, item)
+        table.resizeColumnsToContents()
+        outcome = job.outcome
+        self.ui.elapsedLabel.text = _(
+            "{task} in {elapsed:.1f} s (engine {engine:.1f} s on {device}{crf})").format(
+            task=outcome.task, elapsed=job.elapsed_s, engine=outcome.engine_seconds,
+            device=outcome.device, crf=_(", with CRF") if outcome.crf else "")
+
+    def onShow3DToggled(self, show: bool) -> None:
+        if self._resultNode is not None and self._resultNode.GetScene() is not None:
+            set_show_3d(self._resultNode, show)
+
+
+#
+# DeepOrganSegLogic
+#
+
+
+class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
+    """Runs segmentations without a GUI: ``process(request, waitForCompletion=True)`` in scripts
+    and tests, or followed by a ``QTimer`` with progress/completion callbacks from the panel."""
+
+    POLL_INTERVAL_MS = 200
+    TORCH_REQUIREMENT = ">=2.2"
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._job: SegmentationJob | None = None
+        self._timer: qt.QTimer | None = None
+        self._progressCallback: Callable[[SegmentationJob], None] | None = None
+        self._completedCallback: Callable[[SegmentationJob], None] | None = None
+
+    def getParameterNode(self) -> DeepOrganSegParameterNode:
+        return DeepOrganSegParameterNode(super().getParameterNode())
+
+    # -- models and devices --------------------------------------------------------------------
+
+    @staticmethod
+    def bundledModels() -> list[Path]:
+        return bundled_models()
+
+    @staticmethod
+    def readModel(path: str | os.PathLike) -> ModelMetadata:
+        """A model file's metadata; raises ``ModelFileError`` with a one-line reason. Reading
+        never executes anything from the file."""
+        return read_metadata(path)
+
+    @staticmethod
+    def crfDefaults(metadata: ModelMetadata) -> dict[str, float]:
+        """The CRF parameters the model was tuned with (those it names)."""
+        return {name: value for name, value in metadata.crf.items()
+                if name in CRF_PARAMETERS.values()}
+
+    @staticmethod
+    def cudaAvailability() -> tuple[bool, str]:
+        """Whether the GPU choice can work, and a tooltip saying so."""
+        if importlib.util.find_spec("torch") is None:
+            return False, _("PyTorch is not installed yet; it is installed on the first run.")
+        import torch
+
+        if torch.cuda.is_available():
+            return True, _("Run on {gpu}.").format(gpu=torch.cuda.get_device_name(0))
+        return False, _("PyTorch {version} sees no CUDA GPU on this computer.").format(
+            version=torch.__version__)
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def setupPythonRequirements(self) -> bool:
+        """Install what the engine needs into Slicer's Python, asking first; False if declined.
+
+        PyTorch comes through the PyTorch extension's PyTorchUtils (it picks the build for this
+        computer's GPU); the rest through pip with the version ranges of
+        ``Resources/requirements.txt``. Slicer's own numpy and SimpleITK are never replaced."""
+        if importlib.util.find_spec("torch") is None:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise RuntimeError(_("DeepOrganSeg needs the PyTorch extension; install it from "
+                                     "the Extensions Manager and restart Slicer.")) from None
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled() and torchLogic.installTorch(
+                    askConfirmation=True, torchVersionRequirement=self.TORCH_REQUIREMENT) is None:
+                return False
+        requirementsPath = Path(__file__).parent / "Resources" / "requirements.txt"
+        try:
+            import slicer.packaging
+        except ImportError:  # Slicer before 5.12: check and install by hand
+            return self._pipInstallMissing(requirementsPath)
+        slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirementsPath),
+                                    requester="DeepOrganSeg")
+        return True
+
+    @staticmethod
+    def _pipInstallMissing(requirementsPath: Path) -> bool:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from packaging.requirements import Requirement
+
+        missing = []
+        for line in requirementsPath.read_text().splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            requirement = Requirement(line)
+            try:
+                if version(requirement.name) in requirement.specifier:
+                    continue
+            except PackageNotFoundError:
+                pass
+            missing.append(str(requirement))
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                _("DeepOrganSeg needs these Python packages: {packages}. Install them now?").format(
+                    packages=", ".join(missing)), _("Install Python packages")):
+            return False
+        slicer.util.pip_install(missing)
+        return True
+
+    # -- running -------------------------------------------------------------------------------
+
+    @property
+    def isRunning(self) -> bool:
+        return self._job is not None and not self._job.state.finished
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python: inside Slicer ``sys.executable`` is the application itself, and the
+        ``PythonSlicer`` launcher sets up the interpreter's environment."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def process(self, request: SegmentationRequest, waitForCompletion: bool = False,
+                progressCallback: Callable[[SegmentationJob], None] | None = None,
+                completedCallback: Callable[[SegmentationJob], None] | None = None
+                ) -> SegmentationJob:
+        """Segment ``request.input_volume``.
+
+        With ``waitForCompletion`` the call returns the finished job and raises
+        ``SegmentationFailed`` unless it succeeded. Otherwise it returns the started job at once;
+        a QTimer polls it, calling ``progressCallback(job)`` on each poll and
+        ``completedCallback(job)`` once it is DONE, FAILED or CANCELLED. Raises ``InputError``
+        (nothing started) for a request that cannot run."""
+        if self.isRunning:
+            raise RuntimeError(_("A segmentation is already running."))
+        options = dict(environment=slicer.util.startupEnvironment(),
+                       temporary_root=slicer.app.temporaryPath)
+        if waitForCompletion:
+            return run_segmentation(request, self.pythonExecutable(), **options)
+        self._job = SegmentationJob(request, self.pythonExecutable(), **options)
+        self._progressCallback, self._completedCallback = progressCallback, completedCallback
+        self._job.start()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(self.POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self._onTimer)
+        self._timer.start()
+        return self._job
+
+    def _onTimer(self) -> None:
+        job = self._job
+        state = job.poll()
+        if self._progressCallback:
+            self._progressCallback(job)
+        if state.finished:
+            self._timer.stop()
+            logging.info("DeepOrganSeg: %s in %.1f s", state.value, job.elapsed_s)
+            if self._completedCallback:
+                self._completedCallback(job)
+
+    def cancel(self, wait: bool = False) -> None:
+        """Cancel the running job (kills the engine's process tree; the scene is unchanged)."""
+        if self.isRunning:
+            self._job.cancel()
+            if wait:
+                self._job.wait(timeout=30)
+                self._timer.stop()
+
+
+#
+# DeepOrganSegTest
+#
+
+
+class DeepOrganSegTest(ScriptedLoadableModuleTest):
+    """Runs the checks of ``Testing/Python/DeepOrganSegTestBodies.py`` -- the same functions
+    pytest runs against slicer-core -- on a synthetic abdominal CT phantom with an oblique
+    orientation, through this module's Logic and the bundled model."""
+
+    #: Large organs of the phantom whose Dice is held to ``MIN_DICE``.
+    CHECKED_ORGANS = ("liver", "spleen", "right_kidney", "left_kidney")
+    MIN_DICE = 0.7
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_DeepOrganSeg()
+
+    def test_DeepOrganSeg(self) -> None:
+        bodies = self._testBodies()
+        context = self._context(bodies)
+        for check in bodies.TESTS_ON_CONTEXT:
+            self.delayDisplay(check.__name__)
+            check(context)
+        self.delayDisplay("segment_phantom")
+        run = bodies.segment_phantom(context)
+        for check in bodies.TESTS_ON_PHANTOM_RUN:
+            self.delayDisplay(check.__name__)
+            check(context, run)
+        self.delayDisplay(f"Test passed: {context.measurements}")
+
+    @staticmethod
+    def _testBodies():
+        testingPath = str(Path(__file__).parent / "Testing" / "Python")
+        if testingPath not in sys.path:
+            sys.path.append(testingPath)
+        import DeepOrganSegTestBodies
+
+        return DeepOrganSegTestBodies
+
+    def _context(self, bodies):
+        from DeepOrganSegLib.phantoms import make_phantom
+
+        models = bundled_models()
+        self.assertTrue(models, "no bundled model in Resources/Models")
+        phantom = next(case for case in (
+            make_phantom("abdomen-ct", seed, shape=(64, 112, 112), random_orientation=True)
+            for seed in range(50)) if _isOblique(case.image.direction))
+        organs = {value: name for value, name in phantom.label_names.items()
+                  if name in self.CHECKED_ORGANS}
+        case = bodies.Case(image=phantom.image, truth=phantom.labels, organs=organs,
+                           model=models[0], task="abdomen-ct")
+        logic = DeepOrganSegLogic()
+        return bodies.Context(
+            scene=slicer.mrmlScene, case=case,
+            run=lambda request: logic.process(request, waitForCompletion=True),
+            start=lambda request: logic.process(request),
+            python=logic.pythonExecutable(), workdir=Path(slicer.app.temporaryPath),
+            min_dice=self.MIN_DICE)
+
+
+def _isOblique(direction) -> bool:
+    return any(0.01 < abs(value) < 0.99 for row in direction for value in row)

@@ -1,0 +1,592 @@
+"""MRML nodes <-> engine objects, and one segmentation run as a state machine the module polls.
+
+The only engine file that touches Slicer, and only through what the PyPI ``slicer-core`` wheel
+provides as well (MRML core, the segmentations logic classes, ``slicer.util`` array helpers): no
+Qt, no ``slicer.app``, no ``slicer.modules``. The Slicer module's Logic is a thin wrapper around
+:class:`SegmentationJob`, so that pytest against real MRML exercises the code Slicer runs.
+
+A run never leaves the scene half-changed:
+
+1. ``start()`` checks everything it can before any work (volume, model file, task, organs,
+   output node), writes the input to a private temporary folder and launches the engine;
+2. ``poll()`` follows the engine; nothing in the scene is touched while it runs;
+3. when the engine succeeded, the result is built into free-standing segments first and only
+   then committed: a new segmentation node is added, or the segments the run produced replace
+   their namesakes in the chosen segmentation, whose other segments are kept as they are;
+4. a cancelled or failed run commits nothing; the temporary folder is removed in every case.
+
+Geometry: Slicer volume nodes are RAS, engine volumes (SimpleITK) are LPS; the conversion is
+``diag(-1, -1, 1)`` on both the origin and the direction columns. The engine returns its
+labelmap on exactly the input's grid; that is checked before the segments are built on the
+input node's own IJK-to-RAS matrix.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import slicer
+import slicer.util
+import vtk
+from vtk.util import numpy_support
+
+from .bundle import LabelSpec, read_metadata
+from .errors import DeepOrganSegError, InputError
+from .labelmap_io import terminology_entry
+from .runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
+from .volume import Volume, read_volume, write_volume
+
+__all__ = [
+    "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "SegmentationJob",
+    "SegmentationFailed", "run_segmentation", "volume_from_node", "add_volume_node",
+    "set_volume_node_geometry", "ijk_to_ras_matrix", "segments_from_labelmap",
+    "merge_segments", "find_segment_for_organ", "place_next_to", "set_show_3d",
+    "segment_tag", "ORGAN_TAG", "MODEL_TAG", "TASK_TAG",
+]
+
+#: RAS <-> LPS: flip the first two axes (its own inverse).
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+#: Segment tags that mark a segment as produced by DeepOrganSeg (and from which organ/model).
+ORGAN_TAG = "DeepOrganSeg.Organ"
+MODEL_TAG = "DeepOrganSeg.Model"
+TASK_TAG = "DeepOrganSeg.Task"
+
+#: The engine's labelmap must sit on the input grid to within these tolerances.
+GRID_TOLERANCE_MM = 1e-3
+DIRECTION_TOLERANCE = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# Volumes: node <-> engine Volume.
+
+
+def ijk_to_ras_matrix(volume: Volume) -> np.ndarray:
+    """The 4x4 IJK-to-RAS matrix of an engine (LPS) volume."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = LPS_FROM_RAS @ volume.direction @ np.diag(volume.spacing)
+    matrix[:3, 3] = LPS_FROM_RAS @ np.asarray(volume.origin)
+    return matrix
+
+
+def _vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row, column]))
+    return matrix
+
+
+def _node_ijk_to_ras(node) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def volume_from_node(node) -> Volume:
+    """The engine volume (LPS geometry, array copy) of a scalar volume node."""
+    image = node.GetImageData() if node is not None else None
+    if image is None or image.GetNumberOfPoints() == 0:
+        name = node.GetName() if node is not None else "(none)"
+        raise InputError(f"volume '{name}' holds no image; load a volume first")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise InputError(f"volume '{node.GetName()}' has {image.GetNumberOfScalarComponents()} "
+                         "components per voxel; choose a scalar (grey-level) volume")
+    directions = vtk.vtkMatrix4x4()
+    node.GetIJKToRASDirectionMatrix(directions)
+    ras_direction = np.array([[directions.GetElement(r, c) for c in range(3)] for r in range(3)])
+    return Volume(
+        array=np.array(slicer.util.arrayFromVolume(node), copy=True),
+        spacing=node.GetSpacing(),
+        origin=tuple(LPS_FROM_RAS @ np.asarray(node.GetOrigin())),
+        direction=LPS_FROM_RAS @ ras_direction,
+    )
+
+
+def set_volume_node_geometry(node, volume: Volume) -> None:
+    """Give ``node`` the spacing, origin and direction of an engine (LPS) volume."""
+    node.SetSpacing(*volume.spacing)
+    node.SetOrigin(*(LPS_FROM_RAS @ np.asarray(volume.origin)))
+    directions = np.eye(4)
+    directions[:3, :3] = LPS_FROM_RAS @ volume.direction
+    node.SetIJKToRASDirectionMatrix(_vtk_matrix(directions))
+
+
+def add_volume_node(scene, volume: Volume, name: str,
+                    class_name: str = "vtkMRMLScalarVolumeNode"):
+    """A new volume node in ``scene`` holding ``volume`` with its full geometry."""
+    node = scene.AddNewNodeByClass(class_name, name)
+    set_volume_node_geometry(node, volume)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _check_same_grid(result: Volume, reference: Volume) -> None:
+    """Refuse an engine output that is not on the input's grid (it would be misplaced)."""
+    problems = []
+    if result.array.shape != reference.array.shape:
+        problems.append(f"size {result.size} != {reference.size}")
+    if not np.allclose(result.spacing, reference.spacing, atol=GRID_TOLERANCE_MM):
+        problems.append(f"spacing {result.spacing} != {reference.spacing}")
+    if not np.allclose(result.origin, reference.origin, atol=GRID_TOLERANCE_MM):
+        problems.append(f"origin {result.origin} != {reference.origin}")
+    if not np.allclose(result.direction, reference.direction, atol=DIRECTION_TOLERANCE):
+        problems.append("direction differs")
+    if problems:
+        raise RuntimeError("the engine's labelmap is not on the input grid ("
+                           + "; ".join(problems) + ")")
+
+
+# ---------------------------------------------------------------------------------------------
+# Segments: labelmap -> vtkSegments, merged into a segmentation node.
+
+
+def segment_tag(segment, name: str) -> str:
+    """The value of a segment's tag, or '' when it has none."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(name, value) else ""
+
+
+def segments_from_labelmap(labels: np.ndarray, ijk_to_ras: vtk.vtkMatrix4x4,
+                           specs: Sequence[LabelSpec], tags: dict[str, str] | None = None
+                           ) -> list[tuple[str, slicer.vtkSegment]]:
+    """One segment per label spec, all sharing one labelmap layer (as Slicer stores them).
+
+    ``labels`` is the [k, j, i] array on the grid given by ``ijk_to_ras``. Each segment gets
+    the spec's display name, colour, label value, a ``TerminologyEntry`` tag built from its
+    SNOMED CT codes, the organ tag and ``tags``. Returns ``(organ name, segment)`` pairs; the
+    segments belong to no segmentation yet."""
+    layer = slicer.vtkOrientedImageData()
+    depth, rows, columns = labels.shape
+    layer.SetDimensions(columns, rows, depth)
+    layer.SetImageToWorldMatrix(ijk_to_ras)
+    scalars = numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(labels, dtype=np.uint8).ravel(), deep=True,
+        array_type=vtk.VTK_UNSIGNED_CHAR)
+    layer.GetPointData().SetScalars(scalars)
+    representation = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    terminology_tag = slicer.vtkSegment.GetTerminologyEntryTagName()
+    segments = []
+    for spec in specs:
+        segment = slicer.vtkSegment()
+        segment.SetName(spec.display_name)
+        segment.SetColor(*(channel / 255.0 for channel in spec.color))
+        segment.AddRepresentation(representation, layer)
+        segment.SetLabelValue(spec.value)
+        segment.SetTag(terminology_tag, terminology_entry(spec))
+        segment.SetTag(ORGAN_TAG, spec.name)
+        for name, value in (tags or {}).items():
+            segment.SetTag(name, value)
+        segments.append((spec.name, segment))
+    return segments
+
+
+def find_segment_for_organ(segmentation, organ: str, display_name: str) -> str:
+    """The ID of the segment a run for ``organ`` replaces, or '' if there is none.
+
+    In order: a segment DeepOrganSeg made for that organ (organ tag), a segment whose ID is the
+    organ name, a segment named like the organ (case-insensitive). Everything else is kept."""
+    ids = [segmentation.GetNthSegmentID(index)
+           for index in range(segmentation.GetNumberOfSegments())]
+    for segment_id in ids:
+        if segment_tag(segmentation.GetSegment(segment_id), ORGAN_TAG) == organ:
+            return segment_id
+    if organ in ids:
+        return organ
+    for segment_id in ids:
+        if segmentation.GetSegment(segment_id).GetName().casefold() == display_name.casefold():
+            return segment_id
+    return ""
+
+
+def merge_segments(segmentation_node, segments: Sequence[tuple[str, slicer.vtkSegment]]
+                   ) -> list[str]:
+    """Put ``segments`` into the node: each replaces the segment it matches (keeping that
+    segment's ID and place in the list) or is appended; all other segments stay untouched.
+    Returns the segment IDs, in the order of ``segments``."""
+    segmentation = segmentation_node.GetSegmentation()
+    segment_ids = []
+    was_modified = segmentation_node.StartModify()
+    try:
+        for organ, segment in segments:
+            replaced = find_segment_for_organ(segmentation, organ, segment.GetName())
+            if replaced:
+                index = segmentation.GetSegmentIndex(replaced)
+                following = (segmentation.GetNthSegmentID(index + 1)
+                             if index + 1 < segmentation.GetNumberOfSegments() else "")
+                segmentation.RemoveSegment(replaced)
+                segment_id = replaced
+            else:
+                following = ""
+                segment_id = organ if segmentation.GetSegment(organ) is None else ""
+            if not segmentation.AddSegment(segment, segment_id, following):
+                raise RuntimeError(f"segment '{segment.GetName()}' could not be added")
+            segment_ids.append(segmentation.GetSegmentIdBySegment(segment))
+    finally:
+        segmentation_node.EndModify(was_modified)
+    return segment_ids
+
+
+def place_next_to(node, reference) -> None:
+    """Put ``node`` beside ``reference`` in the subject hierarchy (same parent item)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    reference_item = hierarchy.GetItemByDataNode(reference)
+    parent = (hierarchy.GetItemParent(reference_item) if reference_item
+              else hierarchy.GetSceneItemID())
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:
+        hierarchy.CreateItem(parent, node)
+
+
+def set_show_3d(segmentation_node, show: bool) -> None:
+    """Show the segments in 3D views (closed surfaces) or only in slice views."""
+    if show:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    else:
+        segmentation_node.RemoveClosedSurfaceRepresentation()
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: request -> engine subprocess -> segments in the scene.
+
+
+class RunState(enum.Enum):
+    """Where a :class:`SegmentationJob` is. CANCELLED, FAILED and DONE are final."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    IMPORTING = "importing"
+    CANCEL_REQUESTED = "cancel requested"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    DONE = "done"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.CANCELLED, RunState.FAILED, RunState.DONE)
+
+
+@dataclass
+class SegmentationRequest:
+    """What the user asked for. ``output_segmentation=None``: a new node on success;
+    ``organs`` empty: all organs of the task; ``crf_parameters``: overrides of the model's."""
+
+    input_volume: object
+    model: Path
+    output_segmentation: object | None = None
+    task: str = "auto"
+    device: str = "auto"
+    crf: bool = True
+    crf_parameters: dict[str, float] = field(default_factory=dict)
+    organs: tuple[str, ...] = ()
+    show_3d: bool = False
+
+
+@dataclass(frozen=True)
+class OrganResult:
+    """One organ of a finished run, as shown in the results table."""
+
+    name: str
+    display_name: str
+    color: tuple[int, int, int]
+    segment_id: str
+    volume_ml: float
+    mean_intensity: float | None
+
+
+@dataclass(frozen=True)
+class SegmentationOutcome:
+    """A finished run: where its segments are and what the engine measured."""
+
+    segmentation_node: object
+    task: str
+    device: str
+    crf: bool
+    engine_seconds: float
+    organs: tuple[OrganResult, ...]
+
+
+class SegmentationFailed(RuntimeError):
+    """A run that was waited for did not succeed. ``failure`` says why (``message`` is one
+    line, ``details`` holds the engine's stderr or the traceback); ``job`` is the run."""
+
+    def __init__(self, job: SegmentationJob) -> None:
+        self.job = job
+        self.failure = job.failure or EngineFailure("the run was cancelled", 3)
+        super().__init__(self.failure.message)
+
+
+def _parent_transform_id(node) -> str | None:
+    # (GetParentTransformNode, not GetTransformNodeID: the latter marks the node modified)
+    transform = node.GetParentTransformNode()
+    return transform.GetID() if transform is not None else None
+
+
+def check_request(request: SegmentationRequest) -> None:
+    """Check everything that can be checked before any work; raises InputError."""
+    node = request.input_volume
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA(
+            "vtkMRMLLabelMapVolumeNode"):
+        raise InputError("choose a scalar input volume (not a labelmap)")
+    if node.GetScene() is None:
+        raise InputError(f"volume '{node.GetName()}' is not in the scene")
+    metadata = read_metadata(request.model)
+    tasks = {task.name: task for task in metadata.tasks}
+    if request.task != "auto" and request.task not in tasks:
+        raise InputError(f"the model has no task '{request.task}'; choose one of: "
+                         + ", ".join(["auto", *tasks]))
+    if request.organs:
+        if request.task == "auto":
+            raise InputError("choose a task to segment a subset of its organs")
+        known = {label.name for label in tasks[request.task].labels}
+        unknown = [organ for organ in request.organs if organ not in known]
+        if unknown:
+            raise InputError(f"task '{request.task}' has no organ '{unknown[0]}'; choose from: "
+                             + ", ".join(sorted(known)))
+    if request.device not in ("auto", "cuda", "cpu"):
+        raise InputError(f"device '{request.device}' is not one of auto, cuda, cpu")
+    output = request.output_segmentation
+    if output is not None:
+        if not output.IsA("vtkMRMLSegmentationNode"):
+            raise InputError("the output must be a segmentation node")
+        if _parent_transform_id(output) != _parent_transform_id(node):
+            raise InputError(
+                f"segmentation '{output.GetName()}' is under another transform than volume "
+                f"'{node.GetName()}'; choose a new segmentation or harden the transforms")
+
+
+class SegmentationJob:
+    """One click on Segment, followed by polling: IDLE -> STARTING -> RUNNING -> IMPORTING ->
+    DONE, or -> CANCEL_REQUESTED -> CANCELLED, or -> FAILED.
+
+    ``poll()`` never blocks for long (the import after a successful run is the one step done on
+    the caller's thread; it takes a fraction of a second). The scene is only touched by that
+    import; the temporary folder is removed when the job finishes, whatever the outcome."""
+
+    def __init__(self, request: SegmentationRequest, python: str, *,
+                 environment: dict[str, str] | None = None,
+                 temporary_root: str | Path | None = None) -> None:
+        self.request = request
+        self.python = python
+        self.environment = environment
+        self.temporary_root = temporary_root
+        self.state = RunState.IDLE
+        self.progress = ProgressEvent("starting", 0.0, "")
+        self.failure: EngineFailure | None = None
+        self.outcome: SegmentationOutcome | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.temporary_folder: Path | None = None
+        self._engine: EngineProcess | None = None
+        self._input: Volume | None = None
+
+    # -- control ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the request, write the input to a temporary file and launch the engine.
+
+        Raises InputError (with the job FAILED) for a request that cannot run."""
+        if self.state is not RunState.IDLE:
+            raise RuntimeError(f"job already {self.state.value}")
+        self.started_at = time.monotonic()
+        self.state = RunState.STARTING
+        self.progress = ProgressEvent("starting", 0.0, "writing the input volume")
+        try:
+            check_request(self.request)
+            self._input = volume_from_node(self.request.input_volume)
+            self.temporary_folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-",
+                                                          dir=self.temporary_root))
+            input_path = write_volume(self._input, self.temporary_folder / "input.nrrd",
+                                      compress=False)
+            request = self.request
+            command = segment_command(
+                input_path, self._labelmap_path, self._stats_path, model=request.model,
+                task=request.task, device=request.device, crf=request.crf,
+                crf_parameters=request.crf_parameters, organs=request.organs,
+                python=self.python)
+            self._engine = EngineProcess(command, env=self.environment,
+                                         cwd=self.temporary_folder)
+            self._engine.start()
+        except Exception as error:
+            message = str(error) if isinstance(error, DeepOrganSegError) else (
+                f"could not start the segmentation engine: {error}")
+            self._finish(RunState.FAILED, EngineFailure(
+                message, getattr(error, "exit_code", None), traceback.format_exc()))
+            raise
+        self.progress = ProgressEvent("starting", 0.0, "starting the segmentation engine")
+
+    def cancel(self) -> None:
+        """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
+        if self.state.finished or self.state is RunState.IDLE:
+            return
+        self.state = RunState.CANCEL_REQUESTED
+        self.progress = ProgressEvent("cancel", self.progress.fraction, "cancelling")
+        if self._engine is not None:
+            self._engine.cancel()
+
+    def poll(self) -> RunState:
+        """Advance: take the engine's progress, notice its end, import a successful result."""
+        if self.state in (RunState.STARTING, RunState.RUNNING, RunState.CANCEL_REQUESTED):
+            self._follow_engine()
+        elif self.state is RunState.IMPORTING:
+            self._import()
+        return self.state
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
+        """Poll until the job is finished (or ``timeout`` seconds passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.poll().finished:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+        return self.state
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine's process ID (on POSIX also its process group), once started."""
+        return self._engine.pid if self._engine is not None else None
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds from start to finish (or to now)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    # -- steps -----------------------------------------------------------------------------
+
+    @property
+    def _labelmap_path(self) -> Path:
+        return self.temporary_folder / "labels.nrrd"
+
+    @property
+    def _stats_path(self) -> Path:
+        return self.temporary_folder / "stats.json"
+
+    def _follow_engine(self) -> None:
+        engine = self._engine
+        for event in engine.poll():
+            if event.stage == "error":
+                continue  # reported through failure() once the process is gone
+            if self.state is RunState.STARTING:
+                self.state = RunState.RUNNING
+            if self.state is RunState.RUNNING:
+                self.progress = event
+        if not engine.finished:
+            return
+        if self.state is RunState.CANCEL_REQUESTED:
+            self._finish(RunState.CANCELLED, None)
+        elif engine.returncode == 0:
+            self.state = RunState.IMPORTING
+            self.progress = ProgressEvent("import", 1.0, "adding the segments to the scene")
+        else:
+            failure = engine.failure()
+            cancelled_elsewhere = failure.exit_code == 3
+            self._finish(RunState.CANCELLED if cancelled_elsewhere else RunState.FAILED,
+                         None if cancelled_elsewhere else failure)
+
+    def _import(self) -> None:
+        try:
+            self.outcome = self._commit(*self._build())
+        except Exception as error:
+            self._finish(RunState.FAILED, EngineFailure(
+                f"could not import the result: {error}", None, traceback.format_exc()))
+            return
+        self._finish(RunState.DONE, None)
+
+    def _build(self) -> tuple[list[tuple[str, object]], dict]:
+        """Read the engine's outputs and build the segments, touching nothing in the scene."""
+        statistics = json.loads(self._stats_path.read_text(encoding="utf-8"))
+        labels = read_volume(self._labelmap_path)
+        _check_same_grid(labels, self._input)
+        specs = [LabelSpec.from_dict(entry, f"labels[{index}]")
+                 for index, entry in enumerate(statistics["labels"])]
+        tags = {MODEL_TAG: Path(self.request.model).name, TASK_TAG: str(statistics["task"])}
+        segments = segments_from_labelmap(labels.array, _node_ijk_to_ras(self.request.input_volume),
+                                          specs, tags)
+        return segments, statistics
+
+    def _commit(self, segments: list[tuple[str, object]], statistics: dict
+                ) -> SegmentationOutcome:
+        """Put the built segments into the scene (the only step that changes it)."""
+        volume = self.request.input_volume
+        scene = volume.GetScene()
+        node = self.request.output_segmentation
+        created = node is None
+        if created:
+            node = scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode",
+                scene.GetUniqueNameByString(f"{volume.GetName()} segmentation"))
+        try:
+            if created:
+                node.CreateDefaultDisplayNodes()
+                node.SetAndObserveTransformNodeID(_parent_transform_id(volume))
+                place_next_to(node, volume)
+            if created or not node.GetSegmentation().GetConversionParameter(
+                    slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()):
+                node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            segment_ids = merge_segments(node, segments)
+            if self.request.show_3d:
+                set_show_3d(node, True)
+        except Exception:
+            if created:
+                scene.RemoveNode(node)
+            raise
+        organs = tuple(
+            OrganResult(name=entry["name"], display_name=entry["display_name"],
+                        color=tuple(entry["color"]), segment_id=segment_id,
+                        volume_ml=float(entry["volume_ml"]),
+                        mean_intensity=(None if entry.get("mean_intensity") is None
+                                        or not math.isfinite(entry["mean_intensity"])
+                                        else float(entry["mean_intensity"])))
+            for entry, segment_id in zip(statistics["labels"], segment_ids))
+        return SegmentationOutcome(
+            segmentation_node=node, task=str(statistics["task"]),
+            device=str(statistics.get("device", "")), crf=bool(statistics.get("crf", False)),
+            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs)
+
+    def _finish(self, state: RunState, failure: EngineFailure | None) -> None:
+        self.state = state
+        self.failure = failure
+        self.finished_at = time.monotonic()
+        if state is RunState.CANCELLED:
+            self.progress = ProgressEvent("cancelled", self.progress.fraction,
+                                          "the scene is unchanged")
+        elif state is RunState.FAILED:
+            self.progress = ProgressEvent("error", self.progress.fraction, failure.message)
+            logging.error("DeepOrganSeg: %s\n%s", failure.message, failure.details)
+        else:
+            self.progress = ProgressEvent(
+                "done", 1.0, f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s")
+        if self.temporary_folder is not None:
+            shutil.rmtree(self.temporary_folder, ignore_errors=True)
+
+
+def run_segmentation(request: SegmentationRequest, python: str, *,
+                     environment: dict[str, str] | None = None,
+                     temporary_root: str | Path | None = None) -> SegmentationJob:
+    """Run one segmentation to the end; raises :class:`SegmentationFailed` unless it is DONE.
+
+    What scripts and tests call (and the module's Logic with ``waitForCompletion=True``)."""
+    job = SegmentationJob(request, python, environment=environment,
+                          temporary_root=temporary_root)
+    job.start()
+    job.wait()
+    if job.state is not RunState.DONE:
+        raise SegmentationFailed(job)
+    return job

@@ -1,0 +1,283 @@
+"""Tier 2: the Slicer module's Logic against the real MRML of the PyPI ``slicer-core`` wheel.
+
+The checks themselves live in ``DeepOrganSeg/Testing/Python/DeepOrganSegTestBodies.py``, which
+the module's self-test in Slicer runs too; here they get a scene, an oblique test case and the
+tiny model. The engine runs as a subprocess exactly as in Slicer, with this interpreter.
+Below them, the process runner's own behaviour (progress parsing, failures, killing the process
+tree) is checked with small stand-in engines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
+
+import DeepOrganSegTestBodies as bodies  # noqa: E402
+from conftest import dice, ellipsoid_scene  # noqa: E402
+from DeepOrganSegLib import runner  # noqa: E402
+from DeepOrganSegLib.mrml import SegmentationJob, run_segmentation  # noqa: E402
+from DeepOrganSegLib.volume import Volume  # noqa: E402
+
+
+def rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
+    """Rotation about x, then y, then z (degrees)."""
+    x, y, z = np.radians(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(x), -np.sin(x)], [0, np.sin(x), np.cos(x)]])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(z), -np.sin(z), 0], [np.sin(z), np.cos(z), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def oblique_copy(image: Volume, truth: Volume, direction: np.ndarray,
+                 spacing: tuple[float, float, float]) -> tuple[Volume, Volume]:
+    """The same patient resampled onto a grid with ``direction`` and ``spacing`` that covers
+    it whole (image: linear, air outside; truth: nearest neighbour)."""
+    corners = image.index_to_physical(
+        np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+        * (np.array(image.size) - 1))
+    in_frame = corners @ direction  # coordinates along the new axes
+    low, high = in_frame.min(axis=0), in_frame.max(axis=0)
+    size = [int(n) for n in np.ceil((high - low) / spacing) + 1]
+    origin = tuple(direction @ low)
+
+    def resample(volume: Volume, interpolator: int, default: float) -> np.ndarray:
+        resampled = sitk.Resample(volume.to_sitk(), size, sitk.Transform(), interpolator, origin,
+                                  spacing, direction.flatten().tolist(), default)
+        return sitk.GetArrayFromImage(resampled)
+
+    geometry = dict(spacing=spacing, origin=origin, direction=direction)
+    return (Volume(resample(image, sitk.sitkLinear, -1000.0).astype(np.float32), **geometry),
+            Volume(resample(truth, sitk.sitkNearestNeighbor, 0).astype(np.uint8), **geometry))
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A fresh MRML scene as ``slicer.mrmlScene``, with the segmentations logic attached (which
+    registers the labelmap <-> closed surface converters)."""
+    mrml_scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = mrml_scene
+    segmentations_logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations_logic.SetMRMLScene(mrml_scene)
+    yield mrml_scene
+    segmentations_logic.SetMRMLScene(None)
+    mrml_scene.Clear(True)
+
+
+@pytest.fixture(scope="module")
+def context(scene, tiny_model_path, tmp_path_factory) -> bodies.Context:
+    """An ellipsoid abdomen, resampled onto an oblique, flipped, anisotropic grid."""
+    image, truth = ellipsoid_scene(seed=11)
+    direction = rotation((18.0, -12.0, 25.0)) @ np.diag([1.0, -1.0, 1.0])
+    image, truth = oblique_copy(image, truth, direction, spacing=(2.3, 2.6, 3.1))
+    case = bodies.Case(image=image, truth=truth, organs={1: "liver", 2: "spleen"},
+                       model=tiny_model_path, task="abdomen-ct")
+
+    def start(request) -> SegmentationJob:
+        job = SegmentationJob(request, sys.executable)
+        job.start()
+        return job
+
+    return bodies.Context(scene=scene, case=case,
+                          run=lambda request: run_segmentation(request, sys.executable),
+                          start=start, python=sys.executable,
+                          workdir=tmp_path_factory.mktemp("slicer-logic"))
+
+
+@pytest.fixture(scope="module")
+def phantom_run(context) -> bodies.PhantomRun:
+    return bodies.segment_phantom(context)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared bodies (the module's self-test in Slicer calls the same ones).
+
+
+def test_volume_node_keeps_oblique_geometry(context):
+    bodies.test_volume_node_keeps_oblique_geometry(context)
+
+
+def test_output_geometry_matches_oblique_input(context, phantom_run):
+    bodies.test_output_geometry_matches_oblique_input(context, phantom_run)
+
+
+def test_segments_carry_model_names_colours_and_terminology(context, phantom_run):
+    bodies.test_segments_carry_model_names_colours_and_terminology(context, phantom_run)
+
+
+def test_segmentation_is_placed_next_to_the_input(context, phantom_run):
+    bodies.test_segmentation_is_placed_next_to_the_input(context, phantom_run)
+
+
+def test_dice_against_truth_is_at_least_the_cli(context, phantom_run, capsys):
+    bodies.test_dice_against_truth_is_at_least_the_cli(context, phantom_run)
+    with capsys.disabled():
+        print(f"\n    Logic vs CLI on the oblique case: {context.measurements}")
+
+
+def test_existing_segmentation_keeps_other_segments(context):
+    bodies.test_existing_segmentation_keeps_other_segments(context)
+
+
+def test_cancelled_run_leaves_scene_unchanged(context):
+    bodies.test_cancelled_run_leaves_scene_unchanged(context)
+
+
+def test_failing_run_leaves_scene_unchanged(context):
+    bodies.test_failing_run_leaves_scene_unchanged(context)
+
+
+def test_bad_requests_are_refused_before_any_work(context):
+    bodies.test_bad_requests_are_refused_before_any_work(context)
+
+
+def test_oblique_case_is_faithful_to_its_source():
+    """The oblique resampling used above keeps the organs (else the Dice test means little)."""
+    image, truth = ellipsoid_scene(seed=11)
+    direction = rotation((18.0, -12.0, 25.0)) @ np.diag([1.0, -1.0, 1.0])
+    oblique_image, oblique_truth = oblique_copy(image, truth, direction, (2.3, 2.6, 3.1))
+    for value in (1, 2):
+        source_ml = (truth.array == value).sum() * truth.voxel_volume_ml
+        oblique_ml = (oblique_truth.array == value).sum() * oblique_truth.voxel_volume_ml
+        assert oblique_ml == pytest.approx(source_ml, rel=0.1)
+    assert dice(oblique_truth.array, oblique_truth.array, 1) == 1.0
+    assert oblique_image.array.max() > 80  # organs kept their intensity
+
+
+# ---------------------------------------------------------------------------------------------
+# The process runner, with stand-in engines.
+
+
+def fake_engine(script: str) -> list[str]:
+    """A command that runs ``script`` in this interpreter, like the engine would be run."""
+    return [sys.executable, "-c", textwrap.dedent(script)]
+
+
+def test_progress_lines_are_parsed_and_chatter_ignored():
+    parse = runner.parse_progress_line
+    assert parse('{"stage": "inference", "fraction": 0.5, "message": "tile 2/4"}') == \
+        runner.ProgressEvent("inference", 0.5, "tile 2/4")
+    assert parse('{"stage": "error", "message": "bad volume", "exit_code": 2}') == \
+        runner.ProgressEvent("error", 0.0, "bad volume", exit_code=2)
+    assert parse('{"stage": "crf", "fraction": 7}').fraction == 1.0
+    for chatter in ("UserWarning: something", "", "{not json", '{"no": "stage"}', "[1, 2]"):
+        assert parse(chatter) is None
+
+
+def test_segment_command_passes_every_choice():
+    command = runner.segment_command(
+        "in.nrrd", "out.nrrd", "stats.json", model="m.safetensors", task="abdomen-ct",
+        device="cpu", crf=True, crf_parameters={"iterations": 3, "theta_alpha_mm": 12.5},
+        organs=("liver", "spleen"), python="PythonSlicer")
+    assert command[:4] == ["PythonSlicer", "-m", "DeepOrganSegLib.cli", "segment"]
+    assert command[command.index("--progress") + 1] == "json"
+    assert command[command.index("--stats") + 1] == "stats.json"
+    assert "--no-crf" not in command
+    assert "iterations=3" in command and "theta_alpha_mm=12.5" in command
+    assert command[command.index("--organs") + 1:][:2] == ["liver", "spleen"]
+    no_crf = runner.segment_command("in.nrrd", "out.nrrd", "s.json", model="m",
+                                    crf=False, crf_parameters={"iterations": 3})
+    assert "--no-crf" in no_crf and "--crf-param" not in no_crf and "--organs" not in no_crf
+
+
+def test_engine_environment_puts_the_lib_first_on_the_path():
+    environment = runner.engine_environment({"PYTHONPATH": "/elsewhere"})
+    assert environment["PYTHONPATH"].split(os.pathsep) == [str(runner.LIB_PARENT), "/elsewhere"]
+    assert (runner.LIB_PARENT / "DeepOrganSegLib" / "cli.py").is_file()
+
+
+def test_progress_reaches_the_poller_while_the_engine_runs():
+    process = runner.EngineProcess(fake_engine("""
+        import json, time
+        for stage, fraction in (("load", 0.1), ("inference", 0.6), ("done", 1.0)):
+            print(json.dumps({"stage": stage, "fraction": fraction, "message": stage}), flush=True)
+            time.sleep(0.2)
+    """))
+    process.start()
+    seen = []
+    while not process.finished:
+        started = time.monotonic()
+        seen += [event.stage for event in process.poll()]
+        assert time.monotonic() - started < 0.1, "poll() must not block"
+        time.sleep(0.02)
+    assert seen == ["load", "inference", "done"]
+    assert process.returncode == 0 and process.failure() is None
+
+
+def test_engine_failure_gives_its_one_line_message_and_details():
+    process = runner.EngineProcess(fake_engine("""
+        import json, sys
+        print("a warning the engine printed", file=sys.stderr)
+        print(json.dumps({"stage": "error", "message": "volume is 2D; give a 3D volume",
+                          "exit_code": 2}), flush=True)
+        print("error: volume is 2D; give a 3D volume", file=sys.stderr)
+        sys.exit(2)
+    """))
+    process.start()
+    assert process.wait(timeout=30) == 2
+    failure = process.failure()
+    assert failure.message == "volume is 2D; give a 3D volume"
+    assert failure.exit_code == 2
+    assert "a warning the engine printed" in failure.details
+
+
+def test_a_crash_without_progress_is_reported_from_stderr():
+    process = runner.EngineProcess(fake_engine("""
+        import sys
+        print("error: internal error (ZeroDivisionError); report it", file=sys.stderr)
+        sys.exit(1)
+    """))
+    process.start()
+    process.wait(timeout=30)
+    assert process.failure().message == "internal error (ZeroDivisionError); report it"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
+def test_a_killed_engine_is_reported_as_such():
+    """An engine killed from outside (say by the out-of-memory killer) leaves no message of its
+    own; the failure says what happened and what to try."""
+    process = runner.EngineProcess(fake_engine("""
+        import json, os, signal
+        print(json.dumps({"stage": "inference", "fraction": 0.4}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    process.start()
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert "killed (signal 9)" in process.failure().message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_cancel_kills_the_whole_process_tree(tmp_path, monkeypatch):
+    """An engine that ignores SIGTERM and has a child of its own: cancel ends both (the
+    polite signal first, the kill after the grace period)."""
+    monkeypatch.setattr(runner, "TERMINATE_GRACE_S", 0.5)
+    pid_file = tmp_path / "grandchild.pid"
+    process = runner.EngineProcess(fake_engine(f"""
+        import json, signal, subprocess, sys, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        print(json.dumps({{"stage": "inference", "fraction": 0.2}}), flush=True)
+        time.sleep(120)
+    """))
+    process.start()
+    while not pid_file.exists() or not pid_file.read_text():
+        process.poll()
+        time.sleep(0.02)
+    assert not bodies.process_group_is_gone(process.pid)
+    started = time.monotonic()
+    process.cancel()
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+    assert bodies.process_group_is_gone(process.pid), "the engine's own child survived"
