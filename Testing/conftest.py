@@ -7,6 +7,7 @@ bundled model or the training package.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +114,28 @@ def train_tiny_model(path: Path, steps: int = 150, seed: int = 0) -> Path:
     return save_model(path, network, tiny_metadata())
 
 
+def _tiny_model_cache() -> Path:
+    """Where the tiny model is kept between test sessions on one machine: training is
+    deterministic, so the file is keyed by the source of everything that shapes it."""
+    import hashlib
+
+    import DeepOrganSegLib
+
+    engine = Path(DeepOrganSegLib.__file__).parent
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for name in ("network.py", "bundle.py", "preprocess.py", "terminology.py"):
+        digest.update((engine / name).read_bytes())
+    digest.update(torch.__version__.encode())
+    return Path(tempfile.gettempdir()) / "deeporganseg-test-cache" / f"tiny-{digest.hexdigest()[:16]}.safetensors"
+
+
 @pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+def tiny_model_path() -> Path:
+    cached = _tiny_model_cache()
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        train_tiny_model(cached)
+    return cached
 
 
 def dice(a: np.ndarray, b: np.ndarray, value: int) -> float:
