@@ -1,0 +1,407 @@
+"""Specification of the synthetic anatomy phantoms (DeepOrganSegLib.phantoms).
+
+Shapes are kept small so that the whole file runs in well under 30 s on two cores; the anatomy is
+defined in millimetres, so coarse grids still show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from DeepOrganSegLib import phantoms
+from DeepOrganSegLib.errors import InputError
+from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIONS, Phantom,
+                                      add_phantom_command, hvsmr_labels, make_phantom,
+                                      merge_labels)
+from DeepOrganSegLib.volume import read_volume
+
+SMALL = {"abdomen-ct": (40, 64, 64), "heart-mr": (40, 48, 48), "brain-mr": (40, 48, 48),
+         "body-ct": (96, 40, 40)}
+needs_nilearn = pytest.mark.skipif(importlib.util.find_spec("nilearn") is None,
+                                   reason="nilearn (ICBM152 maps) not installed")
+
+# Published median HU ranges (docs/phantoms.md cites the sources), per tissue and phase.
+PUBLISHED_HU = {
+    "non-contrast": {"liver": (50, 70), "arterial_blood": (35, 50), "fat": (-120, -80),
+                     "muscle": (40, 60), "lung": (-900, -700)},
+    "arterial": {"arterial_blood": (250, 400), "fat": (-120, -80), "muscle": (40, 60),
+                 "lung": (-900, -700)},
+    "portal-venous": {"liver": (90, 130), "kidney_cortex": (150, 200),
+                      "arterial_blood": (150, 250), "fat": (-120, -80), "muscle": (40, 60),
+                      "lung": (-900, -700)},
+}
+
+
+@pytest.fixture(scope="module")
+def small_abdomen() -> Phantom:
+    """A small abdominal CT (random phase and thickness) for geometry and determinism tests."""
+    return make_phantom("abdomen-ct", 4, shape=SMALL["abdomen-ct"])
+
+
+@pytest.fixture(scope="module")
+def heart() -> Phantom:
+    return make_phantom("heart-mr", 4, shape=(48, 64, 64))
+
+
+@pytest.fixture(scope="module")
+def brain() -> Phantom:
+    return make_phantom("brain-mr", 2, shape=(40, 56, 56))
+
+
+@pytest.fixture(scope="module")
+def abdomen() -> Phantom:
+    """A portal-venous abdominal CT at about 3 mm, shared by the anatomy tests."""
+    return make_phantom("abdomen-ct", 11, shape=(64, 112, 112), contrast_phase="portal-venous")
+
+
+def centroid_mm(phantom: Phantom, name: str) -> np.ndarray:
+    """Patient-space (LPS, mm) centroid of a label."""
+    value = {n: v for v, n in phantom.label_names.items()}[name]
+    indices = np.argwhere(phantom.labels.array == value)
+    assert indices.size, f"{name} is absent"
+    return phantom.labels.index_to_physical(indices.mean(axis=0)[::-1])
+
+
+def tissue_mask(phantom: Phantom, *names: str) -> np.ndarray:
+    ids = [v for v, n in phantom.tissue_names.items() if n in names]
+    return np.isin(phantom.tissues.array, ids)
+
+
+def interior(mask: np.ndarray, voxels: int = 1) -> np.ndarray:
+    """The mask shrunk in-plane, away from partial-volume edges."""
+    return ndi.binary_erosion(mask, structure=np.ones((1, 3, 3)), iterations=voxels)
+
+
+def spine_centre_mm(phantom: Phantom, z_range: tuple[float, float]) -> np.ndarray:
+    """Centroid of the vertebral bone near the body's midline, within a z range (LPS mm)."""
+    bone = tissue_mask(phantom, "bone_cortical", "bone_marrow")
+    k, j, i = np.nonzero(bone)
+    points = phantom.tissues.index_to_physical(np.stack([i, j, k], axis=1))
+    body = np.argwhere(phantom.tissues.array > 0)
+    mid_x = phantom.tissues.index_to_physical(body.mean(axis=0)[::-1])[0]
+    keep = (np.abs(points[:, 0] - mid_x) < 25) & (points[:, 2] > z_range[0]) & \
+        (points[:, 2] < z_range[1])
+    return points[keep].mean(axis=0)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+def test_same_seed_gives_identical_phantoms(small_abdomen):
+    a = small_abdomen
+    b = make_phantom("abdomen-ct", 4, shape=SMALL["abdomen-ct"])
+    np.testing.assert_array_equal(a.image.array, b.image.array)
+    np.testing.assert_array_equal(a.labels.array, b.labels.array)
+    assert a.image.origin == b.image.origin and a.image.spacing == b.image.spacing
+
+
+def test_different_seeds_give_different_anatomy():
+    a = make_phantom("abdomen-ct", 1, shape=SMALL["abdomen-ct"], spacing=(6, 6, 8))
+    b = make_phantom("abdomen-ct", 2, shape=SMALL["abdomen-ct"], spacing=(6, 6, 8))
+    assert (a.labels.array != b.labels.array).mean() > 0.01
+
+
+def test_the_same_seed_renders_the_same_anatomy_at_any_resolution():
+    coarse = make_phantom("abdomen-ct", 14, shape=(32, 48, 48))
+    fine = make_phantom("abdomen-ct", 14, shape=(48, 80, 80))
+    for name in ("liver", "spleen", "left_kidney", "aorta"):
+        shift = np.linalg.norm(centroid_mm(coarse, name) - centroid_mm(fine, name))
+        assert shift < max(coarse.image.spacing), name
+    coarse_ml, fine_ml = ((p.labels.array == 1).sum() * p.labels.voxel_volume_ml
+                          for p in (coarse, fine))
+    assert abs(coarse_ml - fine_ml) < 0.1 * fine_ml
+
+
+def test_contrast_phase_changes_intensities_not_anatomy():
+    plain = make_phantom("abdomen-ct", 5, shape=SMALL["abdomen-ct"], contrast_phase="non-contrast")
+    venous = make_phantom("abdomen-ct", 5, shape=SMALL["abdomen-ct"],
+                          contrast_phase="portal-venous")
+    np.testing.assert_array_equal(plain.labels.array, venous.labels.array)
+    aorta = plain.labels.array == 8
+    assert np.median(venous.image.array[aorta]) > np.median(plain.image.array[aorta]) + 80
+
+
+# ----------------------------------------------------------------------------- label tables
+
+def test_label_tables_are_the_documented_stable_values():
+    assert LABELS["abdomen-ct"] == {
+        1: "liver", 2: "spleen", 3: "right_kidney", 4: "left_kidney", 5: "stomach",
+        6: "pancreas", 7: "gallbladder", 8: "aorta", 9: "inferior_vena_cava"}
+    assert LABELS["heart-mr"] == {
+        1: "myocardium", 2: "left_ventricle", 3: "right_ventricle", 4: "left_atrium",
+        5: "right_atrium", 6: "aorta", 7: "pulmonary_artery"}
+    assert LABELS["brain-mr"] == {1: "csf", 2: "grey_matter", 3: "white_matter"}
+    assert LABELS["body-ct"] == LABELS["abdomen-ct"]
+    assert REGIONS == ("head", "neck", "chest", "abdomen", "pelvis", "legs")
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "brain-mr"] +
+                         [pytest.param("brain-mr", marks=needs_nilearn)])
+def test_every_target_label_is_present_and_no_other_value(kind, request):
+    fixture = {"abdomen-ct": "small_abdomen", "heart-mr": "heart", "brain-mr": "brain"}
+    phantom = (request.getfixturevalue(fixture[kind]) if kind in fixture
+               else make_phantom(kind, 0, shape=SMALL[kind]))
+    values = set(np.unique(phantom.labels.array)) - {0}
+    assert values == set(LABELS[kind]), f"missing {set(LABELS[kind]) - values}"
+    assert phantom.label_names == LABELS[kind]
+    assert phantom.modality == ("CT" if kind.endswith("-ct") else "MR")
+
+
+def test_hvsmr_labels_merge_chambers_and_vessels_into_the_blood_pool(heart):
+    merged = hvsmr_labels(heart.labels)
+    original = heart.labels.array
+    assert HVSMR_LABELS == {1: "myocardium", 2: "blood_pool"}
+    np.testing.assert_array_equal(merged.array == 1, original == 1)
+    np.testing.assert_array_equal(merged.array == 2, np.isin(original, [2, 3, 4, 5, 6, 7]))
+
+
+def test_merge_labels_rejects_names_not_in_the_table(heart):
+    with pytest.raises(InputError, match="not in the label table"):
+        merge_labels(heart.labels, heart.label_names, {"pool": ["left_ventricle", "lung"]})
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def test_image_and_labels_share_one_grid_with_the_documented_types(small_abdomen):
+    image, labels = small_abdomen.image, small_abdomen.labels
+    assert image.array.dtype == np.float32 and labels.array.dtype == np.uint8
+    assert image.array.shape == labels.array.shape == SMALL["abdomen-ct"]
+    assert image.spacing == labels.spacing and image.origin == labels.origin
+    np.testing.assert_array_equal(image.direction, labels.direction)
+
+
+def test_requested_shape_and_spacing_are_honoured():
+    phantom = make_phantom("abdomen-ct", 4, shape=(30, 50, 60), spacing=(6.0, 6.5, 9.0))
+    assert phantom.image.array.shape == (30, 50, 60)
+    assert phantom.image.spacing == (6.0, 6.5, 9.0)
+
+
+def test_spacing_alone_sizes_the_grid_to_the_anatomy():
+    phantom = make_phantom("abdomen-ct", 4, spacing=(8.0, 8.0, 8.0))
+    k, j, i = phantom.image.array.shape
+    assert 25 <= k <= 60 and 40 <= i <= 60  # about 200-480 mm of abdomen, 320-480 mm wide
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_default_slice_thickness_is_between_0_7_and_5_mm(seed):
+    phantom = make_phantom("abdomen-ct", seed, shape=(24, 32, 32))
+    assert 0.7 <= phantom.info["slice_thickness_mm"] <= 5.0
+
+
+def test_random_orientation_keeps_the_anatomy_in_patient_space(small_abdomen):
+    plain = small_abdomen
+    turned = make_phantom("abdomen-ct", 4, shape=SMALL["abdomen-ct"], random_orientation=True)
+    assert not np.allclose(turned.image.direction, np.eye(3))
+    for name in ("liver", "right_kidney", "aorta"):
+        shift = np.linalg.norm(centroid_mm(turned, name) - centroid_mm(plain, name))
+        assert shift < 1.5 * max(plain.image.spacing), name
+
+
+def test_random_orientation_covers_flips_permutations_and_oblique_directions():
+    directions = [make_phantom("heart-mr", seed, shape=(8, 8, 8), spacing=(20, 20, 20),
+                               random_orientation=True).image.direction for seed in range(12)]
+    assert any(np.allclose(d, np.diag([-1, -1, 1])) or
+               (np.allclose(np.abs(d), np.round(np.abs(d))) and not np.allclose(d, np.eye(3)))
+               for d in directions)
+    oblique = [d for d in directions if not np.allclose(np.abs(d), np.round(np.abs(d)))]
+    assert oblique, "no oblique direction in 12 cases"
+    for d in directions:
+        np.testing.assert_allclose(d.T @ d, np.eye(3), atol=1e-6)
+
+
+def test_field_of_view_cutoff_cuts_the_body_and_pads_outside_the_reconstruction_circle():
+    phantom = make_phantom("abdomen-ct", 8, shape=SMALL["abdomen-ct"], field_of_view_cutoff=True)
+    body = phantom.tissues.array > 0
+    edges = np.concatenate([body[:, 0, :].ravel(), body[:, -1, :].ravel(),
+                            body[:, :, 0].ravel(), body[:, :, -1].ravel()])
+    assert edges.any()
+    assert phantom.image.array.min() <= -1024
+
+
+# ----------------------------------------------------------------------------- intensities
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_ct_tissue_medians_lie_in_published_ranges_for_the_phase(phase):
+    phantom = make_phantom("abdomen-ct", 21, shape=(40, 112, 112), contrast_phase=phase)
+    for tissue, (low, high) in PUBLISHED_HU[phase].items():
+        voxels = phantom.image.array[interior(tissue_mask(phantom, tissue))]
+        assert voxels.size > 20, tissue
+        assert low <= np.median(voxels) <= high, f"{tissue}: {np.median(voxels):.0f} HU"
+
+
+def test_ct_bone_gas_and_bowel_contents_have_their_typical_densities(abdomen):
+    image = abdomen.image.array
+    assert 300 <= np.median(image[tissue_mask(abdomen, "bone_cortical", "bone_marrow")]) <= 1000
+    assert -100 <= np.median(image[interior(tissue_mask(abdomen, "bowel_content"))]) <= 50
+    assert np.median(image[interior(tissue_mask(abdomen, "gas"))]) < -700
+
+
+def test_portal_venous_spleen_enhances_like_or_above_the_liver(abdomen):
+    image, labels = abdomen.image.array, abdomen.labels.array
+    liver = np.median(image[interior(labels == 1)])
+    spleen = np.median(image[interior(labels == 2)])
+    assert liver - 10 <= spleen <= liver + 30
+
+
+def test_mr_images_are_positive_and_bright_blood_is_brighter_than_myocardium(heart):
+    image, labels = heart.image.array, heart.labels.array
+    assert image.min() >= 0
+    assert np.median(image[labels == 2]) > 2 * np.median(image[labels == 1])
+
+
+@needs_nilearn
+def test_brain_t1_contrast_orders_white_over_grey_over_csf(brain):
+    image, labels = brain.image.array, brain.labels.array
+    csf, grey, white = (np.median(image[labels == v]) for v in (1, 2, 3))
+    assert white > grey > csf > 0
+
+
+@needs_nilearn
+def test_brain_grey_white_contrast_resembles_the_icbm152_t1(brain):
+    import SimpleITK as sitk
+
+    atlas = phantoms._icbm152()
+    folder = phantoms._nilearn_data_folder()
+    t1 = sitk.GetArrayFromImage(sitk.ReadImage(
+        str(folder / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))).astype(float)
+    real = np.median(t1[atlas["gm"] > 0.7]) / np.median(t1[atlas["wm"] > 0.7])
+    image, labels = brain.image.array, brain.labels.array
+    synthetic = np.median(image[labels == 2]) / np.median(image[labels == 3])
+    assert abs(synthetic - real) < 0.15
+
+
+def test_synthseg_mode_randomises_contrast_in_unit_range_and_keeps_labels(small_abdomen):
+    a = make_phantom("abdomen-ct", 4, shape=SMALL["abdomen-ct"], synthseg=True)
+    b = small_abdomen
+    assert 0.0 <= a.image.array.min() and a.image.array.max() <= 1.0
+    np.testing.assert_array_equal(a.labels.array, b.labels.array)
+
+
+# ----------------------------------------------------------------------------- anatomy
+
+def test_liver_centroid_is_right_of_spleen_in_patient_space(abdomen):
+    # LPS: x grows towards the patient's left
+    assert centroid_mm(abdomen, "liver")[0] < centroid_mm(abdomen, "spleen")[0] - 80
+
+
+@pytest.mark.parametrize("seed", [12, 13])
+def test_kidneys_straddle_the_spine_behind_the_aorta(seed):
+    phantom = make_phantom("abdomen-ct", seed, shape=(40, 72, 72), contrast_phase="arterial")
+    right, left = centroid_mm(phantom, "right_kidney"), centroid_mm(phantom, "left_kidney")
+    spine = spine_centre_mm(phantom, (right[2] - 40, left[2] + 40))
+    assert right[0] < spine[0] - 30 and left[0] > spine[0] + 30
+    assert right[2] < left[2]  # the right kidney sits lower, under the liver
+    aorta = centroid_mm(phantom, "aorta")
+    assert min(right[1], left[1]) > aorta[1]  # retroperitoneal, posterior to the aorta
+
+
+def test_aorta_runs_left_anterior_of_the_spine_and_the_cava_to_its_right(abdomen):
+    aorta, cava = centroid_mm(abdomen, "aorta"), centroid_mm(abdomen, "inferior_vena_cava")
+    spine = spine_centre_mm(abdomen, (aorta[2] - 60, aorta[2] + 60))
+    assert aorta[0] > spine[0] and aorta[1] < spine[1]
+    assert cava[0] < aorta[0]
+
+
+def test_pancreas_lies_between_the_kidneys_in_front_of_them(abdomen):
+    pancreas = centroid_mm(abdomen, "pancreas")
+    right, left = centroid_mm(abdomen, "right_kidney"), centroid_mm(abdomen, "left_kidney")
+    assert right[0] < pancreas[0] < left[0]
+    assert pancreas[1] < min(right[1], left[1])
+
+
+def test_neighbouring_organs_touch(abdomen):
+    labels = abdomen.labels.array
+    grown_liver = ndi.binary_dilation(labels == 1)
+    for neighbour in (7, 9, 3):  # gallbladder, inferior vena cava, right kidney
+        assert (grown_liver & (labels == neighbour)).any(), LABELS["abdomen-ct"][neighbour]
+
+
+def test_organ_volumes_are_adult_sized(abdomen):
+    millilitres = {name: (abdomen.labels.array == value).sum() * abdomen.labels.voxel_volume_ml
+                   for value, name in abdomen.label_names.items()}
+    assert 700 < millilitres["liver"] < 2500
+    assert 40 < millilitres["spleen"] < 500
+    for kidney in ("right_kidney", "left_kidney"):
+        assert 70 < millilitres[kidney] < 300
+
+
+def test_heart_chambers_are_arranged_as_in_a_real_heart(heart):
+    phantom = heart
+    lv, rv = centroid_mm(phantom, "left_ventricle"), centroid_mm(phantom, "right_ventricle")
+    la, ra = centroid_mm(phantom, "left_atrium"), centroid_mm(phantom, "right_atrium")
+    assert rv[0] < lv[0] and rv[1] < lv[1]  # the right ventricle is right and anterior
+    assert la[1] > lv[1] and la[2] > lv[2]  # the left atrium is posterior and above
+    assert ra[0] < la[0]
+    myocardium = phantom.labels.array == 1
+    assert (ndi.binary_dilation(phantom.labels.array == 2) & myocardium).any()
+
+
+# ----------------------------------------------------------------------------- body regions
+
+def test_body_ct_labels_every_axial_slice_with_a_region_from_legs_up_to_the_neck():
+    phantom = make_phantom("body-ct", 3, shape=SMALL["body-ct"])
+    regions = phantom.slice_regions
+    assert regions.shape == (phantom.image.array.shape[0],)
+    assert np.all(np.diff(regions) <= 0)  # k runs inferior -> superior on the canonical grid
+    names = {REGIONS[r] for r in regions}
+    assert {"neck", "chest", "abdomen", "pelvis", "legs"} <= names
+    liver_slices = np.nonzero((phantom.labels.array == 1).sum(axis=(1, 2)))[0]
+    middle = liver_slices[len(liver_slices) // 2]
+    assert REGIONS[regions[middle]] in ("abdomen", "chest")
+
+
+def test_body_ct_regions_follow_the_slices_when_the_volume_is_flipped():
+    phantom = make_phantom("body-ct", 7, shape=SMALL["body-ct"], random_orientation=True)
+    z = phantom.image.index_to_physical(
+        np.stack([np.zeros(96), np.zeros(96), np.arange(96)], axis=1))[:, 2]
+    order = np.argsort(z)  # inferior to superior
+    assert np.all(np.diff(phantom.slice_regions[order]) <= 0)
+    assert make_phantom("abdomen-ct", 7, shape=(8, 8, 8)).slice_regions is None
+
+
+# ----------------------------------------------------------------------------- errors and CLI
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(kind="lung-ct", seed=0), "unknown phantom kind"),
+    (dict(kind="heart-mr", seed=0, contrast_phase="arterial"), "CT phantoms only"),
+    (dict(kind="abdomen-ct", seed=0, contrast_phase="delayed"), "unknown contrast phase"),
+    (dict(kind="abdomen-ct", seed=0, shape=(4, 64, 64)), "shape"),
+    (dict(kind="abdomen-ct", seed=0, spacing=(1, 0, 1)), "spacing"),
+    (dict(kind="abdomen-ct", seed=-1), "non-negative"),
+])
+def test_bad_arguments_raise_one_line_input_errors(arguments, message):
+    kind, seed = arguments.pop("kind"), arguments.pop("seed")
+    with pytest.raises(InputError, match=message) as error:
+        make_phantom(kind, seed, **arguments)
+    assert "\n" not in str(error.value)
+
+
+def test_phantom_command_writes_image_and_labels_on_the_same_grid(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="deeporganseg")
+    add_phantom_command(parser.add_subparsers(dest="command"))
+    image_path, label_path = tmp_path / "ct.nii.gz", tmp_path / "ct_labels.nii.gz"
+    args = parser.parse_args(["phantom", "--kind", "abdomen-ct", "--seed", "2", "--out",
+                              str(image_path), "--labels", str(label_path), "--shape", "24", "32",
+                              "32", "--phase", "arterial", "--oblique"])
+    assert args.handler(args, lambda stage, fraction, message="": None, None) == 0
+    image, labels = read_volume(image_path), read_volume(label_path)
+    expected = make_phantom("abdomen-ct", 2, shape=(24, 32, 32), contrast_phase="arterial",
+                            random_orientation=True)
+    np.testing.assert_array_equal(labels.array, expected.labels.array)
+    np.testing.assert_allclose(image.direction, expected.image.direction, atol=1e-6)
+    np.testing.assert_allclose(image.origin, expected.image.origin, atol=1e-4)
+    assert "abdomen-ct" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "ct_labels.nii.gz"]
+
+
+def test_phantom_command_refuses_a_missing_output_folder(tmp_path):
+    parser = argparse.ArgumentParser(prog="deeporganseg")
+    add_phantom_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["phantom", "--kind", "heart-mr", "--out",
+                              str(tmp_path / "no" / "a.nii"), "--labels", str(tmp_path / "b.nii")])
+    with pytest.raises(InputError, match="does not exist"):
+        args.handler(args)
