@@ -14,8 +14,11 @@ crash or a kill never leaves a half-written output behind.
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import tempfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,8 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .validation import check_readable_size
 
-__all__ = ["Volume", "read_volume", "write_volume", "write_atomically"]
+__all__ = ["Volume", "read_volume", "write_volume", "write_atomically",
+           "remove_pending_temporaries"]
 
 _READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
@@ -106,22 +111,95 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _itk_reason(error: RuntimeError) -> str:
+    """The informative part of a (long, multi-line) ITK exception message: its last line of
+    words (not a matrix row, not MetaIO's stale ``Reason:`` errno), prefixes and source
+    locations removed, first sentence only."""
+    lines = [line.strip() for line in str(error).strip().splitlines()
+             if re.search(r"[A-Za-z]{3}", line) and not line.strip().startswith("Reason:")]
+    reason = lines[-1] if lines else "unreadable"
+    reason = re.sub(r"^(\[\w+\]\s*|sitk::ERROR:\s*|ITK ERROR:\s*|\w+\(0x[0-9a-f]+\):\s*)+", "",
+                    reason)
+    return reason.split(". ")[0].rstrip(".:") or "unreadable"
+
+
+def _check_gzip_stream(path: Path) -> None:
+    """Decompress a ``.gz`` file to its end (without keeping it): ITK's readers accept a
+    truncated or damaged stream and fill the missing voxels silently."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(16 * 1024 * 1024):
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{path}: compressed data is truncated or corrupt ({error}); "
+                         f"re-copy or re-export the image") from None
+
+
+#: Longest token accepted in ASCII-encoded NRRD data: teem's text parser (inside ITK) crashes
+#: the process on tokens of a few thousand characters.
+_MAX_ASCII_TOKEN = 256
+
+
+def _check_nrrd_text_data(path: Path) -> None:
+    """Refuse NRRD files with ``encoding: ascii`` whose data is not plain numbers."""
+    with open(path, "rb") as stream:
+        head = stream.read(1 << 20)
+    if not head.startswith(b"NRRD"):
+        return
+    header, separator, attached = head.partition(b"\n\n")
+    fields = dict(re.findall(rb"^([a-z ]+):=?\s*(.*?)\s*$", header, flags=re.M))
+    if fields.get(b"encoding", b"").lower() not in (b"ascii", b"text", b"txt"):
+        return
+    data_file = fields.get(b"data file") or fields.get(b"datafile")
+    if data_file:
+        detached = path.parent / data_file.decode("utf-8", "replace")
+        data = detached.read_bytes() if detached.is_file() else b""
+    else:
+        data = (attached if separator else b"") + path.read_bytes()[len(head):]
+    if re.search(rb"[^\x09-\x0d\x20-\x7e]|\S{%d,}" % (_MAX_ASCII_TOKEN + 1), data):
+        raise InputError(f"{path}: NRRD text (ascii) data is corrupt: not numbers separated by "
+                         f"spaces; re-export the image")
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """Read one image file, checking its header (dimension, size) before any voxel data."""
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-export or re-copy the image")
+    if path.name.lower().endswith(".gz"):
+        _check_gzip_stream(path)
+    _check_nrrd_text_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    if len(size) == 4 and size[3] == 1:
+        size = size[:3]
+    if len(size) != 3:
+        raise InputError(f"{path}: image is {len(size)}D (size {tuple(size)}); give one 3D volume")
+    check_readable_size(path, tuple(size), reader.GetNumberOfComponents(),
+                        sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return reader.Execute()
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a NIfTI/NRRD/MHA file or a DICOM series folder into a :class:`Volume`."""
+    """Read a NIfTI/NRRD/MHA file or a DICOM series folder into a :class:`Volume`.
+
+    Every failure is an :class:`InputError` with one line saying what is wrong: a missing path,
+    an empty or unreadable file (truncated, corrupt, unknown format), a folder without exactly
+    one DICOM series, a non-3D or vector image, or one too large to hold in memory (checked from
+    the header, before reading voxels)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     try:
-        if path.is_dir():
-            image = _read_dicom_folder(path)
-        else:
-            image = sitk.ReadImage(str(path))
+        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
         raise InputError(
-            f"{path}: cannot read image ({first_line.strip()}); "
+            f"{path}: cannot read image ({_itk_reason(error)}); "
             f"give a NIfTI, NRRD, MHA file or a DICOM folder"
         ) from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read image ({error.strerror or error})") from None
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
@@ -132,23 +210,57 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise InputError(f"{path}: {error}") from None
 
 
+#: Temporary files of writes in progress, removed by :func:`remove_pending_temporaries`.
+_PENDING_TEMPORARIES: set[Path] = set()
+
+
 def write_atomically(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
     The temporary name keeps the destination's suffixes so that format-sniffing writers
-    (SimpleITK picks the format from the extension) write the right format.
+    (SimpleITK picks the format from the extension) write the right format. While the write
+    runs the temporary file is registered, so that a hard exit can remove it
+    (:func:`remove_pending_temporaries`).
     """
     path = Path(path)
     suffix = "".join(path.suffixes) or ".tmp"
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(descriptor)
     try:
-        write(Path(temporary))
-        os.replace(temporary, path)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
+                                                 dir=path.parent)
+    except OSError as error:
+        raise InputError(f"{path}: cannot write ({error.strerror or error}); check the folder's "
+                         f"permissions and free space") from None
+    os.close(descriptor)
+    pending = Path(temporary)
+    _PENDING_TEMPORARIES.add(pending)
+    try:
+        write(pending)
+        os.chmod(pending, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs are shared
+        os.replace(pending, path)
+    except (OSError, RuntimeError) as error:  # I/O failures: full disk, quota, vanished folder
+        pending.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else (
+            _itk_reason(error) if isinstance(error, RuntimeError) else str(error))
+        raise InputError(f"{path}: cannot write ({reason}); check the folder's permissions "
+                         f"and free space") from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         raise
+    finally:
+        _PENDING_TEMPORARIES.discard(pending)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_pending_temporaries() -> None:
+    """Delete the temporary files of writes still in progress (before a hard exit)."""
+    for pending in list(_PENDING_TEMPORARIES):
+        pending.unlink(missing_ok=True)
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
