@@ -1,0 +1,172 @@
+"""Benchmark the body-part classifier and task Auto's abdominal slab.
+
+    python benchmarks/bodypart.py [--threads 2] [--model FILE] [--cases 2] [--crf]
+
+1. Classification of a 512-slice CT (a whole-body phantom stretched to 512 x 512 x 512 voxels,
+   int16 HU, like a CT series read from DICOM): seconds per stage (goal: < 2 s in all on 2 CPU
+   cores).
+2. The abdominal slab's coverage of the ground truth on whole-body CT phantoms (no
+   segmentation model needed): the share of each organ's voxels outside the slab bounds the
+   Dice that cropping can cost (a perfect model loses exactly those voxels).
+3. The abdominal slab on whole-body CT phantoms: segmentation time and mean organ Dice with
+   task ``abdomen-ct`` on the whole volume vs task ``auto`` (DSN on the slab only). Needs a
+   segmentation model: ``--model`` or the bundled one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from DeepOrganSegLib.bodypart import (bundled_classifier, region_profile, slice_stack,
+                                      viterbi_profile)
+from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.cli import default_model_path
+from DeepOrganSegLib.phantoms import make_phantom
+from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.volume import Volume
+
+
+def stretched_ct(slices: int = 512, size: int = 512, seed: int = 9201) -> Volume:
+    """A whole-body CT phantom resampled to ``slices`` x ``size`` x ``size`` int16 voxels."""
+    phantom = make_phantom("body-ct", seed)
+    image = phantom.image.to_sitk()
+    extent = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    spacing = extent / np.array([size, size, slices])
+    resampled = sitk.Resample(image, [size, size, slices], sitk.Transform(), sitk.sitkLinear,
+                              image.GetOrigin(), spacing.tolist(), image.GetDirection(), -1024.0,
+                              sitk.sitkInt16)
+    return Volume.from_sitk(resampled)
+
+
+def timed(function, *args):
+    started = time.perf_counter()
+    value = function(*args)
+    return value, time.perf_counter() - started
+
+
+def classification_timing(repeats: int) -> None:
+    """Seconds per stage for the 512-slice CT; the best of ``repeats`` runs."""
+    classifier = bundled_classifier()
+    volume = stretched_ct()
+    print(f"\n512-slice CT: {volume.array.shape} {volume.array.dtype}, spacing "
+          f"{tuple(round(s, 2) for s in volume.spacing)} mm, {torch.get_num_threads()} threads")
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        stack, t_slices = timed(slice_stack, volume, classifier.metadata.slices)
+        with torch.no_grad():
+            images = torch.from_numpy(stack.images).contiguous(memory_format=torch.channels_last)
+            (logits, _), t_network = timed(classifier.network, images,
+                                           torch.from_numpy(stack.features))
+        log_p = torch.log_softmax(logits, 1).numpy()
+        _, t_profile = timed(viterbi_profile, log_p[::-1])
+        profile, t_total = timed(region_profile, volume, classifier)
+        for name, value in (("resample + normalise slices", t_slices),
+                            (f"network ({len(stack.images)} slices)", t_network),
+                            ("profile (Viterbi)", t_profile), ("region_profile total", t_total)):
+            best[name] = min(best.get(name, np.inf), value)
+    print(f"{'stage':<32}{'seconds':>9}")
+    for name, value in best.items():
+        print(f"{name:<32}{value:>9.3f}")
+    print(f"regions: {profile.modality} {'..'.join(profile.names)}")
+
+
+def slab_coverage(cases: int) -> None:
+    """Per whole-body phantom: the slab and the share of ground-truth organ voxels outside it
+    (all organs, and all but the thoracic aorta, which the abdominal task does not cover)."""
+    from DeepOrganSegLib.bodypart import REGIONS, auto_choice
+
+    classifier = bundled_classifier()
+    tasks = ("abdomen-ct", "heart-mr", "brain-mr")
+    print(f"\nslab coverage of the truth ({cases} whole-body CT phantoms)")
+    print(f"{'case':<8}{'slices':>8}{'slab':>10}{'kept':>8}{'organ voxels outside':>22}"
+          f"{'same, w/o thoracic aorta':>26}")
+    for seed in range(9401, 9401 + cases):
+        phantom = make_phantom("body-ct", seed, random_orientation=True)
+        slab = auto_choice(phantom.image, tasks, classifier).slab
+        labels = phantom.labels.array
+        outside = np.ones(labels.shape[0], bool)
+        outside[slab] = False
+        aorta = next(v for v, n in phantom.label_names.items() if n == "aorta")
+        chest = (phantom.slice_regions <= REGIONS.index("chest"))[:, None, None]
+        abdominal = (labels > 0) & ~(chest & (labels == aorta))
+        share_all = (labels[outside] > 0).sum() / max((labels > 0).sum(), 1)
+        share_abdominal = abdominal[outside].sum() / max(abdominal.sum(), 1)
+        print(f"{seed:<8}{labels.shape[0]:>8}{f'{slab.start}-{slab.stop - 1}':>10}"
+              f"{(slab.stop - slab.start) / labels.shape[0]:>8.0%}{share_all:>22.2%}"
+              f"{share_abdominal:>26.2%}")
+
+
+def dice_per_organ(predicted: np.ndarray, truth: np.ndarray, values: list[int]) -> list[float]:
+    """Dice of each label value present in ``truth``."""
+    out = []
+    for value in values:
+        x, y = predicted == value, truth == value
+        if y.any():
+            out.append(2 * float((x & y).sum()) / float(x.sum() + y.sum()))
+    return out
+
+
+def slab_benchmark(model_path: Path, cases: int, crf: bool) -> None:
+    """Whole volume vs Auto's slab on whole-body CT phantoms: time, mean organ Dice and liver
+    Dice (label value of the task's first organ)."""
+    model = load_model(model_path)
+    values = [label.value for label in model.metadata.task("abdomen-ct").labels]
+    print(f"\nslab: model {model_path.name}, CRF {'on' if crf else 'off'}")
+    print(f"{'case':<10}{'slices':>8}{'slab':>10}{'t full (s)':>12}{'t auto (s)':>12}"
+          f"{'speed-up':>10}{'Dice full':>11}{'Dice auto':>11}{'liver full':>12}"
+          f"{'liver auto':>12}")
+    rows = []
+    for seed in range(9301, 9301 + cases):
+        phantom = make_phantom("body-ct", seed)
+        whole, t_whole = timed(segment_volume, phantom.image, model,
+                               SegmentationOptions(task="abdomen-ct", crf=crf))
+        messages: list[str] = []
+        auto = segment_volume(phantom.image, model, SegmentationOptions(task="auto", crf=crf),
+                              progress=lambda stage, fraction, message="": messages.append(
+                                  message))
+        t_auto = auto.elapsed_s
+        summary = next(m for m in messages if m.startswith("auto:"))
+        slab = summary.rsplit("slab slices ", 1)[-1] if "slab" in summary else "-"
+        truth = phantom.labels.array
+        dice_whole = np.mean(dice_per_organ(whole.labels.array, truth, values))
+        dice_auto = np.mean(dice_per_organ(auto.labels.array, truth, values))
+        liver_whole, = dice_per_organ(whole.labels.array, truth, values[:1])
+        liver_auto, = dice_per_organ(auto.labels.array, truth, values[:1])
+        rows.append((t_whole, t_auto, dice_whole, dice_auto, liver_whole, liver_auto))
+        print(f"{seed:<10}{truth.shape[0]:>8}{slab:>10}{t_whole:>12.1f}{t_auto:>12.1f}"
+              f"{t_whole / t_auto:>9.2f}x{dice_whole:>11.3f}{dice_auto:>11.3f}"
+              f"{liver_whole:>12.3f}{liver_auto:>12.3f}")
+    t_whole, t_auto, *dice = np.mean(rows, axis=0)
+    print(f"{'mean':<28}{t_whole:>12.1f}{t_auto:>12.1f}{t_whole / t_auto:>9.2f}x"
+          + "".join(f"{value:>{width}.3f}" for value, width in zip(dice, (11, 11, 12, 12))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", type=Path, help="segmentation model; default: the bundled one")
+    parser.add_argument("--cases", type=int, default=2, help="whole-body phantoms for the slab")
+    parser.add_argument("--crf", action="store_true", help="with the dense CRF (slower)")
+    parser.add_argument("--coverage-cases", type=int, default=6)
+    parser.add_argument("--skip-slab", action="store_true", help="skip the segmentation runs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if bundled_classifier() is None:
+        sys.exit("no body-part classifier: run training/train_bodypart.py first")
+    classification_timing(args.repeats)
+    slab_coverage(args.coverage_cases)
+    if not args.skip_slab:
+        slab_benchmark(args.model or default_model_path(), args.cases, args.crf)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
