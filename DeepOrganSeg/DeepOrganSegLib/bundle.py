@@ -50,6 +50,7 @@ FORMAT_VERSION = 1
 ARCHITECTURES = ("DSN3D",)
 _METADATA_KEY = "deeporganseg"
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
+_MAX_LEVELS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ class ModelMetadata:
                 _require(names.setdefault(label.value, label.name) == label.name,
                          f"tasks[{task.name}].labels", f"gives value {label.value} two names")
         _require(len({task.name for task in tasks}) == len(tasks), "tasks", "has duplicate names")
+        for optional in ("crf", "provenance"):
+            _require(isinstance(data.get(optional) or {}, dict), optional, "must be an object")
         return cls(
             architecture=name,
             parameters=_get(architecture, "parameters", dict, "architecture"),
@@ -284,7 +287,7 @@ def _read_header(path: Path) -> tuple[dict, int]:
                              f"model file")
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: model file header is corrupt; re-copy the model") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: model file header is corrupt; re-copy the model")
@@ -303,12 +306,37 @@ def read_metadata(path: str | os.PathLike) -> ModelMetadata:
                              f"with training/export.py")
     try:
         document = json.loads(metadata[_METADATA_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: DeepOrganSeg metadata is not valid JSON") from None
     try:
         return ModelMetadata.from_dict(document)
     except ModelFileError as error:
         raise ModelFileError(f"{path}: {error}") from None
+
+
+def _check_header_shapes(path: Path, header: dict, expected: dict) -> None:
+    """Compare the tensors a file's header announces with the architecture's, by name and
+    shape, before any weight is read."""
+    announced = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool)
+                                                and n >= 0 for n in shape)):
+            raise ModelFileError(f"{path}: model file header is corrupt (tensor {name!r}); "
+                                 f"re-copy the model")
+        announced[name] = tuple(shape)
+    missing = sorted(set(expected) - set(announced))
+    unexpected = sorted(set(announced) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise ModelFileError(f"{path}: weights do not match the architecture ({detail}; "
+                             f"{len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, shape in announced.items():
+        if shape != tuple(expected[name].shape):
+            raise ModelFileError(f"{path}: weight {name} has shape {shape}, the architecture "
+                                 f"needs {tuple(expected[name].shape)}")
 
 
 @dataclass
@@ -330,32 +358,41 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
 
     path = Path(path)
     metadata = read_metadata(path)
+    header, _ = _read_header(path)
     try:
         config = DSNConfig.from_dict(metadata.parameters)
-    except (TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: architecture parameters are invalid ({error})") from None
+        _require(len(config.widths) <= _MAX_LEVELS, "architecture.parameters.widths",
+                 f"must have at most {_MAX_LEVELS} levels")
+        with torch.device("meta"):  # shapes only: untrusted sizes allocate nothing
+            expected = DSN3D(config).state_dict()
+    except ModelFileError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+    except Exception as error:  # untrusted hyper-parameters may fail anywhere in construction
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFileError(f"{path}: architecture parameters are invalid ({reason})") from None
     if config.num_classes != metadata.num_classes:
         raise ModelFileError(f"{path}: network has {config.num_classes} outputs but the tasks "
                              f"name labels up to {metadata.num_classes - 1}")
-    network = DSN3D(config)
+    _check_header_shapes(path, header, expected)
+    if metadata.crf:
+        from .crf import CRFParameters
+
+        try:
+            CRFParameters.from_dict(metadata.crf)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: metadata field 'crf' is invalid ({error})") from None
     try:
         tensors = load_tensors(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:
         raise ModelFileError(f"{path}: weights are corrupt ({str(error).splitlines()[0]}); "
                              f"re-copy the model") from None
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise ModelFileError(f"{path}: weights do not match the architecture ({detail}; "
-                             f"{len(missing)} missing, {len(unexpected)} unexpected)")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
             raise ModelFileError(f"{path}: weight {name} has shape {tuple(tensor.shape)}, the "
                                  f"architecture needs {tuple(expected[name].shape)}")
         if not torch.isfinite(tensor.float()).all():
             raise ModelFileError(f"{path}: weight {name} holds NaN or Inf values")
+    network = DSN3D(config)
     network.load_state_dict({name: tensor.to(expected[name].dtype)
                              for name, tensor in tensors.items()})
     network.eval().to(device)

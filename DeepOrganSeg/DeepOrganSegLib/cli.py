@@ -10,7 +10,9 @@ With ``--progress json`` stdout carries one JSON object per line,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -18,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, DeepOrganSegError, InputError
+from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError, InputError
 from .progress import CancelToken
 
 __all__ = ["main", "build_parser", "default_model_path"]
@@ -43,9 +45,16 @@ def default_model_path() -> Path:
 
 
 class JsonProgress:
-    """One JSON object per line on stdout, for the Slicer module to parse."""
+    """One JSON object per line on stdout, for the Slicer module to parse. A ``warning`` event
+    carries the overall fraction reached so far, so that fractions never decrease."""
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if stage == "warning":
+            fraction = self.fraction
+        self.fraction = fraction
         print(json.dumps({"stage": stage, "fraction": fraction, "message": message}), flush=True)
 
     def close(self) -> None:
@@ -73,32 +82,95 @@ def _reporter(kind: str):
     return JsonProgress() if kind == "json" else BarProgress() if kind == "bar" else None
 
 
+def _with_warnings(progress):
+    """``progress`` that also prints ``warning`` events as ``warning: ...`` lines on stderr."""
+
+    def report(stage: str, fraction: float, message: str = "") -> None:
+        if stage == "warning":
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        progress(stage, fraction, message)
+
+    return report
+
+
 # ---------------------------------------------------------------------------------------------
 # Cancellation by signal.
 
 
-def install_cancel_handlers(token: CancelToken) -> None:
-    """SIGINT/SIGTERM set ``token``; if the work has not unwound within ``CANCEL_GRACE_S``
-    (a long native operation), exit hard with code 3. Outputs are written atomically, so an
-    exit at any point leaves no partial file."""
+def _hard_exit() -> None:
+    """Exit now with code 3, deleting the temporary files of writes in progress."""
+    from .volume import remove_pending_temporaries
 
-    def hard_exit() -> None:
-        sys.stderr.write("error: cancelled\n")
-        sys.stderr.flush()
-        os._exit(EXIT_CANCELLED)
+    remove_pending_temporaries()
+    sys.stderr.write("error: cancelled by the user\n")
+    sys.stderr.flush()
+    os._exit(EXIT_CANCELLED)
 
-    def handler(signum, frame) -> None:
-        if token.cancelled:
-            hard_exit()
-        token.cancel()
-        timer = threading.Timer(CANCEL_GRACE_S, hard_exit)
-        timer.daemon = True
-        timer.start()
-        raise Cancelled("cancelled by the user")
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+class SignalCancellation:
+    """While active, SIGINT/SIGTERM cancel the run: ``token`` is set at once and, if the work
+    has not unwound within ``grace_s`` seconds, the process exits hard with code 3 (a second
+    signal exits at once). Outputs are renamed into place only when complete and the hard exit
+    deletes pending temporaries, so an exit at any point leaves no partial file.
+
+    On POSIX the signals are blocked and taken by a watcher thread, so that a cancel takes
+    effect even while the main thread sits in a long native call (reading or writing a large
+    image, a torch operation) that would hold back a Python signal handler. A Python handler
+    does the same for signals that reach a thread which does not block them (one started
+    before, e.g. by an imported library). Either way the work stops at its next cancel check,
+    never in the middle of arbitrary code. Leaving the context restores the previous handling:
+    ``main`` also runs in-process (tests, scripts)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, token: CancelToken, grace_s: float = CANCEL_GRACE_S) -> None:
+        self.token, self.grace_s = token, grace_s
+        self._active = False
+        self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._previous_handlers: dict = {}
+        self._previous_mask: set | None = None
+
+    def __enter__(self) -> "SignalCancellation":
+        self._active = threading.current_thread() is threading.main_thread()
+        if not self._active:
+            return self
+        self._previous_handlers = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        if hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigtimedwait"):
+            self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+            self._watcher = threading.Thread(target=self._watch, name="deeporganseg-signals",
+                                             daemon=True)
+            self._watcher.start()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        if not self._active:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._stopped.set()
+            self._watcher.join()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+        for number, handler in self._previous_handlers.items():
+            signal.signal(number, handler)
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            if signal.sigtimedwait(self.SIGNALS, 0.1) is not None:
+                self._cancel()
+
+    def _handle(self, signum, frame) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self.token.cancelled:
+            _hard_exit()
+        self.token.cancel()
+        self._timer = threading.Timer(self.grace_s, _hard_exit)
+        self._timer.daemon = True
+        self._timer.start()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,8 +219,8 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
 
     from .bundle import load_model
     from .inference import InferenceSettings
-    from .labelmap_io import check_output_path, write_labelmap
-    from .segment import SegmentationOptions, StagedProgress, segment_volume
+    from .labelmap_io import check_free_space, check_output_path, write_labelmap
+    from .segment import SegmentationOptions, StagedProgress, check_input_volume
     from .volume import read_volume, write_atomically
 
     if not 0 <= args.overlap < 1:
@@ -163,8 +235,17 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
     staged = StagedProgress(progress)
     staged("load", 0.0, "reading the model")
     model = load_model(args.model or default_model_path())
+    cancel.raise_if_cancelled()
     staged("load", 0.5, f"reading {args.input}")
-    volume = read_volume(args.input)
+    with _native_stderr_silenced():
+        volume = read_volume(args.input)
+    try:
+        check_input_volume(volume)
+    except InputError as error:
+        raise InputError(f"{args.input}: {error}") from None
+    cancel.raise_if_cancelled()
+    labelmap_bytes = volume.array.size + 65536  # uncompressed uint8 + header: an upper bound
+    check_free_space(output, labelmap_bytes)
     staged("load", 1.0, f"{volume.size} voxels, spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
     options = SegmentationOptions(
         task=args.task, organs=tuple(args.organs) if args.organs else None, crf=not args.no_crf,
@@ -175,18 +256,29 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
                                     memory_budget_bytes=int(args.memory_budget_gb * 1e9)))
     result = segment_with_fallback(volume, model, options, staged, cancel)
 
+    cancel.raise_if_cancelled()
     staged("write", 0.0, f"writing {output}")
     specs = [s.label for s in result.statistics]
-    write_labelmap(result.labels, output, specs)
-    if args.probabilities:
-        image = sitk.GetImageFromArray(result.probabilities, isVector=True)
-        image.SetSpacing(volume.spacing)
-        image.SetOrigin(volume.origin)
-        image.SetDirection(volume.direction.flatten().tolist())
-        write_atomically(args.probabilities, lambda tmp: sitk.WriteImage(image, str(tmp), True))
-    if args.stats:
-        document = json.dumps(result.stats_dict(), indent=2, allow_nan=False, default=float)
-        write_atomically(args.stats, lambda tmp: tmp.write_text(document.replace("NaN", "null")))
+    written = []  # all or nothing: a failure or cancel removes the outputs already written
+    try:
+        written.append(write_labelmap(result.labels, output, specs))
+        cancel.raise_if_cancelled()
+        if args.probabilities:
+            image = sitk.GetImageFromArray(result.probabilities, isVector=True)
+            image.SetSpacing(volume.spacing)
+            image.SetOrigin(volume.origin)
+            image.SetDirection(volume.direction.flatten().tolist())
+            written.append(write_atomically(
+                args.probabilities, lambda tmp: sitk.WriteImage(image, str(tmp), True)))
+            cancel.raise_if_cancelled()
+        if args.stats:
+            document = json.dumps(_json_safe(result.stats_dict()), indent=2, allow_nan=False)
+            written.append(write_atomically(args.stats, lambda tmp: tmp.write_text(document)))
+        cancel.raise_if_cancelled()
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
     staged("write", 1.0, "done")
     progress("done", 1.0, f"{result.task.name} in {result.elapsed_s:.1f} s on {result.device}")
     if args.progress != "json":
@@ -194,9 +286,39 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Readers inside ITK (niftilib, teem, GDCM) print multi-line diagnostics straight to file
+    descriptor 2; while they run it points to the null device, so that a failure shows our one
+    line only (the reason is in the exception)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _json_safe(value):
+    """``value`` with NumPy scalars as Python numbers and NaN/Inf (e.g. the mean intensity of
+    an organ that was not found) as None, which strict JSON allows."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def segment_with_fallback(volume, model, options, progress, cancel):
     """Run :func:`segment_volume`; on CUDA out-of-memory retry with half the memory budget
-    (twice), then on the CPU, saying so."""
+    (smaller tiles; twice), then on the CPU, saying so in ``warning`` progress events."""
     from dataclasses import replace
 
     import torch
@@ -204,16 +326,19 @@ def segment_with_fallback(volume, model, options, progress, cancel):
     from .segment import segment_volume
 
     attempt = options
-    for _ in range(3):
+    for retry in range(3):
         try:
             return segment_volume(volume, model, attempt, progress=progress, cancel=cancel)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
+            if retry == 2:
+                break
             budget = attempt.inference.memory_budget_bytes // 2
-            progress("inference", 0.0, f"GPU out of memory: retrying with {budget / 1e9:.2f} GB tiles")
+            progress("warning", 0.0,
+                     f"GPU out of memory: retrying with smaller tiles ({budget / 1e9:.2f} GB)")
             attempt = replace(attempt, inference=replace(attempt.inference,
                                                          memory_budget_bytes=budget))
-    progress("inference", 0.0, "GPU out of memory: falling back to the CPU")
+    progress("warning", 0.0, "GPU out of memory: falling back to the CPU (slower)")
     model.network.to("cpu")
     return segment_volume(volume, model, replace(attempt, inference=replace(
         attempt.inference, device="cpu")), progress=progress, cancel=cancel)
@@ -287,11 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     progress_kind = getattr(args, "progress", "none")
     reporter = _reporter(progress_kind)
-    progress = reporter or (lambda stage, fraction, message="": None)
+    progress = _with_warnings(reporter or (lambda stage, fraction, message="": None))
     cancel = CancelToken()
-    install_cancel_handlers(cancel)
     try:
-        code = args.handler(args, progress, cancel)
+        with SignalCancellation(cancel):
+            code = args.handler(args, progress, cancel)
     except DeepOrganSegError as error:
         code = _report_failure(str(error), error.exit_code, progress_kind)
     except KeyboardInterrupt:

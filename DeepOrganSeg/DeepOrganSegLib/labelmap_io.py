@@ -8,6 +8,7 @@ names, colours and SNOMED CT terminology.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from .bundle import LabelSpec
 from .errors import InputError
 from .volume import Volume, write_atomically
 
-__all__ = ["LABELMAP_SUFFIXES", "check_output_path", "write_labelmap", "terminology_entry"]
+__all__ = ["LABELMAP_SUFFIXES", "check_output_path", "check_free_space", "write_labelmap",
+           "terminology_entry"]
 
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -33,9 +35,29 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = LABEL
         raise InputError(f"{path}: output folder {folder} does not exist; create it first")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{path}: output folder {folder} is not writable; choose another")
+    try:  # a real write, not os.access: read-only file systems refuse even root
+        descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"{path}: output folder {folder} is not writable "
+                         f"({error.strerror or error}); choose another") from None
     return path
+
+
+def check_free_space(path: str | os.PathLike, needed_bytes: int) -> None:
+    """Fail early when the output's file system has less room than ``needed_bytes``."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        status = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows): the write itself will tell
+        return
+    free = status.f_bavail * status.f_frsize
+    if free < needed_bytes:
+        raise InputError(f"{path}: only {free / 1e6:.1f} MB free in {folder}, the output needs "
+                         f"up to {needed_bytes / 1e6:.1f} MB; free some space or choose another "
+                         f"folder")
 
 
 def terminology_entry(label: LabelSpec) -> str:
@@ -45,7 +67,7 @@ def terminology_entry(label: LabelSpec) -> str:
         return "^".join((code["scheme"], code["code"], code["meaning"])) if code else "^^"
 
     snomed = label.snomed
-    return ("Segmentation category and type - DeepOrganSeg~"
+    return ("Segmentation category and type - DICOM master list~"
             f"{coded(snomed['category'])}~{coded(snomed['type'])}~"
             f"{coded(snomed.get('type_modifier'))}~Anatomic codes - DICOM master list~^^~^^")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .bodypart import AutoChoice, auto_choice
 from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .inference import InferenceSettings, predict, resolve_device
@@ -20,6 +21,7 @@ from .postprocess import OrganStatistics, fill_holes, keep_largest_component, or
 from .preprocess import (WorkingGrid, iter_slabs, normalize_intensities,
                          resample_probabilities_to, resample_to_grid, working_grid)
 from .progress import CancelToken, ProgressFunction, no_progress
+from .validation import check_volume, check_working_memory, task_warnings
 from .volume import Volume
 
 __all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "choose_task",
@@ -82,30 +84,34 @@ class SegmentationResult:
 
 
 def check_input_volume(volume: Volume) -> None:
-    """Refuse volumes the pipeline cannot segment meaningfully, with what to do about it."""
-    if min(volume.size) < 2 and np.prod(volume.size) < 8:
-        raise InputError(f"volume has only {volume.size} voxels; give a 3D image")
-    if not np.all(np.isfinite(volume.spacing)) or min(volume.spacing) <= 0:
-        raise InputError(f"voxel spacing {volume.spacing} is not positive; fix the image header")
-    if abs(np.linalg.det(volume.direction)) < 1e-3:
-        raise InputError("direction matrix is singular; fix the image header")
-    if not np.issubdtype(volume.array.dtype, np.number) or np.iscomplexobj(volume.array):
-        raise InputError(f"pixel type {volume.array.dtype} is not a real scalar; convert the image")
+    """Refuse volumes the pipeline cannot segment meaningfully, with what to do about it
+    (geometry and intensity checks of :mod:`.validation`)."""
+    check_volume(volume)
 
 
 def choose_task(volume: Volume, metadata: ModelMetadata, requested: str) -> TaskSpec:
     """The task to run: the requested one, or for ``auto`` the one matching the volume.
 
-    ``auto`` uses the body-part classifier when the model carries one, otherwise the modality
-    (CT intensities reach air at about -1000 HU, MR intensities are non-negative)."""
+    ``auto`` with a multi-task model uses the body-part classifier when its file is installed
+    (:mod:`.bodypart`: modality and body regions), otherwise the modality alone (CT intensities
+    reach air at about -1000 HU, MR intensities are non-negative)."""
+    return _choose_task(volume, metadata, requested)[0]
+
+
+def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
+                 ) -> tuple[TaskSpec, AutoChoice | None]:
+    """:func:`choose_task`, plus what the body-part classifier found when it chose."""
     if requested != "auto":
-        return metadata.task(requested)
+        return metadata.task(requested), None
     if len(metadata.tasks) == 1:
-        return metadata.tasks[0]
+        return metadata.tasks[0], None
+    choice = auto_choice(volume, [task.name for task in metadata.tasks])
+    if choice is not None:
+        return metadata.task(choice.task), choice
     modality = guess_modality(volume)
     candidates = [task for task in metadata.tasks if task.modality == modality]
     if len(candidates) == 1:
-        return candidates[0]
+        return candidates[0], None
     names = ", ".join(task.name for task in (candidates or metadata.tasks))
     raise InputError(f"task auto cannot tell which {modality} task fits this volume; "
                      f"give --task (one of: {names})")
@@ -150,18 +156,22 @@ def segment_volume(volume: Volume, model: LoadedModel,
     """Segment ``volume`` with ``model``; the labelmap is on exactly ``volume``'s grid."""
     started = time.perf_counter()
     check_input_volume(volume)
-    task = choose_task(volume, model.metadata, options.task)
+    task, auto = _choose_task(volume, model.metadata, options.task)
+    if auto is not None:
+        progress("preprocess", 0.0, auto.summary())
+        if auto.slab is not None:
+            return _segment_slab(volume, auto.slab, model, replace(options, task=task.name),
+                                 progress, cancel, started)
+    for warning in task_warnings(volume, task):
+        progress("warning", 0.0, warning)
     kept = _selected_labels(task, options.organs)
     use_crf = options.crf and bool(model.metadata.crf)
 
     progress("preprocess", 0.0, f"task {task.name}: resampling to {task.spacing_mm} mm")
     grid = working_grid(volume, task.spacing_mm)
-    working_voxels = int(np.prod(grid.size))
-    if working_voxels > options.max_working_voxels:
-        raise InputError(
-            f"the volume covers {grid.size} voxels at {task.spacing_mm} mm "
-            f"({working_voxels / 1e6:.0f} M > {options.max_working_voxels / 1e6:.0f} M allowed); "
-            f"crop it to the region of interest")
+    check_working_memory(grid.size, task.spacing_mm, len(task.labels) + 1,
+                         len(model.network.config.side_output_levels) if use_crf else 0,
+                         use_crf, options.max_working_voxels)
     image = _working_image(volume, task, grid)
     if cancel is not None:
         cancel.raise_if_cancelled()
@@ -198,6 +208,27 @@ def segment_volume(volume: Volume, model: LoadedModel,
         elapsed_s=time.perf_counter() - started,
         device=str(resolve_device(options.inference.device)), crf_applied=use_crf,
         probabilities=kept_probabilities, channels=channels)
+
+
+def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: SegmentationOptions,
+                  progress: ProgressFunction, cancel: CancelToken | None,
+                  started: float) -> SegmentationResult:
+    """Segment only the input k-slices ``slab`` (task Auto's abdominal slab) and paste the
+    result into a labelmap on the whole input grid (background outside the slab)."""
+    origin = volume.index_to_physical(np.array([0.0, 0.0, float(slab.start)]))
+    cropped = Volume(volume.array[slab], volume.spacing, tuple(origin), volume.direction)
+    result = segment_volume(cropped, model, options, progress=progress, cancel=cancel)
+    labels = np.zeros(volume.array.shape, dtype=result.labels.array.dtype)
+    labels[slab] = result.labels.array
+    probabilities = None
+    if result.probabilities is not None:
+        probabilities = np.zeros(volume.array.shape + (len(result.channels),), np.float32)
+        probabilities[..., 0] = 1.0
+        probabilities[slab] = result.probabilities
+    label_volume = volume.with_array(labels)
+    statistics = organ_statistics(label_volume, volume, [s.label for s in result.statistics])
+    return replace(result, labels=label_volume, statistics=statistics,
+                   probabilities=probabilities, elapsed_s=time.perf_counter() - started)
 
 
 def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[LabelSpec, ...]:

@@ -15,8 +15,10 @@ crash or a kill never leaves a half-written output behind.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -123,51 +125,119 @@ def _itk_reason(error: RuntimeError) -> str:
     return reason.split(". ")[0].rstrip(".:") or "unreadable"
 
 
-def _check_gzip_stream(path: Path) -> None:
+def _check_gzip_stream(path: Path) -> int:
     """Decompress a ``.gz`` file to its end (without keeping it): ITK's readers accept a
-    truncated or damaged stream and fill the missing voxels silently."""
+    truncated or damaged stream and fill the missing voxels silently. Returns the
+    uncompressed length."""
+    length = 0
     try:
         with gzip.open(path, "rb") as stream:
-            while stream.read(16 * 1024 * 1024):
-                pass
+            while chunk := stream.read(16 * 1024 * 1024):
+                length += len(chunk)
     except (EOFError, OSError, zlib.error) as error:
         raise InputError(f"{path}: compressed data is truncated or corrupt ({error}); "
                          f"re-copy or re-export the image") from None
+    return length
 
 
-#: Longest token accepted in ASCII-encoded NRRD data: teem's text parser (inside ITK) crashes
-#: the process on tokens of a few thousand characters.
+#: Bytes per voxel of the NIfTI datatype codes.
+_NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4,
+                1024: 8, 1280: 8, 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+
+
+#: NIfTI datatypes that are not real scalars: complex and colour.
+_NIFTI_NOT_SCALAR = {32: "complex64", 1792: "complex128", 2048: "complex256", 128: "RGB",
+                     2304: "RGBA"}
+
+
+def _check_nifti_header(path: Path, head: bytes, length: int) -> None:
+    """Check a single-file NIfTI-1/-2 header against its data before ITK reads it: niftilib
+    crashes or loops forever on zero sizes or data shorter than the header says.
+
+    ``head`` is the file's first (uncompressed) bytes, ``length`` its uncompressed length."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack_from(order + "i", head)[0] == 348 \
+                and head[344:348] == b"n+1\0":
+            dims = struct.unpack_from(order + "8h", head, 40)
+            datatype = struct.unpack_from(order + "h", head, 70)[0]
+            offset, header_end = struct.unpack_from(order + "f", head, 108)[0], 352
+            break
+        if len(head) >= 540 and struct.unpack_from(order + "i", head)[0] == 540 \
+                and head[4:8] == b"n+2\0":
+            dims = struct.unpack_from(order + "8q", head, 16)
+            datatype = struct.unpack_from(order + "h", head, 12)[0]
+            offset, header_end = struct.unpack_from(order + "q", head, 168)[0], 544
+            break
+    else:
+        return  # not a single-file NIfTI: ITK decides
+    rank = dims[0]
+    if not 1 <= rank <= 7 or any(n < 1 for n in dims[1: rank + 1]):
+        raise InputError(f"{path}: NIfTI header gives an empty or invalid image size "
+                         f"(dim {list(dims[: max(1, min(rank, 7)) + 1])}); re-export the image")
+    if datatype not in _NIFTI_BYTES:
+        raise InputError(f"{path}: NIfTI header has unknown datatype {datatype}; "
+                         f"re-export the image")
+    if datatype in _NIFTI_NOT_SCALAR:  # refused anyway; their readers crashed on bad headers
+        raise InputError(f"{path}: NIfTI pixel type {_NIFTI_NOT_SCALAR[datatype]} is not a real "
+                         f"scalar; give a grey-level volume")
+    if not (math.isfinite(offset) and 0 <= offset <= length):
+        raise InputError(f"{path}: NIfTI header has an invalid data offset ({offset}); "
+                         f"re-export the image")
+    needed = max(int(offset), header_end) + math.prod(dims[1: rank + 1]) * _NIFTI_BYTES[datatype]
+    if length < needed:
+        raise InputError(f"{path}: image data is shorter than its header says ({length} of "
+                         f"{needed} bytes): the file is truncated; re-copy or re-export it")
+
+
+#: Longest token accepted in text-encoded voxel data: teem's NRRD text parser (inside ITK)
+#: crashes the process on tokens of a few thousand characters.
 _MAX_ASCII_TOKEN = 256
 
 
-def _check_nrrd_text_data(path: Path) -> None:
-    """Refuse NRRD files with ``encoding: ascii`` whose data is not plain numbers."""
+def _check_text_data(path: Path) -> None:
+    """Refuse text-encoded voxel data that ITK's parsers crash on: NRRD ``encoding: ascii`` and
+    MetaImage ``BinaryData = False`` whose data is not plain numbers, and MetaImage headers
+    that claim text and compressed data at once."""
     with open(path, "rb") as stream:
         head = stream.read(1 << 20)
-    if not head.startswith(b"NRRD"):
+    if head.startswith(b"NRRD"):
+        header, separator, attached = head.partition(b"\n\n")
+        fields = dict(re.findall(rb"^([a-z ]+):=?\s*(.*?)\s*$", header, flags=re.M))
+        if fields.get(b"encoding", b"").lower() not in (b"ascii", b"text", b"txt"):
+            return
+        data_file = fields.get(b"data file") or fields.get(b"datafile")
+    elif re.match(rb"\s*(ObjectType|NDims)\s*=", head):
+        header, separator, attached = head.partition(b"ElementDataFile")
+        fields = dict(re.findall(rb"^\s*(\w+)\s*=\s*(.*?)\s*$", header, flags=re.M))
+        if fields.get(b"BinaryData", b"True").lower() not in (b"false", b"0"):
+            return
+        if fields.get(b"CompressedData", b"False").lower() in (b"true", b"1"):
+            raise InputError(f"{path}: MetaImage header claims text data that is compressed; "
+                             f"re-export the image")
+        data_file, _, attached = attached.partition(b"\n")
+        data_file = data_file.strip(b" =\r")
+        data_file = None if data_file.upper() == b"LOCAL" else data_file
+    else:
         return
-    header, separator, attached = head.partition(b"\n\n")
-    fields = dict(re.findall(rb"^([a-z ]+):=?\s*(.*?)\s*$", header, flags=re.M))
-    if fields.get(b"encoding", b"").lower() not in (b"ascii", b"text", b"txt"):
-        return
-    data_file = fields.get(b"data file") or fields.get(b"datafile")
     if data_file:
         detached = path.parent / data_file.decode("utf-8", "replace")
         data = detached.read_bytes() if detached.is_file() else b""
     else:
         data = (attached if separator else b"") + path.read_bytes()[len(head):]
     if re.search(rb"[^\x09-\x0d\x20-\x7e]|\S{%d,}" % (_MAX_ASCII_TOKEN + 1), data):
-        raise InputError(f"{path}: NRRD text (ascii) data is corrupt: not numbers separated by "
-                         f"spaces; re-export the image")
+        raise InputError(f"{path}: text-encoded voxel data is corrupt (not numbers separated by "
+                         f"spaces); re-export the image")
 
 
 def _read_file(path: Path) -> sitk.Image:
     """Read one image file, checking its header (dimension, size) before any voxel data."""
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); re-export or re-copy the image")
-    if path.name.lower().endswith(".gz"):
-        _check_gzip_stream(path)
-    _check_nrrd_text_data(path)
+    compressed = path.name.lower().endswith(".gz")
+    length = _check_gzip_stream(path) if compressed else path.stat().st_size
+    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+        _check_nifti_header(path, stream.read(540), length)
+    _check_text_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
@@ -200,6 +270,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
         ) from None
     except OSError as error:
         raise InputError(f"{path}: cannot read image ({error.strerror or error})") from None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to read the image; crop or downsample it "
+                         f"first") from None
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
@@ -208,6 +281,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
         return Volume.from_sitk(image)
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
+    except MemoryError:
+        dims = " x ".join(str(n) for n in image.GetSize())
+        raise InputError(f"{path}: not enough memory to hold the image ({dims} voxels); crop "
+                         f"or downsample it first") from None
 
 
 #: Temporary files of writes in progress, removed by :func:`remove_pending_temporaries`.
