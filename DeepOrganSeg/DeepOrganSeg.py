@@ -579,7 +579,7 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
         from packaging.requirements import Requirement
 
         missing = []
-        for line in requirementsPath.read_text().splitlines():
+        for line in requirementsPath.read_text(encoding="utf-8").splitlines():
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             requirement = Requirement(line)

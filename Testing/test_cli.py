@@ -39,7 +39,7 @@ def test_segment_writes_labelmap_on_input_grid_with_stats(tiny_model_path, scene
     np.testing.assert_allclose(labels.spacing, image.spacing, rtol=1e-6)
     np.testing.assert_allclose(labels.origin, image.origin, atol=1e-4)
     assert dice(labels.array, truth.array, 1) > 0.85
-    document = json.loads(stats.read_text())
+    document = json.loads(stats.read_text(encoding="utf-8"))
     liver = next(entry for entry in document["labels"] if entry["name"] == "liver")
     expected_ml = (truth.array == 1).sum() * np.prod(truth.spacing) / 1000
     assert liver["volume_ml"] == pytest.approx(expected_ml, rel=0.15)

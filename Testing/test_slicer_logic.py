@@ -272,7 +272,7 @@ def test_cancel_kills_the_whole_process_tree(tmp_path, monkeypatch):
         time.sleep(120)
     """))
     process.start()
-    while not pid_file.exists() or not pid_file.read_text():
+    while not pid_file.exists() or not pid_file.read_text(encoding="utf-8"):
         process.poll()
         time.sleep(0.02)
     assert not bodies.process_group_is_gone(process.pid)

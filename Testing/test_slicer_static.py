@@ -126,7 +126,7 @@ def _aliases(tree: ast.Module) -> dict[ast.FunctionDef, dict[str, set[str]]]:
 def ui_usages() -> dict[str, set[str]]:
     """What the module uses of each panel widget: ``<widget>.<member>`` (directly on
     ``self.ui.X`` or through a local alias) and the signals it ``connect``s to."""
-    tree = ast.parse(MODULE_SCRIPT.read_text())
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     usages: dict[str, set[str]] = {}
     for method, names in _aliases(tree).items():
         for node in ast.walk(method):
@@ -147,12 +147,12 @@ def ui_usages() -> dict[str, set[str]]:
 
 
 def ui_widget_names_used() -> set[str]:
-    return {match for match in re.findall(r"self\.ui\.(\w+)", MODULE_SCRIPT.read_text())}
+    return {match for match in re.findall(r"self\.ui\.(\w+)", MODULE_SCRIPT.read_text(encoding="utf-8"))}
 
 
 def parameter_node_fields() -> dict[str, str]:
     """Field name -> type name of the module's ``@parameterNodeWrapper`` class."""
-    tree = ast.parse(MODULE_SCRIPT.read_text())
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef) and any(
         isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list))
     fields = {}
@@ -167,7 +167,7 @@ def parameter_node_fields() -> dict[str, str]:
 
 
 def parameter_node_defaults() -> dict[str, object]:
-    tree = ast.parse(MODULE_SCRIPT.read_text())
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef)
                    and node.name.endswith("ParameterNode"))
     return {statement.target.id: ast.literal_eval(statement.value) for statement in wrapper.body
@@ -178,7 +178,7 @@ def parameter_node_defaults() -> dict[str, object]:
 def cmake_list(name: str) -> list[str]:
     """Entries of ``set(<name> ...)`` in DeepOrganSeg/CMakeLists.txt, variables expanded."""
     text = "\n".join(line.split("#")[0] for line in
-                     (MODULE / "CMakeLists.txt").read_text().splitlines())
+                     (MODULE / "CMakeLists.txt").read_text(encoding="utf-8").splitlines())
     body = re.search(rf"set\({name}\b(.*?)\)", text, re.DOTALL).group(1)
     return [entry.replace("${MODULE_NAME}", "DeepOrganSeg") for entry in body.split()]
 
@@ -270,7 +270,7 @@ def test_crf_parameter_defaults_match_the_engine():
     from DeepOrganSegLib.crf import CRFParameters
 
     defaults = parameter_node_defaults()
-    module_globals = ast.parse(MODULE_SCRIPT.read_text())
+    module_globals = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     mapping = next(ast.literal_eval(node.value) for node in module_globals.body
                    if isinstance(node, ast.Assign) and node.targets[0].id == "CRF_PARAMETERS")
     engine = CRFParameters().to_dict()
@@ -306,16 +306,16 @@ def test_every_bundled_model_file_is_installed_with_the_module():
 
 
 def test_extension_metadata_is_complete():
-    text = (REPOSITORY / "CMakeLists.txt").read_text()
+    text = (REPOSITORY / "CMakeLists.txt").read_text(encoding="utf-8")
     for variable in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
                      "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert re.search(rf'set\({variable} "[^"]+"\)', text), variable
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
     assert "add_subdirectory(DeepOrganSeg)" in text
-    module_cmake = (MODULE / "CMakeLists.txt").read_text()
+    module_cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module_cmake
-    assert "add_subdirectory(Python)" in (MODULE / "Testing" / "CMakeLists.txt").read_text()
+    assert "add_subdirectory(Python)" in (MODULE / "Testing" / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def test_icons_are_128_pixel_pngs():
@@ -329,7 +329,7 @@ def test_icons_are_128_pixel_pngs():
 def test_requirements_leave_slicers_own_packages_alone():
     """numpy and SimpleITK are Slicer's; torch comes from the PyTorch extension; the rest is
     pinned to a range."""
-    lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text()
+    lines = [line.strip() for line in (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8")
              .splitlines() if line.strip() and not line.lstrip().startswith("#")]
     names = {re.split(r"[<>=!~ \[]", line)[0].lower() for line in lines}
     assert not names & {"numpy", "simpleitk", "torch", "vtk"}
@@ -342,7 +342,7 @@ def test_requirements_leave_slicers_own_packages_alone():
 
 
 def test_every_test_body_is_registered_once():
-    tree = ast.parse(BODIES.read_text())
+    tree = ast.parse(BODIES.read_text(encoding="utf-8"))
     bodies = {node.name for node in tree.body
               if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
     registered = []
@@ -353,14 +353,14 @@ def test_every_test_body_is_registered_once():
 
 
 def test_pytest_calls_every_test_body():
-    bodies = {node.name for node in ast.parse(BODIES.read_text()).body
+    bodies = {node.name for node in ast.parse(BODIES.read_text(encoding="utf-8")).body
               if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
-    called = set(re.findall(r"bodies\.(test_\w+)\(", PYTEST_LOGIC.read_text()))
+    called = set(re.findall(r"bodies\.(test_\w+)\(", PYTEST_LOGIC.read_text(encoding="utf-8")))
     assert called == bodies
 
 
 def test_module_self_test_runs_the_shared_bodies():
-    tree = ast.parse(MODULE_SCRIPT.read_text())
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     test_class = next(node for node in tree.body
                       if isinstance(node, ast.ClassDef) and node.name == "DeepOrganSegTest")
     source = ast.unparse(test_class)
@@ -371,7 +371,7 @@ def test_module_self_test_runs_the_shared_bodies():
 
 
 def test_module_reload_reloads_the_engine():
-    tree = ast.parse(MODULE_SCRIPT.read_text())
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
     widget = next(node for node in tree.body
                   if isinstance(node, ast.ClassDef) and node.name == "DeepOrganSegWidget")
     reload = next(node for node in widget.body
@@ -383,7 +383,7 @@ def test_module_reload_reloads_the_engine():
 def test_engine_imports_no_gui_and_mrml_only_what_slicer_core_has():
     """Only mrml.py touches Slicer, and not its application or Qt (slicer-core lacks them)."""
     for path in (MODULE / "DeepOrganSegLib").glob("*.py"):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                     if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module.split(".")[0] for node in ast.walk(tree)
@@ -391,6 +391,6 @@ def test_engine_imports_no_gui_and_mrml_only_what_slicer_core_has():
         assert not imported & {"qt", "ctk", "PythonQt"}, path.name
         if path.name != "mrml.py":
             assert not imported & {"slicer", "vtk"}, path.name
-    mrml = ast.parse((MODULE / "DeepOrganSegLib" / "mrml.py").read_text())
+    mrml = ast.parse((MODULE / "DeepOrganSegLib" / "mrml.py").read_text(encoding="utf-8"))
     used = {ast.unparse(node) for node in ast.walk(mrml) if isinstance(node, ast.Attribute)}
     assert not used & {"slicer.app", "slicer.modules"}

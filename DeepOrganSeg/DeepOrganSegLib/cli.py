@@ -26,7 +26,7 @@ from .progress import CancelToken
 __all__ = ["main", "build_parser", "default_model_path"]
 
 #: Seconds a cancelled run may take to unwind before the process exits hard with code 3.
-CANCEL_GRACE_S = 1.5
+CANCEL_GRACE_S = 1.0
 
 
 def default_model_path() -> Path:

@@ -206,7 +206,7 @@ def process_group_is_gone(group: int) -> bool:
         return False
     for stat in proc.glob("[0-9]*/stat"):
         try:
-            state, _parent, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            state, _parent, process_group = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()[:3]
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
         if int(process_group) == group and state != "Z":
