@@ -118,10 +118,10 @@ class DeepOrganSegParameterNode:
     device: Device = Device.AUTO
     useCrf: bool = True
     crfIterations: Annotated[int, WithinRange(1, 20)] = 5
-    crfAppearanceWeight: Annotated[float, WithinRange(0.0, 20.0)] = 5.0
-    crfAppearanceSpatialMm: Annotated[float, WithinRange(0.5, 50.0)] = 8.0
-    crfAppearanceIntensity: Annotated[float, WithinRange(0.01, 2.0)] = 0.1
-    crfSmoothnessWeight: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
+    crfAppearanceWeight: Annotated[float, WithinRange(0.0, 20.0)] = 10.0
+    crfAppearanceSpatialMm: Annotated[float, WithinRange(0.5, 50.0)] = 5.0
+    crfAppearanceIntensity: Annotated[float, WithinRange(0.01, 2.0)] = 0.05
+    crfSmoothnessWeight: Annotated[float, WithinRange(0.0, 20.0)] = 1.0
     crfSmoothnessSpatialMm: Annotated[float, WithinRange(0.5, 20.0)] = 2.0
     show3D: bool = False
 
