@@ -105,25 +105,28 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--skip-monai", action="store_true")
     args = parser.parse_args()
     model_path = args.model or default_model_path()
-    torch.set_num_threads(torch.get_num_threads())
     print(f"model: {model_path.name}, torch threads: {torch.get_num_threads()}")
 
-    result = compare_with_monai(model_path, args.repeats)
-    print("\n| 256x256x160, CPU | MONAI sliding_window_inference | DeepOrganSeg predict | ratio |")
-    print("|---|---|---|---|")
-    print(f"| wall time (s), roi {result['patch']}, overlap 0.25, gaussian | "
-          f"{result['monai_s']:.2f} | {result['ours_s']:.2f} | "
-          f"{result['monai_s'] / result['ours_s']:.2f}x faster |")
-    print(f"| argmax agreement | | {100 * result['agreement']:.3f} % | |")
-
+    if not args.skip_monai:
+        print_monai_comparison(compare_with_monai(model_path, args.repeats))
     if not args.skip_cli:
         cli = run_cli_on_ct_sized_volume(model_path)
         print("\n| deeporganseg segment, 512x512x300 int16 CT, CRF off | value | target |")
         print("|---|---|---|")
         print(f"| wall time (s) | {cli['wall_s']:.1f} | <= 60 |")
         print(f"| peak RSS (GB) | {cli['peak_rss_gb']:.2f} | <= 4 |")
+
+
+def print_monai_comparison(result: dict) -> None:
+    print("\n| 256x256x160, CPU | MONAI sliding_window_inference | DeepOrganSeg predict | ratio |")
+    print("|---|---|---|---|")
+    print(f"| wall time (s), roi {result['patch']}, overlap 0.25, gaussian | "
+          f"{result['monai_s']:.2f} | {result['ours_s']:.2f} | "
+          f"{result['monai_s'] / result['ours_s']:.2f}x faster |")
+    print(f"| argmax agreement | | {100 * result['agreement']:.3f} % | |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,328 @@
+"""The training package: label space, masked multi-task loss, data readers and sampler, training
+steps, bit-identical resume, and export to a model file the engine segments with."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from DeepOrganSegLib.bundle import TaskSpec, load_model, read_metadata  # noqa: E402
+from DeepOrganSegLib.preprocess import working_grid  # noqa: E402
+from DeepOrganSegLib.segment import SegmentationOptions, _working_image, segment_volume  # noqa: E402
+from training.config import TrainConfig, apply_overrides, load_config  # noqa: E402
+from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,  # noqa: E402
+                           read_msd_folder, read_nnunet_folder, sample_patch, working_arrays)
+from training.distributed import DistributedContext  # noqa: E402
+from training.export import export_checkpoint  # noqa: E402
+from training.losses import (MarginalDiceCELoss, merge_unlabelled,  # noqa: E402
+                             side_output_weights)
+from training.train import Checkpoint, lr_factor, train  # noqa: E402
+
+pytest.importorskip("DeepOrganSegLib.phantoms")
+
+TINY = ROOT / "training" / "configs" / "tiny.yaml"
+CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def phantom_cache(tmp_path_factory) -> Path:
+    """One cache of the tiny config's pre-processed phantoms for the whole session."""
+    folder = tmp_path_factory.mktemp("cache")
+    config = tiny_config(folder, folder)
+    cache = CaseCache(folder, config)
+    for task in config.tasks:
+        for case in list_cases(task, "train") + list_cases(task, "val"):
+            cache.ensure(case)
+    return folder
+
+
+def tiny_config(cache: Path, output: Path, *overrides: str) -> TrainConfig:
+    return load_config(TINY, [f"data.cache_dir={cache}", f"output_dir={output}", *overrides])
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and label space.
+
+
+def test_union_label_space_gives_one_channel_per_name():
+    config = load_config(ROOT / "training" / "configs" / "bundled.yaml")
+    abdomen, heart = config.task("abdomen-ct"), config.task("heart-mr")
+    assert config.num_classes == len(config.labels) + 1 == 19
+    # "aorta" is labelled by both tasks: one channel.
+    assert (config.task_channels(abdomen)[abdomen.labels.index("aorta") + 1]
+            == config.task_channels(heart)[heart.labels.index("aorta") + 1])
+    assert config.dsn_config().num_classes == 19
+
+
+def test_command_line_overrides_nested_entries():
+    raw = apply_overrides({"optimizer": {"lr": 0.1}}, ["optimizer.lr=0.002", "schedule.steps=7"])
+    assert raw == {"optimizer": {"lr": 0.002}, "schedule": {"steps": 7}}
+
+
+def test_a_task_label_outside_the_union_is_refused():
+    with pytest.raises(ValueError, match="not in 'labels'"):
+        load_config(TINY, ["labels=[liver]"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses.
+
+
+def test_masked_loss_ignores_organs_the_task_never_labels():
+    """On an abdomen CT, background predicted as 'left_ventricle' (a heart label) costs exactly
+    what background predicted as background costs; predicted as 'liver', it costs more."""
+    channels = {"abdomen-ct": [0, 1, 2], "heart-mr": [0, 3, 4]}  # 1 liver, 3 left_ventricle
+    loss = MarginalDiceCELoss(channels)
+    target = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    target[:, :2] = 1  # half liver, half background
+
+    def logits(background_channel: int) -> torch.Tensor:
+        out = torch.full((1, 5, 4, 4, 4), -4.0)
+        out[:, 1, :2] = 4.0                       # liver where liver is
+        out[:, background_channel, 2:] = 4.0      # the background half
+        return out
+
+    as_background = loss(logits(0), target, ["abdomen-ct"])
+    as_heart = loss(logits(3), target, ["abdomen-ct"])
+    as_liver = loss(logits(1), target, ["abdomen-ct"])
+    assert torch.allclose(as_background, as_heart, atol=1e-6)
+    assert as_liver > as_background + 0.5
+
+
+def test_merged_background_probability_is_the_sum_of_unlabelled_channels():
+    logits = torch.randn(2, 6, 3, 3, 3)
+    merged = merge_unlabelled(logits, [0, 2, 5])
+    p, q = torch.softmax(logits, 1), torch.softmax(merged, 1)
+    assert torch.allclose(q[:, 0], p[:, [0, 1, 3, 4]].sum(1), atol=1e-6)
+    assert torch.allclose(q[:, 1:], p[:, [2, 5]], atol=1e-6)
+
+
+def test_side_output_weights_decay_to_zero_and_learning_rate_warms_up_then_decays():
+    assert side_output_weights((0.4, 0.2), 0, 100, "linear") == [0.4, 0.2]
+    assert side_output_weights((0.4, 0.2), 100, 100, "linear") == [0.0, 0.0]
+    assert side_output_weights((0.4,), 50, 100, "exponential")[0] == pytest.approx(0.04)
+    assert side_output_weights((0.4,), 99, 100, "fixed") == [0.4]
+    assert lr_factor(0, 10, 100, 0.9) == pytest.approx(0.1)
+    assert lr_factor(10, 10, 100, 0.9) == 1.0
+    assert lr_factor(100, 10, 100, 0.9) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+def _write_case(folder: Path, name: str, seed: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((12, 14, 16), np.uint8)
+    labels[3:8, 4:10, 5:11] = 1
+    labels[8:10, 2:5, 2:5] = 2
+    image = (rng.normal(0, 5, labels.shape) + 100 * labels).astype(np.float32)
+    paths = []
+    for array, path in ((image, folder / "imagesTr" / name[0]), (labels, folder / "labelsTr" / name[1])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        itk = sitk.GetImageFromArray(array)
+        itk.SetSpacing((2.0, 2.0, 3.0))
+        sitk.WriteImage(itk, str(path))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_msd_folder_reader(tmp_path):
+    for n in range(3):
+        _write_case(tmp_path, (f"liver_{n}.nii.gz", f"liver_{n}.nii.gz"), n)
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "labels": {"0": "background", "1": "liver", "2": "tumour"}, "modality": {"0": "CT"},
+        "training": [{"image": f"./imagesTr/liver_{n}.nii.gz",
+                      "label": f"./labelsTr/liver_{n}.nii.gz"} for n in range(3)]}))
+    cases, names = read_msd_folder(tmp_path)
+    assert [c[0] for c in cases] == ["liver_0", "liver_1", "liver_2"]
+    assert names == {1: "liver", 2: "tumour"}
+    assert all(image.exists() and label.exists() for _, image, label in cases)
+
+
+def test_nnunet_folder_reader_and_label_mapping_into_the_union(tmp_path):
+    for n in range(3):
+        _write_case(tmp_path, (f"case_{n:03d}_0000.nii.gz", f"case_{n:03d}.nii.gz"), n)
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "spleen": 1, "tumour": 2},
+        "numTraining": 3, "file_ending": ".nii.gz"}))
+    cases, names = read_nnunet_folder(tmp_path)
+    assert [c[0] for c in cases] == ["case_000", "case_001", "case_002"]
+    assert names == {1: "spleen", 2: "tumour"}
+
+    source = {"type": "nnunet", "path": str(tmp_path), "val_cases": 1}
+    document = load_config(TINY).to_dict()
+    document["tasks"][0]["sources"] = [source]
+    config = TrainConfig.from_dict(document)
+    task = config.task("abdomen-ct")
+    train_cases, val_cases = list_cases(task, "train"), list_cases(task, "val")
+    assert [c.case_id for c in train_cases] == ["case_000", "case_001"]
+    assert [c.case_id for c in val_cases] == ["case_002"]
+    x, y = working_arrays(*load_case(train_cases[0]), task, config)
+    assert x.dtype == np.float32 and y.dtype == np.uint8
+    # spleen -> its union value; "tumour" is not an abdomen-ct label -> background.
+    assert set(np.unique(y)) == {0, config.label_value("spleen")}
+
+
+def test_training_inputs_are_built_exactly_as_inference_builds_them():
+    from DeepOrganSegLib.phantoms import make_phantom
+
+    config = load_config(TINY)
+    task = config.task("abdomen-ct")
+    phantom = make_phantom("abdomen-ct", 3, shape=(24, 32, 32), spacing=(9.0, 9.0, 9.0))
+    x, _ = working_arrays(phantom.image, phantom.labels, phantom.label_names, task, config)
+    spec = TaskSpec("abdomen-ct", "", "CT", task.spacing_mm, task.normalization, ())
+    expected = _working_image(phantom.image, spec, working_grid(phantom.image, task.spacing_mm))
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_patches_oversample_foreground_and_pad_small_volumes():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((10, 40, 40), np.uint8)
+    labels[5, 30, 30] = 4
+    image = np.zeros(labels.shape, np.float32)
+    hits = 0
+    for _ in range(40):
+        x, y = sample_patch(image, labels, (16, 16, 16), rng, foreground_ratio=0.5)
+        assert x.shape == y.shape == (16, 16, 16)
+        hits += bool((y == 4).any())
+    assert 10 <= hits <= 35
+
+
+def test_batches_are_a_pure_function_of_seed_step_and_rank(phantom_cache, tmp_path):
+    config = tiny_config(phantom_cache, tmp_path)
+    cache = CaseCache(phantom_cache, config)
+    arrays = {t.name: [cache.load(c) for c in list_cases(t, "train")] for t in config.tasks}
+    first, again = PatchBatchDataset(config, arrays), PatchBatchDataset(config, arrays)
+    a, b = first[3], again[3]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    assert a["task"] == ["abdomen-ct", "brain-mr"]
+    assert not torch.equal(first[3]["image"], first[4]["image"])
+    other_rank = PatchBatchDataset(config, arrays, rank=1, world_size=2)
+    assert not torch.equal(a["image"], other_rank[3]["image"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, resume, export.
+
+
+def _fixed_batch_loss(network, config: TrainConfig, phantom_cache: Path) -> float:
+    cache = CaseCache(phantom_cache, config)
+    arrays = {t.name: [cache.load(c) for c in list_cases(t, "train")] for t in config.tasks}
+    batches = [PatchBatchDataset(config, arrays)[s] for s in range(4)]
+    loss = MarginalDiceCELoss({t.name: config.task_channels(t) for t in config.tasks})
+    network.eval()
+    with torch.no_grad():
+        return float(np.mean([loss(network(b["image"]), b["label"], b["task"]) for b in batches]))
+
+
+def test_a_few_training_steps_reduce_the_loss(phantom_cache, tmp_path):
+    config = tiny_config(phantom_cache, tmp_path, "schedule.steps=30", "data.augment=false")
+    untrained = train(tiny_config(phantom_cache, tmp_path / "zero", "schedule.steps=0"), CPU,
+                      show_progress=False).network
+    trained = train(config, CPU, show_progress=False).network
+    before = _fixed_batch_loss(untrained, config, phantom_cache)
+    after = _fixed_batch_loss(trained, config, phantom_cache)
+    assert after < 0.9 * before, (before, after)
+    log = (tmp_path / "log.csv").read_text(encoding="utf-8").splitlines()
+    assert len(log) == 31 and (tmp_path / "training_curves.png").exists()
+
+
+def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
+    whole = tiny_config(phantom_cache, tmp_path / "whole", "schedule.steps=4")
+    pieces = tiny_config(phantom_cache, tmp_path / "pieces", "schedule.steps=4")
+    train(whole, CPU, show_progress=False)
+    train(pieces, CPU, show_progress=False, stop_after=2)
+    assert Checkpoint.load(tmp_path / "pieces" / "last.pt")["step"] == 2
+    train(pieces, CPU, show_progress=False, resume=True)
+    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    b = Checkpoint.load(tmp_path / "pieces" / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for name, tensor in a["network"].items():
+        assert torch.equal(tensor, b["network"][name]), name
+    for index, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][key])
+    assert len((tmp_path / "pieces" / "log.csv").read_text(encoding="utf-8").splitlines()) == 5
+
+
+def test_export_then_engine_load_then_segment(phantom_cache, tmp_path):
+    from DeepOrganSegLib.phantoms import make_phantom
+
+    config = tiny_config(phantom_cache, tmp_path, "schedule.steps=2")
+    train(config, CPU, show_progress=False)
+    path = export_checkpoint(tmp_path / "last.pt", tmp_path / "model.safetensors",
+                             command="pytest")
+    metadata = read_metadata(path)
+    assert [t.name for t in metadata.tasks] == ["abdomen-ct", "brain-mr"]
+    assert metadata.num_classes == config.num_classes
+    liver = metadata.task("abdomen-ct").labels[0]
+    assert (liver.name, liver.value, liver.snomed["type"]["code"]) == ("liver", 1, "10200004")
+    assert metadata.task("brain-mr").labels[1].value == config.label_value("grey_matter")
+    assert metadata.task("brain-mr").normalization.kind == "mr"
+    assert metadata.provenance["steps"] == 2 and "phantom" in metadata.provenance["data"]
+    model = load_model(path)
+    phantom = make_phantom("abdomen-ct", 10_001, shape=(24, 32, 32), spacing=(9.0, 9.0, 9.0))
+    result = segment_volume(phantom.image, model, SegmentationOptions(task="abdomen-ct",
+                                                                       crf=False))
+    assert result.labels.array.shape == phantom.image.array.shape
+    assert set(np.unique(result.labels.array)) <= {0, *range(1, 10)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed data parallel (gloo on CPU), as under torchrun.
+
+
+def _ddp_replica(rank: int, world_size: int, port: int, config: dict, out: str) -> None:
+    import os
+
+    from training.config import TrainConfig as Config
+    from training.distributed import init_distributed, shutdown_distributed
+    from training.train import train as run
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    try:
+        result = run(Config.from_dict(config), ctx, show_progress=False)
+        torch.save(result.network.state_dict(), Path(out) / f"rank{rank}.pt")
+    finally:
+        shutdown_distributed()
+
+
+def test_two_gloo_processes_keep_identical_replicas(phantom_cache, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tiny_config(phantom_cache, tmp_path, "schedule.steps=3").to_dict()
+    mp.spawn(_ddp_replica, args=(2, port, config, str(tmp_path)), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    untrained = train(tiny_config(phantom_cache, tmp_path / "zero", "schedule.steps=0"), CPU,
+                      show_progress=False).network.state_dict()
+    for name, tensor in first.items():  # parameters and (synchronised) BatchNorm statistics
+        assert torch.equal(tensor, second[name]), name
+    assert any(not torch.equal(first[n], untrained[n]) for n in first)  # they did train
+    assert (tmp_path / "last.pt").exists()  # rank 0 wrote the checkpoint
+
+
+def test_training_entry_points_run_as_script_and_module():
+    import subprocess
+
+    for command in (["training/train.py"], ["-m", "training.train"]):
+        done = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and "--resume" in done.stdout, done.stderr

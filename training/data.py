@@ -1,0 +1,303 @@
+"""Training data: readers, the pre-processed case cache, and the reproducible patch sampler.
+
+A training sample is built exactly as inference sees its input: case -> ``working_grid`` at the
+task's spacing -> ``resample_to_grid`` (linear image, nearest labels) -> ``normalize_intensities``
+-> random patch (a share centred on labelled voxels) -> MONAI augmentation. Labels are stored in
+the *union* label space (values = output channels of the multi-task network).
+
+Every batch is a pure function of ``(seed, step, rank)``: the dataset is indexed by the global
+step, and each sample seeds its own generator from those numbers. Data order therefore does not
+depend on the number of worker processes and a resumed run sees exactly the batches an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset
+
+from DeepOrganSegLib.errors import InputError
+from DeepOrganSegLib.preprocess import normalize_intensities, resample_to_grid, working_grid
+from DeepOrganSegLib.volume import Volume, read_volume
+
+from .config import SourceConfig, TaskConfig, TrainConfig
+
+__all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "load_case",
+           "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
+           "PatchBatchDataset", "sample_seed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Case references and readers.
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """One case of a task: a phantom (``kind`` + ``seed``) or an image/label file pair."""
+
+    task: str
+    case_id: str
+    phantom_kind: str = ""
+    seed: int = 0
+    options: dict = field(default_factory=dict, hash=False)
+    image_path: str = ""
+    label_path: str = ""
+    label_names: dict = field(default_factory=dict, hash=False)  # {value: name}
+    rename: dict = field(default_factory=dict, hash=False)
+
+
+def _dataset_json(folder: Path) -> dict:
+    """``folder/dataset.json`` as a dictionary, or an InputError that names the file."""
+    path = folder / "dataset.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read the dataset description ({error})") from None
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: the dataset description must be a JSON object")
+    return document
+
+
+def read_msd_folder(folder: str | Path) -> tuple[list[tuple[str, Path, Path]], dict[int, str]]:
+    """A Medical Segmentation Decathlon folder: ``(case_id, image, label)`` triples of
+    ``dataset.json``'s ``training`` list and its ``labels`` ({"1": "liver"} -> {1: "liver"})."""
+    folder = Path(folder)
+    document = _dataset_json(folder)
+    try:
+        names = {int(value): name for value, name in document["labels"].items()
+                 if int(value) != 0}
+        cases = []
+        for entry in document["training"]:
+            image = folder / entry["image"]
+            case_id = image.name.split(".")[0]
+            cases.append((case_id, image, folder / entry["label"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{folder / 'dataset.json'}: not an MSD dataset description "
+                         f"({type(error).__name__}: {error})") from None
+    return cases, names
+
+
+def read_nnunet_folder(folder: str | Path) -> tuple[list[tuple[str, Path, Path]], dict[int, str]]:
+    """An nnU-Net (v2) raw folder: ``imagesTr/<case>_0000<ending>`` with ``labelsTr/<case>
+    <ending>``; ``dataset.json`` ``labels`` ({"liver": 1} -> {1: "liver"}). Only the first
+    channel (``_0000``) is read: the network takes one input channel."""
+    folder = Path(folder)
+    document = _dataset_json(folder)
+    try:
+        ending = str(document.get("file_ending", ".nii.gz"))
+        names = {int(value): name for name, value in document["labels"].items()
+                 if not isinstance(value, list) and int(value) != 0}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{folder / 'dataset.json'}: not an nnU-Net dataset description "
+                         f"({type(error).__name__}: {error})") from None
+    cases = []
+    for label in sorted((folder / "labelsTr").glob(f"*{ending}")):
+        case_id = label.name[: -len(ending)]
+        cases.append((case_id, folder / "imagesTr" / f"{case_id}_0000{ending}", label))
+    return cases, names
+
+
+def _seed_range(bounds: tuple[int, int]) -> range:
+    return range(bounds[0], bounds[1] + 1)
+
+
+def _source_cases(task: TaskConfig, source: SourceConfig, split: str) -> list[CaseRef]:
+    if source.type == "phantom":
+        seeds = _seed_range(source.train_seeds if split == "train" else source.val_seeds)
+        return [CaseRef(task.name, f"{source.kind}-{seed}", phantom_kind=source.kind, seed=seed,
+                        options=dict(source.options)) for seed in seeds]
+    reader = read_msd_folder if source.type == "msd" else read_nnunet_folder
+    cases, names = reader(source.path)
+    held_out = max(0, min(source.val_cases, len(cases) - 1))
+    chosen = cases[len(cases) - held_out:] if split == "val" else cases[: len(cases) - held_out]
+    return [CaseRef(task.name, case_id, image_path=str(image), label_path=str(label),
+                    label_names=names, rename=dict(source.rename))
+            for case_id, image, label in chosen]
+
+
+def list_cases(task: TaskConfig, split: str) -> list[CaseRef]:
+    """All cases of ``task`` for ``split`` (``train`` or ``val``), sources in config order."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split {split!r}: use train or val")
+    return [case for source in task.sources for case in _source_cases(task, source, split)]
+
+
+def load_case(case: CaseRef) -> tuple[Volume, Volume, dict[int, str]]:
+    """Image, labelmap and ``{value: name}`` of a case (phantoms are generated here)."""
+    if case.phantom_kind:
+        from DeepOrganSegLib.phantoms import make_phantom
+
+        phantom = make_phantom(case.phantom_kind, case.seed, **case.options)
+        return phantom.image, phantom.labels, dict(phantom.label_names)
+    image, labels = read_volume(case.image_path), read_volume(case.label_path)
+    names = {value: case.rename.get(name, name) for value, name in case.label_names.items()}
+    return image, labels, names
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-processing (the inference pipeline's, step for step) and the cache.
+
+
+def working_arrays(image: Volume, labels: Volume, names: dict[int, str], task: TaskConfig,
+                   config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The case on the task's working grid: normalised float32 image and uint8 labels in the
+    union label space, both [k, j, i]. Labels the task does not list become background."""
+    grid = working_grid(image, task.spacing_mm)
+    default = -1024.0 if task.modality == "CT" else None  # as DeepOrganSegLib.segment does
+    x = normalize_intensities(resample_to_grid(image, grid, default_value=default),
+                              task.normalization)
+    source = resample_to_grid(labels, grid, interpolator=sitk.sitkNearestNeighbor,
+                              default_value=0).astype(np.int64)
+    lookup = np.zeros(max(int(source.max()), max(names, default=0)) + 1, dtype=np.uint8)
+    for value, name in names.items():
+        if name in task.labels:
+            lookup[value] = config.label_value(name)
+    return x.astype(np.float32), lookup[source]
+
+
+def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:
+    recipe = json.dumps({"case": [case.phantom_kind, case.seed, case.options, case.image_path,
+                                  case.label_path, case.rename],
+                         "spacing": task.spacing_mm, "norm": task.normalization.to_dict(),
+                         "labels": config.labels, "task_labels": task.labels},
+                        sort_keys=True, default=str)
+    return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
+
+
+class CaseCache:
+    """Pre-processed cases as ``.npz`` files (``image`` float32, ``labels`` uint8) under
+    ``folder``, keyed by everything that shapes them (source, spacing, normalisation, labels)."""
+
+    def __init__(self, folder: str | Path, config: TrainConfig):
+        self.folder = Path(folder)
+        self.config = config
+
+    def path(self, case: CaseRef) -> Path:
+        task = self.config.task(case.task)
+        return self.folder / f"{_cache_key(case, task, self.config)}.npz"
+
+    def ensure(self, case: CaseRef) -> Path:
+        """Build the case's cache file unless it exists; returns its path."""
+        path = self.path(case)
+        if not path.exists():
+            task = self.config.task(case.task)
+            x, y = working_arrays(*load_case(case), task, self.config)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp.npz")
+            np.savez(temporary, image=x, labels=y)
+            temporary.replace(path)
+        return path
+
+    def load(self, case: CaseRef) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.ensure(case)) as stored:
+            return stored["image"], stored["labels"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches and augmentation.
+
+
+def sample_seed(seed: int, step: int, rank: int, slot: int) -> int:
+    """A 32-bit seed for one sample, a pure function of its coordinates."""
+    return int(np.random.SeedSequence([seed, step, rank, slot]).generate_state(1)[0])
+
+
+def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, int],
+                 rng: np.random.Generator, foreground_ratio: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A ``patch``-sized crop (k, j, i); with probability ``foreground_ratio`` it is centred on a
+    voxel of a random present label (rare organs as often as large ones). Volumes smaller than
+    the patch are padded (image with its minimum, labels with background)."""
+    pad = [(max(0, (p - s + 1) // 2), max(0, p - s - (p - s + 1) // 2))
+           for s, p in zip(image.shape, patch)]
+    if any(sum(width) for width in pad):
+        image = np.pad(image, pad, constant_values=float(image.min()))
+        labels = np.pad(labels, pad, constant_values=0)
+    present = np.unique(labels[::2, ::2, ::2])
+    present = present[present > 0]
+    if present.size and rng.random() < foreground_ratio:
+        voxels = np.argwhere(labels == rng.choice(present))
+        centre = voxels[rng.integers(len(voxels))]
+        start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, image.shape)]
+    else:
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(image.shape, patch)]
+    region = tuple(slice(b, b + p) for b, p in zip(start, patch))
+    return image[region], labels[region]
+
+
+def build_augmentation(task: TaskConfig):
+    """MONAI dictionary transforms (keys ``image``, ``label``, channel-first arrays): rotations
+    ±15°, scaling 0.85-1.15, elastic deformation, flips on ``task.flip_axes`` only, gamma,
+    intensity scaling, Gaussian noise, and a bias field for MR."""
+    from monai.transforms import (Compose, Rand3DElasticd, RandAdjustContrastd, RandAffined,
+                                  RandBiasFieldd, RandFlipd, RandGaussianNoised,
+                                  RandScaleIntensityd)
+
+    keys = ("image", "label")
+    angle = np.deg2rad(15)
+    transforms = [
+        RandAffined(keys, prob=0.5, rotate_range=(angle, angle, angle),
+                    scale_range=(0.15, 0.15, 0.15), mode=("bilinear", "nearest"),
+                    padding_mode="border"),
+        Rand3DElasticd(keys, sigma_range=(6, 8), magnitude_range=(20, 60), prob=0.15,
+                       mode=("bilinear", "nearest"), padding_mode="border"),
+    ]
+    transforms += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in task.flip_axes]
+    if task.modality == "MR":
+        transforms.append(RandBiasFieldd("image", coeff_range=(0.0, 0.3), prob=0.3))
+    transforms += [
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3, retain_stats=True),
+        RandScaleIntensityd("image", factors=0.1, prob=0.3),
+        RandGaussianNoised("image", std=0.05, prob=0.3),
+    ]
+    return Compose(transforms)
+
+
+class PatchBatchDataset(Dataset):
+    """Item ``step`` is the batch of training step ``step`` for this ``rank``:
+    ``samples_per_task`` patches of every task, ``{"image": [B, 1, k, j, i] float32,
+    "label": [B, k, j, i] int64, "task": [names]}``. Cases are sharded by rank."""
+
+    def __init__(self, config: TrainConfig, cases: dict[str, list[tuple[np.ndarray, np.ndarray]]],
+                 rank: int = 0, world_size: int = 1):
+        self.config = config
+        self.rank = rank
+        self.cases = {name: items[rank::world_size] or items for name, items in cases.items()}
+        self.augment = ({task.name: build_augmentation(task) for task in config.tasks}
+                        if config.data.augment else {})
+
+    def __len__(self) -> int:
+        return self.config.schedule.steps
+
+    def _sample(self, task: TaskConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        items = self.cases[task.name]
+        image, labels = items[rng.integers(len(items))]
+        x, y = sample_patch(image, labels, self.config.data.patch_size, rng,
+                            self.config.data.foreground_ratio)
+        x, y = x[None].astype(np.float32), y[None].astype(np.float32)
+        if task.name in self.augment:
+            augment = self.augment[task.name]
+            augment.set_random_state(seed=int(rng.integers(2**31)))
+            out = augment({"image": x, "label": y})
+            x, y = np.asarray(out["image"]), np.asarray(out["label"])
+        return x, y[0]
+
+    def __getitem__(self, step: int) -> dict:
+        images, labels, tasks = [], [], []
+        slot = 0
+        for task in self.config.tasks:
+            for _ in range(self.config.data.samples_per_task):
+                x, y = self._sample(task, sample_seed(self.config.seed, step, self.rank, slot))
+                images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+                labels.append(torch.from_numpy(np.rint(y).astype(np.int64)))
+                tasks.append(task.name)
+                slot += 1
+        return {"image": torch.stack(images), "label": torch.stack(labels), "task": tasks}

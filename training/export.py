@@ -1,0 +1,132 @@
+"""Export a training checkpoint as the engine's model file (safetensors + metadata).
+
+    python training/export.py runs/bundled/best.pt Resources/Models/DeepOrganSeg-multitask-v1.safetensors \
+        --metrics runs/eval/*/summary.json --command "python training/train.py ..."
+
+The metadata is complete: architecture, patch size, per task its modality, spacing,
+normalisation and labels (union values, display names, colours and SNOMED CT codes from
+``DeepOrganSegLib.terminology``), default CRF parameters (when ``DeepOrganSegLib.crf`` exists)
+and provenance (data, steps, validation metrics, command, date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if not __package__:  # run as a script: make ``import training`` work
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, TaskSpec, save_model
+from DeepOrganSegLib.network import DSN3D
+from DeepOrganSegLib.terminology import term_for
+from training.config import SourceConfig, TrainConfig
+
+__all__ = ["build_metadata", "export_checkpoint", "main"]
+
+
+def _finite(value):
+    """``value`` with NaN/Inf floats replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _label_spec(name: str, value: int) -> LabelSpec:
+    term = term_for(name).to_dict()
+    return LabelSpec(value=value, name=name, display_name=term["display_name"],
+                     color=tuple(term["color"]), snomed=term["snomed"])
+
+
+def _describe_source(source: SourceConfig) -> str:
+    if source.type == "phantom":
+        options = f" {source.options}" if source.options else ""
+        return (f"synthetic {source.kind} phantoms, seeds {source.train_seeds[0]}.."
+                f"{source.train_seeds[1]}{options}")
+    return f"{source.type} folder {source.path}"
+
+
+def default_crf_parameters() -> dict:
+    """``CRFParameters().to_dict()`` when the engine has a CRF, else {} (no CRF)."""
+    try:
+        from DeepOrganSegLib.crf import CRFParameters
+    except ImportError:
+        return {}
+    return CRFParameters().to_dict()
+
+
+def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = None
+                   ) -> ModelMetadata:
+    """The model file metadata of a network trained with ``config``."""
+    tasks = tuple(
+        TaskSpec(name=task.name, title=task.title, modality=task.modality,
+                 spacing_mm=tuple(task.spacing_mm), normalization=task.normalization,
+                 labels=tuple(_label_spec(name, config.label_value(name))
+                              for name in task.labels))
+        for task in config.tasks)
+    return ModelMetadata(
+        architecture="DSN3D", parameters=config.dsn_config().to_dict(),
+        patch_size=tuple(config.data.patch_size[::-1]), tasks=tasks,
+        crf=default_crf_parameters() if crf is None else crf, provenance=provenance)
+
+
+def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: dict | None = None,
+                      command: str = "", half_precision: bool = False,
+                      crf: dict | None = None) -> Path:
+    """Write ``checkpoint``'s network as a model file at ``output``; returns its path.
+    ``metrics`` (e.g. training/evaluate.py's summary) replace the checkpoint's own validation
+    metrics in the provenance."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(state["config"])
+    network = DSN3D(config.dsn_config())
+    network.load_state_dict(state["network"])
+    network.eval()
+    provenance = {
+        "data": "; ".join(f"{task.name}: " + ", ".join(_describe_source(s) for s in task.sources)
+                          for task in config.tasks),
+        "training": (f"{state['step']} steps, {config.optimizer.name} lr {config.optimizer.lr}, "
+                     f"patch {list(config.data.patch_size)}, batch "
+                     f"{config.data.samples_per_task * len(config.tasks)} (one per task)"),
+        "steps": int(state["step"]),
+        "metrics": _finite(metrics if metrics is not None else state.get("metrics", {})),
+        "command": command,
+        "date": datetime.date.today().isoformat(),
+        "license": "trained on synthetic phantoms only; not for clinical use",
+    }
+    return save_model(output, network, build_metadata(config, provenance, crf),
+                      half_precision=half_precision)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export a checkpoint as a model file.")
+    parser.add_argument("checkpoint", help="training checkpoint (.pt: best.pt or last.pt)")
+    parser.add_argument("output", help="model file to write (.safetensors)")
+    parser.add_argument("--metrics", nargs="+", default=[], metavar="SUMMARY.json",
+                        help="training/evaluate.py summaries for the provenance, each stored "
+                             "under its folder's name (e.g. runs/eval/abdomen-ct/summary.json)")
+    parser.add_argument("--command", default="", help="the training command, for provenance")
+    parser.add_argument("--crf", help="JSON file of CRF parameters (default: the engine's)")
+    parser.add_argument("--half", action="store_true", help="store weights as float16")
+    args = parser.parse_args(argv)
+    metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
+                for path in args.metrics} if args.metrics else None)
+    crf = json.loads(Path(args.crf).read_text()) if args.crf else None
+    path = export_checkpoint(args.checkpoint, args.output, metrics=metrics, command=args.command,
+                             half_precision=args.half, crf=crf)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

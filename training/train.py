@@ -1,0 +1,413 @@
+"""Train a (multi-task) 3D DSN.
+
+    python training/train.py --config training/configs/bundled.yaml [--steps N] [--resume]
+    torchrun --nproc_per_node 2 training/train.py --config ...        # DistributedDataParallel
+
+Writes to the config's ``output_dir``: ``last.pt`` (every ``checkpoint_every`` steps) and
+``best.pt`` (best mean validation Dice), ``log.csv``, ``validation.csv``, TensorBoard events,
+``config.yaml`` and ``training_curves.png``. ``--resume`` continues from ``last.pt`` exactly:
+weights, optimiser, scheduler, step, RNG states and data order (batches are a function of the
+step, see ``training/data.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+if not __package__:  # run as a script: make ``import training`` work
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.network import DSN3D
+from training.config import TrainConfig, load_config
+from training.curves import plot_training_curves
+from training.data import CaseCache, PatchBatchDataset, list_cases
+from training.distributed import DistributedContext, init_distributed, shutdown_distributed
+from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
+from training.metrics import organ_metrics
+
+__all__ = ["main", "build_parser", "train", "TrainResult", "build_optimizer", "lr_factor",
+           "validate", "Checkpoint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML or JSON training config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config entry, e.g. --set optimizer.lr=0.001")
+    parser.add_argument("--steps", type=int, help="= --set schedule.steps=N")
+    parser.add_argument("--output-dir", help="= --set output_dir=DIR")
+    parser.add_argument("--num-workers", type=int, help="= --set data.num_workers=N")
+    parser.add_argument("--seed", type=int, help="= --set seed=N")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--cache-workers", type=int, default=1,
+                        help="processes that pre-process cases into the cache")
+    parser.add_argument("--stop-after", type=int, metavar="N",
+                        help="stop after N steps of this invocation (a time-boxed slice of the "
+                             "schedule; continue with --resume)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="build the case cache and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    flags = {"schedule.steps": args.steps, "output_dir": args.output_dir,
+             "data.num_workers": args.num_workers, "seed": args.seed}
+    return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation.
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, power: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then poly decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    return max(0.0, 1 - (step - warmup_steps) / span) ** power
+
+
+def build_optimizer(network: torch.nn.Module, config: TrainConfig
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    settings = config.optimizer
+    if settings.name == "adamw":
+        optimizer = torch.optim.AdamW(network.parameters(), lr=settings.lr,
+                                      weight_decay=settings.weight_decay)
+    elif settings.name == "sgd":
+        optimizer = torch.optim.SGD(network.parameters(), lr=settings.lr,
+                                    momentum=settings.momentum, nesterov=True,
+                                    weight_decay=settings.weight_decay)
+    else:
+        raise ValueError(f"optimizer {settings.name!r}: use adamw or sgd")
+    total = config.schedule.steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, settings.warmup_steps, total,
+                                          settings.poly_power))
+    return optimizer, scheduler
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (our own resume files; the product's model file comes from training/export.py).
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+            "python": list(random.getstate()[1]) + [random.getstate()[2]]}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    random.setstate((3, tuple(state["python"][:-1]), state["python"][-1]))
+
+
+class Checkpoint:
+    """Save/restore everything a run needs to continue bit for bit."""
+
+    @staticmethod
+    def save(path: Path, network: DSN3D, optimizer, scheduler, step: int, best: float,
+             config: TrainConfig, metrics: dict) -> None:
+        state = {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "step": step, "best": best,
+                 "rng": _rng_state(), "config": config.to_dict(), "metrics": metrics}
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path)
+
+    @staticmethod
+    def load(path: Path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+def _prepare(config: TrainConfig, ctx: DistributedContext, cache_workers: int
+             ) -> tuple[dict, dict]:
+    """Build the case cache (work shared by rank) and load training and validation arrays:
+    ``{task: [(image, labels), ...]}`` and ``{task: [(case_id, image, labels), ...]}``."""
+    cache = CaseCache(config.data.cache_dir, config)
+    train = {task.name: list_cases(task, "train") for task in config.tasks}
+    val = {task.name: list_cases(task, "val")[: config.data.val_cases_per_task]
+           for task in config.tasks}
+    everything = [case for cases in (*train.values(), *val.values()) for case in cases]
+    mine = everything[ctx.rank::ctx.world_size]
+    if cache_workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(cache_workers) as pool:
+            list(pool.map(cache.ensure, mine))
+    else:
+        for case in mine:
+            cache.ensure(case)
+    ctx.barrier()
+    train_arrays = {name: [cache.load(case) for case in cases] for name, cases in train.items()}
+    val_arrays = {name: [(case.case_id, *cache.load(case)) for case in cases]
+                  for name, cases in val.items()} if ctx.is_main else {}
+    return train_arrays, val_arrays
+
+
+def _worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation with the engine's inference.
+
+
+def validate(network: DSN3D, config: TrainConfig, cases: dict, device: torch.device,
+             surface: bool = True) -> dict:
+    """Per task and label: mean Dice (and HD95, mm) over the validation cases, predicted with
+    ``DeepOrganSegLib.inference.predict`` restricted to each task's channels."""
+    results: dict = {}
+    settings = InferenceSettings(device=device.type)
+    for task in config.tasks:
+        channels = config.task_channels(task)
+        per_label: dict[str, list[dict]] = {name: [] for name in task.labels}
+        for _, image, labels in cases.get(task.name, []):
+            prediction = predict(network, torch.from_numpy(image), channels,
+                                 config.data.patch_size, settings)
+            predicted = np.asarray(channels, np.uint8)[prediction.main.argmax(0).numpy()]
+            spacing = task.spacing_mm[::-1]
+            scores = organ_metrics(predicted, labels, channels[1:], spacing, surface=surface)
+            for name, value in zip(task.labels, channels[1:]):
+                per_label[name].append(scores[value])
+        results[task.name] = {name: {key: _nanmean([s[key] for s in scores])
+                                     for key in (scores[0] if scores else {})}
+                              for name, scores in per_label.items() if scores}
+    network.train()
+    return results
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _mean_dice(metrics: dict) -> float:
+    per_task = [np.mean([m["dice"] for m in labels.values()])
+                for labels in metrics.values() if labels]
+    return float(np.mean(per_task)) if per_task else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging (rank 0 only).
+
+
+class RunLog:
+    """``log.csv`` (one row per step), ``validation.csv`` and TensorBoard events."""
+
+    def __init__(self, folder: Path, side_count: int, resume_step: int | None):
+        """``resume_step``: continue the logs of a resumed run, dropping rows logged after
+        its checkpoint (they will be redone); None starts fresh logs."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = folder
+        self.writer = SummaryWriter(str(folder / "tensorboard"))
+        self.step_fields = (["step", "loss", "main"] + [f"side_{d + 1}" for d in
+                                                       range(side_count)]
+                            + ["lr"] + [f"eta_{d + 1}" for d in range(side_count)] + ["seconds"])
+        self.steps = self._open("log.csv", self.step_fields, resume_step)
+        self.validation = self._open("validation.csv", ["step", "task", "label", "dice",
+                                                        "hd95_mm"], resume_step)
+
+    def _open(self, name: str, fields: list[str], resume_step: int | None):
+        path = self.folder / name
+        kept = []
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as stream:
+                kept = [row for row in csv.DictReader(stream) if int(row["step"]) < resume_step]
+        stream = open(path, "w", newline="")
+        writer = csv.DictWriter(stream, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        return stream, writer
+
+    def step(self, row: dict) -> None:
+        stream, writer = self.steps
+        writer.writerow(row)
+        stream.flush()
+        for key in ("loss", "main", "lr"):
+            self.writer.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def validated(self, step: int, metrics: dict) -> None:
+        stream, writer = self.validation
+        for task, labels in metrics.items():
+            for name, values in labels.items():
+                writer.writerow({"step": step, "task": task, "label": name, **values})
+                self.writer.add_scalar(f"dice/{task}/{name}", values["dice"], step)
+            self.writer.add_scalar(f"dice/{task}/mean",
+                                   float(np.mean([v["dice"] for v in labels.values()])), step)
+        stream.flush()
+
+    def close(self) -> None:
+        self.steps[0].close()
+        self.validation[0].close()
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclass
+class TrainResult:
+    network: DSN3D   # this rank's replica, unwrapped
+    step: int        # steps done so far
+    metrics: dict    # latest validation metrics (rank 0; {} elsewhere)
+
+
+def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
+          cache_workers: int = 1, show_progress: bool = True,
+          stop_after: int | None = None) -> TrainResult:
+    """Train as ``config`` says (from ``last.pt`` when ``resume``), for the whole schedule or
+    ``stop_after`` steps of it."""
+    output = Path(config.output_dir)
+    if ctx.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    torch.manual_seed(config.seed)
+    network = DSN3D(config.dsn_config()).to(ctx.device)
+    optimizer, scheduler = build_optimizer(network, config)
+    start, best, metrics = 0, -math.inf, {}
+    if resume:
+        state = Checkpoint.load(output / "last.pt")
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best, metrics = state["step"], state["best"], state["metrics"]
+        _set_rng_state(state["rng"])
+    model = (DistributedDataParallel(network, device_ids=[ctx.local_rank]
+                                     if ctx.device.type == "cuda" else None)
+             if ctx.distributed else network)
+
+    train_arrays, val_arrays = _prepare(config, ctx, cache_workers)
+    dataset = PatchBatchDataset(config, train_arrays, ctx.rank, ctx.world_size)
+    workers = config.data.num_workers
+    end = config.schedule.steps if stop_after is None else min(config.schedule.steps,
+                                                               start + stop_after)
+    loader = DataLoader(dataset, batch_size=None, sampler=range(start, end),
+                        num_workers=workers, worker_init_fn=_worker_init,
+                        prefetch_factor=2 if workers else None)
+    criterion = DeepSupervisionLoss(MarginalDiceCELoss(
+        {task.name: config.task_channels(task) for task in config.tasks}))
+    schedule = config.schedule
+    cuda = ctx.device.type == "cuda"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(schedule.amp)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if cuda and amp_dtype else (
+        contextlib.nullcontext)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+    log = (RunLog(output, len(network.config.side_output_levels), start if resume else None)
+           if ctx.is_main else None)
+
+    progress = None
+    if ctx.is_main and show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=schedule.steps, initial=start, unit="step", mininterval=10,
+                        dynamic_ncols=True)
+    network.train()
+    done = start
+    for step, batch in zip(range(start, end), loader):
+        began = time.perf_counter()
+        etas = side_output_weights(schedule.side_weights, step, schedule.steps,
+                                   schedule.side_decay)
+        images = batch["image"].to(ctx.device, non_blocking=True)
+        labels = batch["label"].to(ctx.device, non_blocking=True)
+        with autocast():
+            main_logits, sides = model(images)
+        loss, terms = criterion(main_logits, sides, labels, batch["task"], etas)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.optimizer.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        done = step + 1
+        if log is not None:
+            row = {"step": step, "loss": float(loss.detach()), "main": terms[0], "lr": lr,
+                   "seconds": round(time.perf_counter() - began, 3)}
+            row.update({f"side_{d + 1}": t for d, t in enumerate(terms[1:])})
+            row.update({f"eta_{d + 1}": e for d, e in enumerate(etas)})
+            log.step(row)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+        last = done == schedule.steps
+        if ctx.is_main and (done % schedule.val_every == 0 or last) and val_arrays:
+            metrics = validate(network, config, val_arrays, ctx.device, surface=False)
+            log.validated(step, metrics)
+            score = _mean_dice(metrics)
+            if score > best:
+                best = score
+                Checkpoint.save(output / "best.pt", network, optimizer, scheduler, done, best,
+                                config, metrics)
+            print(f"step {done}: validation mean Dice {score:.4f} (best {best:.4f})", flush=True)
+        if ctx.is_main and (done % schedule.checkpoint_every == 0 or done == end):
+            Checkpoint.save(output / "last.pt", network, optimizer, scheduler, done, best,
+                            config, metrics)
+    if progress is not None:
+        progress.close()
+    if log is not None:
+        log.close()
+    if ctx.distributed:  # BatchNorm running statistics drift per rank after the last step
+        for buffer in network.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+    if ctx.is_main and done == schedule.steps:
+        plot_training_curves(output / "log.csv", output / "validation.csv",
+                             output / "training_curves.png")
+        (output / "summary.json").write_text(json.dumps(
+            {"steps": schedule.steps, "best_mean_dice": best, "metrics": metrics}, indent=2))
+    ctx.barrier()
+    return TrainResult(network, done, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_config(args.config, _overrides(args))
+    ctx = init_distributed(args.device)
+    try:
+        if args.prepare_only:
+            _prepare(config, ctx, args.cache_workers)
+            return 0
+        train(config, ctx, resume=args.resume, cache_workers=args.cache_workers,
+              show_progress=not args.no_progress, stop_after=args.stop_after)
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
