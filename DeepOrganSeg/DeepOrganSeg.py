@@ -450,8 +450,8 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onProgress(self, job: SegmentationJob) -> None:
         self.ui.progressBar.value = int(round(100 * job.progress.fraction))
         stage = STAGE_NAMES.get(job.progress.stage, job.progress.stage)
-        self.ui.statusLabel.text = f"{stage}: {job.progress.message}" if job.progress.message \
-            else stage
+        status = f"{stage}: {job.progress.message}" if job.progress.message else stage
+        self.ui.statusLabel.text = "\n".join([*job.notes, status])
         self._updateSegmentButton()
 
     def _onCompleted(self, job: SegmentationJob) -> None:

@@ -105,16 +105,29 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def _choose_tile(shape: tuple[int, ...], network: DSN3D, budget: int, side_outputs: bool,
-                 divisor: int, minimum: tuple[int, ...]) -> tuple[int, int, int]:
-    """The largest tile (multiple of ``divisor``, at least ``minimum``) within ``budget``:
-    shrink the longest axis first."""
-    tile = [math.ceil(s / divisor) * divisor for s in shape]
-    while activation_bytes(network, math.prod(tile), side_outputs) > budget:
-        axis = max(range(3), key=lambda a: tile[a] / max(minimum[a], 1))
-        if tile[axis] <= minimum[axis]:
-            break
-        tile[axis] = max(minimum[axis], tile[axis] - divisor)
-    return tuple(tile)
+                 divisor: int, minimum: tuple[int, ...], margin: tuple[int, ...]
+                 ) -> tuple[int, int, int]:
+    """The tile (multiple of ``divisor``, at least ``minimum``, within ``budget``) that computes
+    the fewest voxels in all: for each count of tiles per axis, the smallest tile that covers
+    the axis with ``margin`` overlap. The network's cost per voxel is flat from 64³ up on CPU
+    (measured), so fewer computed voxels is faster; one tile when the volume fits."""
+    def covering_tile(size: int, count: int, overlap: int, floor: int) -> int:
+        tile = math.ceil((size + (count - 1) * overlap) / count / divisor) * divisor
+        return max(tile, floor)
+
+    best: tuple[int, tuple[int, int, int]] | None = None
+    for counts in itertools.product(range(1, 9), repeat=3):
+        tile = tuple(covering_tile(s, n, m, f) for s, n, m, f in zip(shape, counts, margin, minimum))
+        if any(n > 1 and t >= s for n, t, s in zip(counts, tile, shape)):
+            continue  # more tiles than the axis needs
+        if activation_bytes(network, math.prod(tile), side_outputs) > budget:
+            continue
+        computed = math.prod(counts) * math.prod(tile)
+        if best is None or computed < best[0]:
+            best = (computed, tile)
+    if best is None:  # even the smallest tiles exceed the budget: use them anyway
+        return tuple(minimum)
+    return best[1]
 
 
 def _run_network(network: DSN3D, batch: Tensor, channels: list[int], side_outputs: bool,
@@ -152,7 +165,7 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
     minimum = tuple(min(math.ceil(s / divisor) * divisor, math.ceil(p / divisor) * divisor)
                     for s, p in zip(shape, patch_size))
     tile = _choose_tile(shape, network, settings.memory_budget_bytes, settings.side_outputs,
-                        divisor, minimum)
+                        divisor, minimum, margin)
     padded = tuple(max(s, t) for s, t in zip(shape, tile))
     pad_value = float(image.min())
     source = torch.full(padded, pad_value, dtype=torch.float32)

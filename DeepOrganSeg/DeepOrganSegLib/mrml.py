@@ -387,6 +387,9 @@ class SegmentationJob:
         self.temporary_root = temporary_root
         self.state = RunState.IDLE
         self.progress = ProgressEvent("starting", 0.0, "")
+        #: Messages worth keeping on screen after the next progress line replaces them: what
+        #: task Auto detected and chose, and the engine's warnings.
+        self.notes: list[str] = []
         self.failure: EngineFailure | None = None
         self.outcome: SegmentationOutcome | None = None
         self.started_at: float | None = None
@@ -483,6 +486,8 @@ class SegmentationJob:
         for event in engine.poll():
             if event.stage == "error":
                 continue  # reported through failure() once the process is gone
+            if event.stage == "warning" or event.message.startswith("auto:"):
+                self.notes.append(event.message)
             if self.state is RunState.STARTING:
                 self.state = RunState.RUNNING
             if self.state is RunState.RUNNING:
