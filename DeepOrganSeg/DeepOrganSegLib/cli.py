@@ -414,27 +414,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = _reporter(progress_kind)
     progress = _with_warnings(reporter or (lambda stage, fraction, message="": None))
     cancel = CancelToken()
+    failure: tuple[str, int] | None = None
     try:
         with SignalCancellation(cancel):
             code = args.handler(args, progress, cancel)
     except DeepOrganSegError as error:
-        code = _report_failure(str(error), error.exit_code, progress_kind)
+        failure = (str(error), error.exit_code)
     except KeyboardInterrupt:
-        code = _report_failure("cancelled by the user", EXIT_CANCELLED, progress_kind)
+        failure = ("cancelled by the user", EXIT_CANCELLED)
     except MemoryError:
-        code = _report_failure("out of memory; crop the volume or lower --memory-budget-gb",
-                               EXIT_INTERNAL, progress_kind)
+        failure = ("out of memory; crop the volume or lower --memory-budget-gb", EXIT_INTERNAL)
     except Exception as error:  # a bug: say so in one line, keep the traceback for debugging
         if os.environ.get("DEEPORGANSEG_DEBUG"):
             raise
         first_line = str(error).splitlines()[0] if str(error) else ""
-        message = (f"internal error ({type(error).__name__}: {first_line}); "
-                   f"set DEEPORGANSEG_DEBUG=1 and report it")
-        code = _report_failure(message, EXIT_INTERNAL, progress_kind)
+        failure = (f"internal error ({type(error).__name__}: {first_line}); "
+                   f"set DEEPORGANSEG_DEBUG=1 and report it", EXIT_INTERNAL)
     finally:
         if reporter is not None:
-            reporter.close()
-    return code
+            reporter.close()  # before the error line, so no progress bar shares its line
+    if failure is None:
+        return code
+    return _report_failure(*failure, progress_kind)
 
 
 def _report_failure(message: str, code: int, progress_kind: str) -> int:
