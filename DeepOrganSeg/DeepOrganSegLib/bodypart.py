@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bundle import _get, _numbers, _read_header, _require
+from .bundle import _get, _numbers, _read_header, _require, check_format
 from .errors import InputError, ModelFileError
 from .phantoms import REGIONS
 from .preprocess import WorkingGrid, resample_to_grid, working_grid
@@ -274,12 +274,7 @@ class ClassifierMetadata:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ClassifierMetadata":
-        _require(isinstance(data, dict), "(root)", "must be a JSON object")
-        _require(data.get("format") == FORMAT, "format", f"must be {FORMAT!r}")
-        version = _get(data, "format_version", int, "")
-        if version > FORMAT_VERSION:
-            raise ModelFileError(f"body-part classifier format version {version} is newer than "
-                                 f"this DeepOrganSeg reads ({FORMAT_VERSION}); update DeepOrganSeg")
+        version = check_format(data, FORMAT, FORMAT_VERSION, "body-part classifier")
         architecture = _get(data, "architecture", dict, "")
         _require(architecture.get("name") == "BodyPartNet", "architecture.name",
                  "must be 'BodyPartNet'")

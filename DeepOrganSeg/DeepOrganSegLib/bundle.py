@@ -42,7 +42,7 @@ from .volume import write_atomically
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "LabelSpec", "Normalization", "TaskSpec", "ModelMetadata",
-    "read_metadata", "load_model", "save_model", "LoadedModel",
+    "read_metadata", "load_model", "save_model", "LoadedModel", "check_format",
 ]
 
 FORMAT = "deeporganseg-model"
@@ -79,6 +79,20 @@ def _numbers(values: Any, count: int, where: str, positive: bool = False) -> tup
                   and (v > 0 or not positive) for v in values))
     _require(ok, where, f"must be {count} finite {'positive ' if positive else ''}numbers")
     return tuple(float(v) for v in values)
+
+
+def check_format(data: Any, expected_format: str, newest_version: int, what: str) -> int:
+    """Check a metadata document's ``format`` and ``format_version``; return the version.
+
+    A newer version than this code reads gets advice to update rather than a field error."""
+    _require(isinstance(data, dict), "(root)", "must be a JSON object")
+    _require(data.get("format") == expected_format, "format", f"must be {expected_format!r}")
+    version = _get(data, "format_version", int, "")
+    if version > newest_version:
+        raise ModelFileError(f"{what} format version {version} is newer than this DeepOrganSeg "
+                             f"reads ({newest_version}); update DeepOrganSeg")
+    _require(version >= 1, "format_version", "must be >= 1")
+    return version
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +236,7 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelMetadata":
-        _require(isinstance(data, dict), "(root)", "must be a JSON object")
-        _require(data.get("format") == FORMAT, "format", f"must be {FORMAT!r}")
-        version = _get(data, "format_version", int, "")
-        if version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"model file format version {version} is newer than this DeepOrganSeg reads "
-                f"({FORMAT_VERSION}); update DeepOrganSeg")
-        _require(version >= 1, "format_version", "must be >= 1")
+        version = check_format(data, FORMAT, FORMAT_VERSION, "model file")
         architecture = _get(data, "architecture", dict, "")
         name = _get(architecture, "name", str, "architecture")
         if name not in ARCHITECTURES:
