@@ -211,6 +211,21 @@ def test_batches_are_a_pure_function_of_seed_step_and_rank(phantom_cache, tmp_pa
     assert not torch.equal(a["image"], other_rank[3]["image"])
 
 
+def test_a_task_may_take_more_of_each_batch_than_the_others(phantom_cache, tmp_path):
+    config = load_config(TINY, [f"data.cache_dir={phantom_cache}", f"output_dir={tmp_path}"])
+    raw = config.to_dict()
+    raw["tasks"][0]["samples"] = 2
+    config = TrainConfig.from_dict(raw)
+    cache = CaseCache(phantom_cache, config)
+    arrays = {t.name: [cache.load(c) for c in list_cases(t, "train")] for t in config.tasks}
+    batch = PatchBatchDataset(config, arrays)[0]
+    assert config.batch_size == 3 and batch["image"].shape[0] == 3
+    assert batch["task"] == ["abdomen-ct", "abdomen-ct", "brain-mr"]
+    raw["tasks"][0]["samples"] = -1
+    with pytest.raises(ValueError, match="samples"):
+        TrainConfig.from_dict(raw)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training, resume, export.
 

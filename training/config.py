@@ -66,6 +66,9 @@ class TaskConfig:
     #: Array axes (0=k, 1=j, 2=i) that random flips may mirror. Never 2 (left-right) for a task
     #: with lateralised labels: a flip would turn a left kidney into a right one.
     flip_axes: tuple[int, ...] = ()
+    #: Patches of this task in every batch; ``None``: ``data.samples_per_task``. Give a hard
+    #: task (many small organs) more of each step than an easy one.
+    samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Patch sampling and loading. ``patch_size`` is (k, j, i) voxels; ``samples_per_task``
-    samples of every task make one batch; ``foreground_ratio`` of the patches are centred on a
+    samples of every task (unless the task sets its own ``samples``) make one batch; ``foreground_ratio`` of the patches are centred on a
     labelled voxel; ``cache_dir`` holds pre-processed cases (``.npz``)."""
 
     patch_size: tuple[int, int, int] = (64, 64, 64)
@@ -132,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"task {task.name}: label {unknown[0]!r} is not in 'labels'")
         if len({task.name for task in self.tasks}) != len(self.tasks):
             raise ValueError("two tasks have the same name")
+        if any(self.samples_of(task) < 0 for task in self.tasks) or self.batch_size < 1:
+            raise ValueError("'samples' per task must be >= 0 and give a batch of at least 1")
 
     @property
     def num_classes(self) -> int:
@@ -144,6 +149,14 @@ class TrainConfig:
     def task_channels(self, task: TaskConfig) -> list[int]:
         """Output channels of ``task``: background first, then its labels' values."""
         return [0] + [self.label_value(name) for name in task.labels]
+
+    def samples_of(self, task: TaskConfig) -> int:
+        """Patches of ``task`` in one batch."""
+        return self.data.samples_per_task if task.samples is None else task.samples
+
+    @property
+    def batch_size(self) -> int:
+        return sum(self.samples_of(task) for task in self.tasks)
 
     def dsn_config(self) -> DSNConfig:
         return DSNConfig.from_dict({**self.network, "num_classes": self.num_classes})

@@ -262,7 +262,7 @@ def build_augmentation(task: TaskConfig):
 
 class PatchBatchDataset(Dataset):
     """Item ``step`` is the batch of training step ``step`` for this ``rank``:
-    ``samples_per_task`` patches of every task, ``{"image": [B, 1, k, j, i] float32,
+    ``config.samples_of(task)`` patches of every task, ``{"image": [B, 1, k, j, i] float32,
     "label": [B, k, j, i] int64, "task": [names]}``. Cases are sharded by rank."""
 
     def __init__(self, config: TrainConfig, cases: dict[str, list[tuple[np.ndarray, np.ndarray]]],
@@ -294,7 +294,7 @@ class PatchBatchDataset(Dataset):
         images, labels, tasks = [], [], []
         slot = 0
         for task in self.config.tasks:
-            for _ in range(self.config.data.samples_per_task):
+            for _ in range(self.config.samples_of(task)):
                 x, y = self._sample(task, sample_seed(self.config.seed, step, self.rank, slot))
                 images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
                 labels.append(torch.from_numpy(np.rint(y).astype(np.int64)))

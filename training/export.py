@@ -96,8 +96,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "data": "; ".join(f"{task.name}: " + ", ".join(_describe_source(s) for s in task.sources)
                           for task in config.tasks),
         "training": (f"{state['step']} steps, {config.optimizer.name} lr {config.optimizer.lr}, "
-                     f"patch {list(config.data.patch_size)}, batch "
-                     f"{config.data.samples_per_task * len(config.tasks)} (one per task)"),
+                     f"patch {list(config.data.patch_size)}, batch {config.batch_size} ("
+                     + ", ".join(f"{config.samples_of(task)} {task.name}"
+                                 for task in config.tasks) + ")"),
         "steps": int(state["step"]),
         "metrics": _finite(metrics if metrics is not None else state.get("metrics", {})),
         "command": command,
