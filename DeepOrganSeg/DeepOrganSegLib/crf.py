@@ -204,9 +204,13 @@ class _NormalizedKernel:
     ``filter(Q) = D^-1/2 K D^-1/2 Q`` where ``D = diag(K 1)``; subclasses apply K."""
 
     def __init__(self, num_points: int, device: torch.device) -> None:
+        self._norm, self._total = self._normalisation(num_points, device)
+
+    def _normalisation(self, num_points: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``D^-1/2`` as ``[1, N]`` and ``filter(1)`` as ``[N]``, by two applications of K."""
         ones = torch.ones(1, num_points, device=device)
-        self._norm = self._apply(ones, ones).add_(1e-20).rsqrt_()  # [1, N]
-        self._total = self._apply(self._norm, ones).mul_(self._norm)[0]  # filter(1)
+        norm = self._apply(ones, ones).add_(1e-20).rsqrt_()
+        return norm, self._apply(norm, ones).mul_(norm)[0]
 
     def _apply(self, values: Tensor, scale: Tensor) -> Tensor:
         """``K (scale * values)`` for ``values`` ``[C, N]`` and ``scale`` ``[1, N]``."""
@@ -254,6 +258,20 @@ class _SpatialKernel(_NormalizedKernel):
         self._taps = [_gaussian_taps(spatial_mm / float(spacing), size)
                       for spacing, size in zip(spacing_zyx, shape)]
         super().__init__(math.prod(shape), device)
+
+    def _normalisation(self, num_points: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """K is a product of 1D kernels, and so are ``K 1``, ``D^-1/2`` and ``filter(1)``: three
+        outer products of per-axis vectors instead of two filters of the whole grid."""
+        norm, total = torch.ones((), device=device), torch.ones((), device=device)
+        for axis, (size, taps) in enumerate(zip(self._shape, self._taps)):
+            ones = torch.ones(1, size, device=device)
+            axis_norm = _convolve_axis(ones, taps, 1).rsqrt_()
+            axis_total = _convolve_axis(axis_norm, taps, 1).mul_(axis_norm)
+            view = [1, 1, 1]
+            view[axis] = size
+            norm = norm * axis_norm.view(view)
+            total = total * axis_total.view(view)
+        return norm.reshape(1, num_points), total.reshape(num_points)
 
     def _apply(self, values: Tensor, scale: Tensor) -> Tensor:
         values = (values * scale).reshape(len(values), *self._shape)

@@ -57,7 +57,8 @@ class PermutohedralLattice:
         keys, barycentric = self._embed(features, q_low, chunk_points)
 
         index_dtype = _index_dtype((d + 1) * n)
-        vertex_of_entry = torch.empty(d + 1, n, dtype=index_dtype, device=self.device)
+        # [d + 1, N] views of [N, d + 1] storage: the slice matrix's rows without a transpose
+        vertex_of_entry = torch.empty(n, d + 1, dtype=index_dtype, device=self.device).t()
         splat_columns = torch.empty(d + 1, n, dtype=index_dtype, device=self.device)
         splat_weights = torch.empty(d + 1, n, dtype=torch.float32, device=self.device)
         row_starts, vertex_keys = [], []
@@ -67,7 +68,8 @@ class PermutohedralLattice:
             torch.ne(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
             offset = sum(len(k) for k in vertex_keys)
             vertex_keys.append(sorted_keys[first])
-            vertex_of_entry[r, order] = first.cumsum(0, dtype=index_dtype).add_(offset - 1)
+            vertex_of_entry[r].index_copy_(0, order,
+                                           first.cumsum(0, dtype=index_dtype).add_(offset - 1))
             row_starts.append(first.nonzero().squeeze(1).add_(r * n))
             splat_columns[r] = order
             torch.index_select(barycentric[r], 0, order, out=splat_weights[r])
@@ -104,10 +106,12 @@ class PermutohedralLattice:
 
     def _embed(self, features: Tensor, q_low: Tensor, chunk_points: int) -> tuple[Tensor, Tensor]:
         """Packed keys of the d + 1 vertices of each point's enclosing simplex and the point's
-        barycentric weights, both ``[d + 1, N]`` (row r: the vertex of remainder r)."""
+        barycentric weights, both ``[d + 1, N]`` (row r: the vertex of remainder r; the weights
+        are a view of ``[N, d + 1]`` storage)."""
         d = self.dim
         keys = torch.empty(d + 1, self.num_points, dtype=self._radix.dtype, device=self.device)
-        barycentric = torch.empty(d + 1, self.num_points, dtype=torch.float32, device=self.device)
+        barycentric = torch.empty(self.num_points, d + 1, dtype=torch.float32,
+                                  device=self.device).t()
         elevation = _elevation_matrix(d, self.device)
         remainder_stride, *q_strides = self._radix.strides
         # stride of each coordinate's q digit; the implicit coordinate d has none
