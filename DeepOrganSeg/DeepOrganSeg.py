@@ -352,12 +352,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if comboBox.findData(parameters.task) < 0:
             parameters.task = "auto"
-        crf = self.logic.crfDefaults(self._metadata) if self._metadata else {}
-        wasModified = parameters.StartModify()
-        for field, name in CRF_PARAMETERS.items():
-            if name in crf:
-                setattr(parameters, field, crf[name])
-        parameters.EndModify(wasModified)
+        self._showCrfDefaults()
         hasCrf = bool(self._metadata and self._metadata.crf)
         self.ui.crfCheckBox.enabled = hasCrf
         self.ui.crfCheckBox.toolTip = (self._crfToolTip if hasCrf else
@@ -368,6 +363,33 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and not self._updatingGUI:
             self._parameterNode.task = self.ui.taskComboBox.itemData(index)
             self._parameterNode.excludedOrgans = []
+            self._showCrfDefaults()
+
+    def _crfDefaults(self) -> dict[str, float]:
+        """The model's CRF parameters for the chosen task (the model-wide ones for Auto)."""
+        if not self._metadata:
+            return {}
+        task = self._chosenTask()
+        return self.logic.crfDefaults(self._metadata, task.name if task else None)
+
+    def _showCrfDefaults(self) -> None:
+        """Put the chosen task's tuned CRF parameters in the Advanced fields."""
+        crf = self._crfDefaults()
+        parameters = self._parameterNode
+        wasModified = parameters.StartModify()
+        for field, name in CRF_PARAMETERS.items():
+            if name in crf:
+                setattr(parameters, field, crf[name])
+        parameters.EndModify(wasModified)
+
+    def _crfChanges(self) -> dict[str, float]:
+        """The CRF fields the user changed from the model's values: only those are passed on,
+        so that with Auto the engine still uses the tuned parameters of the task it picks."""
+        crf = self._crfDefaults()
+        values = {name: getattr(self._parameterNode, field)
+                  for field, name in CRF_PARAMETERS.items()}
+        return {name: value for name, value in values.items()
+                if name not in crf or abs(float(crf[name]) - float(value)) > 1e-9}
 
     def _fillOrganList(self) -> None:
         """Checkable organs of the chosen task (a subset needs a task: Auto segments all)."""
@@ -437,8 +459,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 input_volume=parameters.inputVolume, model=Path(parameters.model),
                 output_segmentation=parameters.outputSegmentation, task=parameters.task,
                 device=parameters.device.value, crf=parameters.useCrf,
-                crf_parameters={name: getattr(parameters, field)
-                                for field, name in CRF_PARAMETERS.items()},
+                crf_parameters=self._crfChanges(),
                 organs=organs if task and len(organs) < len(task.labels) else (),
                 show_3d=parameters.show3D)
             self.ui.resultsTableWidget.setRowCount(0)
@@ -528,10 +549,11 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
         return read_metadata(path)
 
     @staticmethod
-    def crfDefaults(metadata: ModelMetadata) -> dict[str, float]:
-        """The CRF parameters the model was tuned with (those it names)."""
-        return {name: value for name, value in metadata.crf.items()
-                if name in CRF_PARAMETERS.values()}
+    def crfDefaults(metadata: ModelMetadata, task: str | None = None) -> dict[str, float]:
+        """The CRF parameters the model was tuned with (those the GUI shows), for ``task`` when
+        given (a task may carry its own), else the model-wide ones."""
+        crf = metadata.crf_for(task) if task else metadata.crf
+        return {name: value for name, value in crf.items() if name in CRF_PARAMETERS.values()}
 
     @staticmethod
     def cudaAvailability() -> tuple[bool, str]:

@@ -88,6 +88,23 @@ def test_wrong_metadata_fields_are_named_in_the_error(model_file, field, value, 
         read_metadata(changed)
 
 
+def test_a_task_may_carry_its_own_crf_parameters_over_the_models(model_file):
+    def tune(document):
+        document["crf"] = {"iterations": 5, "appearance_intensity": 0.05}
+        document["tasks"][0]["crf"] = {"appearance_intensity": 0.3}
+    metadata = load_model(_rewrite_metadata(model_file, tune)).metadata
+    assert metadata.crf_for("abdomen-ct") == {"iterations": 5, "appearance_intensity": 0.3}
+    assert metadata.to_dict()["tasks"][0]["crf"] == {"appearance_intensity": 0.3}
+
+
+def test_invalid_task_crf_parameters_are_named(model_file):
+    def break_it(document):
+        document["crf"] = {"iterations": 5}
+        document["tasks"][0]["crf"] = {"appearance_intensity": -1}
+    with pytest.raises(ModelFileError, match=r"tasks\[abdomen-ct\]\.crf.*appearance_intensity"):
+        load_model(_rewrite_metadata(model_file, break_it))
+
+
 def test_missing_metadata_field_is_named(model_file):
     changed = _rewrite_metadata(model_file, lambda d: d.pop("patch_size"))
     with pytest.raises(ModelFileError, match="patch_size"):

@@ -22,7 +22,7 @@ from training.config import TrainConfig, apply_overrides, load_config  # noqa: E
 from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,  # noqa: E402
                            read_msd_folder, read_nnunet_folder, sample_patch, working_arrays)
 from training.distributed import DistributedContext  # noqa: E402
-from training.export import export_checkpoint  # noqa: E402
+from training.export import main as export_main  # noqa: E402
 from training.losses import (MarginalDiceCELoss, merge_unlabelled,  # noqa: E402
                              side_output_weights)
 from training.train import Checkpoint, lr_factor, train  # noqa: E402
@@ -275,9 +275,15 @@ def test_export_then_engine_load_then_segment(phantom_cache, tmp_path):
 
     config = tiny_config(phantom_cache, tmp_path, "schedule.steps=2")
     train(config, CPU, show_progress=False)
-    path = export_checkpoint(tmp_path / "last.pt", tmp_path / "model.safetensors",
-                             command="pytest")
+    tuned = tmp_path / "crf.json"  # training/tune_crf.py's output format
+    tuned.write_text(json.dumps({"crf": {"iterations": 5, "appearance_intensity": 0.05},
+                                 "tasks": {"brain-mr": {"appearance_intensity": 0.3}}}))
+    assert export_main([str(tmp_path / "last.pt"), str(tmp_path / "model.safetensors"),
+                        "--command", "pytest", "--crf", str(tuned)]) == 0
+    path = tmp_path / "model.safetensors"
     metadata = read_metadata(path)
+    assert metadata.crf_for("brain-mr")["appearance_intensity"] == 0.3
+    assert metadata.crf_for("abdomen-ct")["appearance_intensity"] == 0.05
     assert [t.name for t in metadata.tasks] == ["abdomen-ct", "brain-mr"]
     assert metadata.num_classes == config.num_classes
     liver = metadata.task("abdomen-ct").labels[0]

@@ -64,14 +64,20 @@ def default_crf_parameters() -> dict:
     return CRFParameters().to_dict()
 
 
-def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = None
-                   ) -> ModelMetadata:
-    """The model file metadata of a network trained with ``config``."""
+def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = None,
+                   task_crf: dict[str, dict] | None = None) -> ModelMetadata:
+    """The model file metadata of a network trained with ``config``; ``task_crf`` maps task
+    names to their own CRF parameters (training/tune_crf.py's choice)."""
+    task_crf = task_crf or {}
+    unknown = sorted(set(task_crf) - {task.name for task in config.tasks})
+    if unknown:
+        raise ValueError(f"CRF parameters for unknown task(s): {', '.join(unknown)}")
     tasks = tuple(
         TaskSpec(name=task.name, title=task.title, modality=task.modality,
                  spacing_mm=tuple(task.spacing_mm), normalization=task.normalization,
                  labels=tuple(_label_spec(name, config.label_value(name))
-                              for name in task.labels))
+                              for name in task.labels),
+                 crf=dict(task_crf.get(task.name, {})))
         for task in config.tasks)
     return ModelMetadata(
         architecture="DSN3D", parameters=config.dsn_config().to_dict(),
@@ -81,7 +87,7 @@ def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = Non
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: dict | None = None,
                       command: str = "", half_precision: bool = False,
-                      crf: dict | None = None) -> Path:
+                      crf: dict | None = None, task_crf: dict[str, dict] | None = None) -> Path:
     """Write ``checkpoint``'s network as a model file at ``output``; returns its path.
     ``metrics`` (e.g. training/evaluate.py's summary) replace the checkpoint's own validation
     metrics in the provenance."""
@@ -105,7 +111,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "date": datetime.date.today().isoformat(),
         "license": "trained on synthetic phantoms only; not for clinical use",
     }
-    return save_model(output, network, build_metadata(config, provenance, crf),
+    return save_model(output, network, build_metadata(config, provenance, crf, task_crf),
                       half_precision=half_precision)
 
 
@@ -117,14 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="training/evaluate.py summaries for the provenance, each stored "
                              "under its folder's name (e.g. runs/eval/abdomen-ct/summary.json)")
     parser.add_argument("--command", default="", help="the training command, for provenance")
-    parser.add_argument("--crf", help="JSON file of CRF parameters (default: the engine's)")
+    parser.add_argument("--crf", help="JSON file of CRF parameters (default: the engine's), "
+                                      "or training/tune_crf.py's {\"crf\": ..., \"tasks\": ...}")
     parser.add_argument("--half", action="store_true", help="store weights as float16")
     args = parser.parse_args(argv)
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
     crf = json.loads(Path(args.crf).read_text()) if args.crf else None
+    task_crf = None
+    if isinstance(crf, dict) and "tasks" in crf:  # per-task parameters from tune_crf.py
+        crf, task_crf = crf.get("crf"), crf["tasks"]
     path = export_checkpoint(args.checkpoint, args.output, metrics=metrics, command=args.command,
-                             half_precision=args.half, crf=crf)
+                             half_precision=args.half, crf=crf, task_crf=task_crf)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

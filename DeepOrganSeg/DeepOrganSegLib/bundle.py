@@ -19,7 +19,8 @@ Metadata (``format_version`` 1; all spacings and sizes in SimpleITK (i, j, k) or
                 "labels": [{"value": 1, "name": "liver", "display_name": "Liver",
                             "color": [221, 130, 101],
                             "snomed": {"category": {...}, "type": {...},
-                                       "type_modifier": null}}]}],
+                                       "type_modifier": null}}],
+                "crf": {... optional: this task's CRF parameters over the model's ...}}],
      "crf": {... CRF parameters ...},
      "provenance": {... free-form: data, command, steps, metrics, date ...}}
 
@@ -180,11 +181,17 @@ class TaskSpec:
     spacing_mm: tuple[float, float, float]
     normalization: Normalization
     labels: tuple[LabelSpec, ...]
+    #: CRF parameters of this task that differ from the model's (tuned per task: the intensity
+    #: width means HU/350 in CT and z-scores in MR). Both weights 0 turn the CRF off for it.
+    crf: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "title": self.title, "modality": self.modality,
+        data = {"name": self.name, "title": self.title, "modality": self.modality,
                 "spacing_mm": list(self.spacing_mm), "normalization": self.normalization.to_dict(),
                 "labels": [label.to_dict() for label in self.labels]}
+        if self.crf:
+            data["crf"] = self.crf
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "TaskSpec":
@@ -192,6 +199,7 @@ class TaskSpec:
         _require(modality in ("CT", "MR"), f"{where}.modality", "must be 'CT' or 'MR'")
         labels = _get(data, "labels", list, where)
         _require(len(labels) > 0, f"{where}.labels", "must not be empty")
+        _require(isinstance(data.get("crf") or {}, dict), f"{where}.crf", "must be an object")
         return cls(
             name=_get(data, "name", str, where),
             title=_get(data, "title", str, where),
@@ -201,6 +209,7 @@ class TaskSpec:
                                                   f"{where}.normalization"),
             labels=tuple(LabelSpec.from_dict(label, f"{where}.labels[{i}]")
                          for i, label in enumerate(labels)),
+            crf=data.get("crf") or {},
         )
 
 
@@ -226,6 +235,11 @@ class ModelMetadata:
                 return task
         known = ", ".join(task.name for task in self.tasks)
         raise ModelFileError(f"the model has no task {name!r}; choose one of: {known}")
+
+    def crf_for(self, task: str) -> dict[str, Any]:
+        """The CRF parameters of ``task``: the model's, updated by the task's own ({} when the
+        model carries none)."""
+        return {**self.crf, **self.task(task).crf} if self.crf else {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": self.format_version,
@@ -384,10 +398,14 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     if metadata.crf:
         from .crf import CRFParameters
 
-        try:
-            CRFParameters.from_dict(metadata.crf)
-        except (TypeError, ValueError) as error:
-            raise ModelFileError(f"{path}: metadata field 'crf' is invalid ({error})") from None
+        for where, parameters in [("crf", metadata.crf)] + [
+                (f"tasks[{task.name}].crf", metadata.crf_for(task.name))
+                for task in metadata.tasks if task.crf]:
+            try:
+                CRFParameters.from_dict(parameters)
+            except (TypeError, ValueError) as error:
+                raise ModelFileError(f"{path}: metadata field '{where}' is invalid ({error})"
+                                     ) from None
     try:
         tensors = load_tensors(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:

@@ -372,6 +372,8 @@ def _run_info(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
     for task in metadata.tasks:
         organs = ", ".join(label.display_name for label in task.labels)
         print(f"  {task.name} ({task.modality}, {task.spacing_mm} mm): {organs}")
+        if task.crf and metadata.crf:
+            print(f"    CRF for {task.name}: {task.crf}")
     if metadata.crf:
         print(f"  CRF: {metadata.crf}")
     for key, value in metadata.provenance.items():

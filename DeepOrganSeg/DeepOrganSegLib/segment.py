@@ -133,6 +133,15 @@ def _working_image(volume: Volume, task: TaskSpec, grid: WorkingGrid) -> np.ndar
     return normalize_intensities(image, task.normalization)
 
 
+def _crf_has_weight(crf_settings: dict) -> bool:
+    """Whether the CRF would change anything: one of its kernels has a weight (defaults: yes)."""
+    from .crf import CRFParameters
+
+    defaults = CRFParameters()
+    return any(crf_settings.get(name, getattr(defaults, name)) != 0
+               for name in ("appearance_weight", "smoothness_weight"))
+
+
 def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: np.ndarray,
                grid: WorkingGrid, crf_settings: dict, progress: ProgressFunction,
                cancel: CancelToken | None) -> torch.Tensor:
@@ -165,7 +174,10 @@ def segment_volume(volume: Volume, model: LoadedModel,
     for warning in task_warnings(volume, task):
         progress("warning", 0.0, warning)
     kept = _selected_labels(task, options.organs)
-    use_crf = options.crf and bool(model.metadata.crf)
+    crf_settings = {**model.metadata.crf_for(task.name), **options.crf_overrides}
+    use_crf = options.crf and bool(model.metadata.crf) and _crf_has_weight(crf_settings)
+    if options.crf and model.metadata.crf and not use_crf:
+        progress("warning", 0.0, f"CRF off for task {task.name}: its weights are 0")
 
     progress("preprocess", 0.0, f"task {task.name}: resampling to {task.spacing_mm} mm")
     grid = working_grid(volume, task.spacing_mm)
@@ -179,13 +191,12 @@ def segment_volume(volume: Volume, model: LoadedModel,
 
     channels = [0] + [label.value for label in task.labels]
     settings = replace(options.inference, side_outputs=options.inference.side_outputs or (
-        use_crf and bool(model.metadata.crf.get("side_output_weights"))))
+        use_crf and bool(crf_settings.get("side_output_weights"))))
     prediction = predict(model.network, torch.from_numpy(image), channels,
                          tuple(model.metadata.patch_size[::-1]), settings, progress=progress,
                          cancel=cancel)
     probabilities = prediction.main
     if use_crf:
-        crf_settings = {**model.metadata.crf, **options.crf_overrides}
         probabilities = _apply_crf(probabilities, prediction.sides, image, grid, crf_settings,
                                    progress, cancel)
     del prediction, image

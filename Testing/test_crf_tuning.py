@@ -1,0 +1,89 @@
+"""Per-task CRF parameters: the model file's choice is honoured by ``segment`` and made by
+``training/tune_crf.py`` on labelled validation data."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import ellipsoid_scene
+from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.crf import CRFParameters
+from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("monai")
+from training.evaluate import EvaluationCase  # noqa: E402
+from training.tune_crf import mean_dice, network_outputs, tune  # noqa: E402
+
+
+def _with_task_crf(model_path: Path, out: Path, task_crf: dict) -> Path:
+    loaded = load_model(model_path)
+    document = loaded.metadata.to_dict()
+    document["crf"] = CRFParameters().to_dict()
+    document["tasks"][0]["crf"] = task_crf
+    tensors = {k: v.contiguous() for k, v in loaded.network.state_dict().items()}
+    save_file(tensors, str(out), metadata={"deeporganseg": json.dumps(document)})
+    return out
+
+
+def test_a_task_whose_crf_weights_are_zero_is_segmented_without_the_crf(tiny_model_path,
+                                                                         tmp_path):
+    volume, _ = ellipsoid_scene(7)
+    off = load_model(_with_task_crf(tiny_model_path, tmp_path / "off.safetensors",
+                                    {"appearance_weight": 0.0, "smoothness_weight": 0.0}))
+    notes = []
+    result = segment_volume(volume, off, SegmentationOptions(task="abdomen-ct"),
+                            progress=lambda stage, fraction, message="": notes.append(message))
+    plain = segment_volume(volume, off, SegmentationOptions(task="abdomen-ct", crf=False))
+    assert not result.crf_applied
+    assert any("CRF off for task abdomen-ct" in note for note in notes)
+    np.testing.assert_array_equal(result.labels.array, plain.labels.array)
+
+
+def test_a_tasks_own_crf_parameters_change_the_result(tiny_model_path, tmp_path):
+    volume, _ = ellipsoid_scene(7)
+    model = load_model(_with_task_crf(tiny_model_path, tmp_path / "strong.safetensors",
+                                      {"smoothness_weight": 20.0, "smoothness_spatial_mm": 9.0}))
+    strong = segment_volume(volume, model, SegmentationOptions(task="abdomen-ct"))
+    default = segment_volume(volume, model, SegmentationOptions(
+        task="abdomen-ct", crf_overrides={"smoothness_weight": 1.0, "smoothness_spatial_mm": 2.0}))
+    assert strong.crf_applied and default.crf_applied
+    assert not np.array_equal(strong.labels.array, default.labels.array)
+
+
+def test_mean_dice_scores_each_organ_once():
+    truth = np.array([0, 1, 1, 2, 2, 2])
+    assert mean_dice(truth, truth, [1, 2]) == 1.0
+    assert mean_dice(np.array([0, 1, 0, 2, 2, 2]), truth, [1, 2]) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path):
+    torch.set_grad_enabled(False)
+    model = load_model(tiny_model_path)
+    task = model.metadata.task("abdomen-ct")
+    image, labels = ellipsoid_scene(11)
+    case = EvaluationCase("scene-11", image, labels, {1: "liver", 2: "spleen"}, "abdomen-ct")
+    outputs = network_outputs(model, case, task)
+    assert outputs.probabilities.shape[1:] == outputs.truth.shape
+    assert outputs.scored == [1, 2]
+    grid = [CRFParameters(), CRFParameters(appearance_weight=3.0, smoothness_weight=0.0)]
+    chosen = tune(model, [(task, outputs)], grid_for=lambda task: grid, show_progress=False)
+    score = chosen["scores"]["abdomen-ct"]
+    assert 0.0 < score["network"] <= 1.0 and 0.0 < score["crf"] <= 1.0
+    params = {**chosen["crf"], **chosen["tasks"]["abdomen-ct"]}
+    if score["crf_on"]:
+        assert score["crf"] >= score["network"] + 0.002
+        assert CRFParameters.from_dict(params) in grid
+    else:
+        assert params["appearance_weight"] == params["smoothness_weight"] == 0.0
+    refuse = tune(model, [(task, outputs)], grid_for=lambda task: grid, min_gain=1.0,
+                  show_progress=False)
+    assert not refuse["scores"]["abdomen-ct"]["crf_on"]
+    assert refuse["tasks"]["abdomen-ct"] == {"appearance_weight": 0.0, "smoothness_weight": 0.0}
