@@ -6,7 +6,8 @@
 ``DATA`` as for ``training/evaluate.py`` (``phantom:KIND:SEEDS``, ``icbm152``, an MSD/nnU-Net
 folder); each case is tuned for its own task (``--task`` for folders). The network runs once per
 case; then every parameter set of a small grid refines its probabilities on the working grid
-(ROI mode, as ``deeporganseg segment`` does) and is scored by the mean organ Dice against the
+(ROI mode, as ``deeporganseg segment`` does), the best of them once more with the side
+outputs fused in, and each is scored by the mean organ Dice against the
 reference resampled (nearest neighbour) onto that grid. Per task the best set is kept if it
 beats the network alone by at least ``--min-gain``; otherwise the task gets both weights 0, which
 turns the CRF off for it. The grid's intensity widths are in each modality's normalised units:
@@ -41,13 +42,16 @@ from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.segment import _working_image
 from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
 
-__all__ = ["CaseOutputs", "parameter_grid", "network_outputs", "mean_dice", "tune", "main"]
+__all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "mean_dice",
+           "tune", "main"]
 
 #: Intensity widths θβ tried, per modality, in normalised image units.
 INTENSITY_WIDTHS = {"CT": (0.03, 0.1), "MR": (0.1, 0.3)}
 APPEARANCE_WEIGHTS = (3.0, 10.0)
 APPEARANCE_SPATIAL_MM = (3.0, 5.0, 10.0)
 SMOOTHNESS_WEIGHTS = (0.0, 1.0)
+#: Weights τ_d tried for every side output, at the best kernel parameters only.
+SIDE_OUTPUT_WEIGHTS = (0.1, 0.2)
 
 
 @dataclass
@@ -65,16 +69,19 @@ class CaseOutputs:
     spacing_zyx: tuple[float, float, float]
 
 
-def parameter_grid(modality: str, side_outputs: int) -> list[CRFParameters]:
-    """The parameter sets tried for a task of ``modality``; with side outputs, each set also
-    with every side output weighted 0.1."""
-    sides = [()] + ([(0.1,) * side_outputs] if side_outputs else [])
+def parameter_grid(modality: str) -> list[CRFParameters]:
+    """The kernel parameter sets tried for a task of ``modality`` (side outputs not fused)."""
     return [CRFParameters(appearance_weight=w1, appearance_spatial_mm=theta_alpha,
-                          appearance_intensity=theta_beta, smoothness_weight=w2,
-                          side_output_weights=tau)
-            for w1, theta_alpha, theta_beta, w2, tau in itertools.product(
+                          appearance_intensity=theta_beta, smoothness_weight=w2)
+            for w1, theta_alpha, theta_beta, w2 in itertools.product(
                 APPEARANCE_WEIGHTS, APPEARANCE_SPATIAL_MM, INTENSITY_WIDTHS[modality],
-                SMOOTHNESS_WEIGHTS, sides)]
+                SMOOTHNESS_WEIGHTS)]
+
+
+def with_side_outputs(params: CRFParameters, side_outputs: int) -> list[CRFParameters]:
+    """``params`` with every side output fused at weight 0.1 and at 0.2 (none without any)."""
+    return [replace(params, side_output_weights=(tau,) * side_outputs)
+            for tau in SIDE_OUTPUT_WEIGHTS] if side_outputs else []
 
 
 def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) -> CaseOutputs:
@@ -132,15 +139,19 @@ def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
     for name, outputs in by_task.items():
         network = float(np.mean([mean_dice(o.probabilities.max(0).indices.numpy(), o.truth,
                                            o.scored) for o in outputs]))
-        grid = (grid_for(tasks[name]) if grid_for else parameter_grid(
-            tasks[name].modality, len(model.network.config.side_output_levels)))
-        scored = []
-        for params in tqdm(grid, desc=f"CRF grid, {name}", disable=not show_progress,
-                           unit="set"):
-            dice = float(np.mean([mean_dice(_refined_labels(o, params), o.truth, o.scored)
-                                  for o in outputs]))
-            scored.append((dice, params))
+        grid = grid_for(tasks[name]) if grid_for else parameter_grid(tasks[name].modality)
+
+        def score(candidates: list[CRFParameters]) -> list[tuple[float, CRFParameters]]:
+            return [(float(np.mean([mean_dice(_refined_labels(o, params), o.truth, o.scored)
+                                    for o in outputs])), params)
+                    for params in tqdm(candidates, desc=f"CRF grid, {name}", unit="set",
+                                       disable=not show_progress)]
+
+        scored = score(grid)
         best_dice, best = max(scored, key=lambda pair: pair[0])
+        sides = len(model.network.config.side_output_levels)
+        best_dice, best = max([(best_dice, best)] + score(with_side_outputs(best, sides)),
+                              key=lambda pair: pair[0])
         chosen = best if best_dice >= network + min_gain else replace(
             defaults, appearance_weight=0.0, smoothness_weight=0.0)
         result["tasks"][name] = {key: value for key, value in chosen.to_dict().items()
