@@ -36,13 +36,28 @@ from DeepOrganSegLib.volume import Volume, write_volume
 
 
 def working_grid_volume(shape_kji: tuple[int, int, int], spacing_mm: tuple[float, float, float],
-                        seed: int = 0) -> np.ndarray:
+                        seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """An abdominal CT phantom in HU rendered directly on a grid of ``shape_kji`` voxels of
-    ``spacing_mm`` (i, j, k): a network input as ``segment`` would make it."""
+    ``spacing_mm`` (i, j, k): a network input as ``segment`` would make it; and its organ masks
+    by name."""
     from DeepOrganSegLib.phantoms import make_phantom
 
-    return make_phantom("abdomen-ct", seed, shape=shape_kji, spacing=spacing_mm,
-                        contrast_phase="portal-venous").image.array.astype(np.float32)
+    phantom = make_phantom("abdomen-ct", seed, shape=shape_kji, spacing=spacing_mm,
+                           contrast_phase="portal-venous")
+    masks = {name: phantom.labels.array == value for value, name in phantom.label_names.items()}
+    return phantom.image.array.astype(np.float32), masks
+
+
+def mean_dice(probabilities: torch.Tensor, channels: list[int], names: dict[int, str],
+              masks: dict[str, np.ndarray]) -> float:
+    """Mean Dice of the argmax of ``probabilities`` (over ``channels``) against ``masks``."""
+    labels = probabilities.argmax(0).numpy()
+    scores = []
+    for index, value in enumerate(channels[1:], start=1):
+        truth, predicted = masks[names[value]], labels == index
+        scores.append(2 * np.logical_and(truth, predicted).sum()
+                      / max(truth.sum() + predicted.sum(), 1))
+    return float(np.mean(scores))
 
 
 def ct_like_volume(shape_kji: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -73,8 +88,8 @@ def compare_with_monai(model_path: Path, repeats: int, volume: str) -> dict:
     channels = [0] + [label.value for label in task.labels]
     patch_kji = tuple(model.metadata.patch_size[::-1])
     shape = (160, 256, 256)
-    hounsfield = (working_grid_volume(shape, task.spacing_mm) if volume == "working-grid"
-                  else ct_like_volume(shape))
+    hounsfield, masks = (working_grid_volume(shape, task.spacing_mm) if volume == "working-grid"
+                         else (ct_like_volume(shape), None))
     image = normalize_intensities(hounsfield, task.normalization)
     tensor = torch.from_numpy(image)
     network = model.network
@@ -97,7 +112,10 @@ def compare_with_monai(model_path: Path, repeats: int, volume: str) -> dict:
         ours_times.append(t)
     agreement = float((monai_out.argmax(0) == ours_out.argmax(0)).float().mean())
     return {"monai_s": statistics.median(monai_times), "ours_s": statistics.median(ours_times),
-            "agreement": agreement, "patch": patch_kji[::-1], "volume": volume}
+            "agreement": agreement, "patch": patch_kji[::-1], "volume": volume,
+            "dice": None if masks is None else {
+                name: mean_dice(out, channels, {label.value: label.name for label in task.labels},
+                                masks) for name, out in (("monai", monai_out), ("ours", ours_out))}}
 
 
 def run_cli_on_ct_sized_volume(model_path: Path) -> dict:
@@ -146,6 +164,9 @@ def print_monai_comparison(result: dict) -> None:
           f"{result['monai_s']:.2f} | {result['ours_s']:.2f} | "
           f"{result['monai_s'] / result['ours_s']:.2f}x faster |", flush=True)
     print(f"| {volume}: argmax agreement | | {100 * result['agreement']:.3f} % | |", flush=True)
+    if result["dice"]:
+        print(f"| {volume}: mean organ Dice against the phantom's truth | "
+              f"{result['dice']['monai']:.4f} | {result['dice']['ours']:.4f} | |", flush=True)
 
 
 if __name__ == "__main__":
