@@ -11,9 +11,10 @@ from DeepOrganSegLib.errors import InputError
 
 pytest.importorskip("DeepOrganSegLib.phantoms")
 
-#: Held-out brain phantom mean Dice of the bundled model is 0.77 (docs/model-card.md);
-#: the test leaves a margin for case-to-case variation.
-BUNDLED_BRAIN_MEAN_DICE = 0.6
+#: Mean Dice (no CRF) the bundled model must keep on each demo phantom. Measured on the demo
+#: seed: brain 0.868, heart 0.815, abdomen 0.648 (held-out means in docs/model-card.md:
+#: 0.872, 0.822, 0.662); the margins absorb float differences between CPUs, not regressions.
+BUNDLED_MEAN_DICE = {"brain-mr": 0.80, "heart-mr": 0.75, "abdomen-ct": 0.58}
 
 
 def _run_demo(tmp_path, capsys, *extra: str) -> tuple[dict, str]:
@@ -36,12 +37,13 @@ def test_demo_with_a_given_model_writes_everything_and_prints_dice(tmp_path, cap
     assert "mean Dice" in printed and "Liver" in printed
 
 
-def test_demo_with_the_bundled_model_segments_the_brain_phantom(tmp_path, capsys):
-    """The bundled model's best task (see docs/model-card.md for every task's numbers)."""
+@pytest.mark.parametrize("kind", sorted(BUNDLED_MEAN_DICE))
+def test_demo_with_the_bundled_model_segments_every_task(kind, tmp_path, capsys):
+    """The bundled model on each task's demo phantom (docs/model-card.md has every organ)."""
     try:
         default_model_path()
     except InputError:
         pytest.skip("no bundled model in Resources/Models")
-    stats, _ = _run_demo(tmp_path, capsys, "--kind", "brain-mr")
-    assert [o["name"] for o in stats["organs"]] == ["csf", "grey_matter", "white_matter"]
-    assert stats["mean_dice"] > BUNDLED_BRAIN_MEAN_DICE, stats
+    stats, _ = _run_demo(tmp_path, capsys, "--kind", kind)
+    assert stats["task"] == kind
+    assert stats["mean_dice"] > BUNDLED_MEAN_DICE[kind], stats
