@@ -66,12 +66,12 @@ def test_mean_dice_scores_each_organ_once():
 
 
 def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path):
-    torch.set_grad_enabled(False)
     model = load_model(tiny_model_path)
     task = model.metadata.task("abdomen-ct")
     image, labels = ellipsoid_scene(11)
     case = EvaluationCase("scene-11", image, labels, {1: "liver", 2: "spleen"}, "abdomen-ct")
-    outputs = network_outputs(model, case, task)
+    with torch.no_grad():
+        outputs = network_outputs(model, case, task)
     assert outputs.probabilities.shape[1:] == outputs.truth.shape
     assert outputs.scored == [1, 2]
     grid = [CRFParameters(), CRFParameters(appearance_weight=3.0, smoothness_weight=0.0)]
