@@ -60,9 +60,10 @@ def test_a_tasks_own_crf_parameters_change_the_result(tiny_model_path, tmp_path)
 
 
 def test_mean_dice_scores_each_organ_once():
-    truth = np.array([0, 1, 1, 2, 2, 2])
+    truth = np.array([0, 1, 1, 2, 2, 2]).reshape(1, 2, 3)
     assert mean_dice(truth, truth, [1, 2]) == 1.0
-    assert mean_dice(np.array([0, 1, 0, 2, 2, 2]), truth, [1, 2]) == pytest.approx((2 / 3 + 1) / 2)
+    predicted = np.array([0, 1, 0, 2, 2, 2]).reshape(1, 2, 3)
+    assert mean_dice(predicted, truth, [1, 2]) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path):

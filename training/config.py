@@ -103,8 +103,9 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Patch sampling and loading. ``patch_size`` is (k, j, i) voxels; ``samples_per_task``
-    samples of every task (unless the task sets its own ``samples``) make one batch; ``foreground_ratio`` of the patches are centred on a
-    labelled voxel; ``cache_dir`` holds pre-processed cases (``.npz``)."""
+    samples of every task (unless the task sets its own ``samples``) make one batch;
+    ``foreground_ratio`` of the patches are centred on a labelled voxel; ``cache_dir`` holds
+    pre-processed cases (``.npz``)."""
 
     patch_size: tuple[int, int, int] = (64, 64, 64)
     samples_per_task: int = 1

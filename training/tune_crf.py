@@ -41,6 +41,7 @@ from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.segment import _working_image
 from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
+from training.metrics import organ_metrics
 
 __all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "mean_dice",
            "tune", "main"]
@@ -105,13 +106,10 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
 
 def mean_dice(labels: np.ndarray, truth: np.ndarray, scored: Iterable[int]) -> float:
     """Mean Dice over the ``scored`` labels of two label arrays on the same grid (an organ
-    absent from both scores 1)."""
-    scores = []
-    for value in scored:
-        predicted, reference = labels == value, truth == value
-        total = int(predicted.sum()) + int(reference.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((predicted & reference).sum()) / total)
-    return float(np.mean(scores))
+    absent from both scores 1), by :func:`training.metrics.organ_metrics`."""
+    scored = list(scored)
+    dice = organ_metrics(labels, truth, scored, (1.0, 1.0, 1.0), surface=False)
+    return float(np.mean([dice[value]["dice"] for value in scored]))
 
 
 def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:
