@@ -90,3 +90,17 @@ def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path
                   show_progress=False)
     assert not refuse["scores"]["abdomen-ct"]["crf_on"]
     assert refuse["tasks"]["abdomen-ct"] == {"appearance_weight": 0.0, "smoothness_weight": 0.0}
+
+
+def test_training_scripts_refuse_a_bad_model_file_in_one_line(tmp_path):
+    import subprocess
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "tune_crf.py"), str(bad),
+                             "phantom:heart-mr:10000", "--out", str(tmp_path / "crf.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}: file is truncated (4 bytes); re-copy the model"]
+    assert not (tmp_path / "crf.json").exists()

@@ -30,6 +30,7 @@ from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume, read_volume
 from training.data import read_msd_folder, read_nnunet_folder
+from training.entry import run_script
 from training.metrics import organ_metrics
 
 __all__ = ["EvaluationCase", "iter_cases", "evaluate", "save_comparison_png", "main"]
@@ -257,4 +258,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

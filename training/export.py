@@ -26,6 +26,7 @@ from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, TaskSpec, save_mode
 from DeepOrganSegLib.network import DSN3D
 from DeepOrganSegLib.terminology import term_for
 from training.config import SourceConfig, TrainConfig
+from training.entry import run_script
 
 __all__ = ["build_metadata", "export_checkpoint", "main"]
 
@@ -140,4 +141,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -22,6 +22,7 @@ if not __package__:  # run as a script: make ``import training`` work
 import numpy as np
 
 from DeepOrganSegLib.volume import Volume
+from training.entry import run_script
 
 __all__ = ["CRANIUM_INV3", "read_invesalius", "main"]
 
@@ -69,4 +70,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

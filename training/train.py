@@ -39,6 +39,7 @@ from training.config import TrainConfig, load_config
 from training.curves import plot_training_curves
 from training.data import CaseCache, PatchBatchDataset, list_cases
 from training.distributed import DistributedContext, init_distributed, shutdown_distributed
+from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
 from training.metrics import organ_metrics
 
@@ -410,4 +411,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -32,6 +32,7 @@ from DeepOrganSegLib.bodypart import (CLASSIFIER_FILE, MODALITIES, REGIONS, Body
                                       save_classifier, slice_stack, viterbi_profile)
 from DeepOrganSegLib.phantoms import make_phantom
 from DeepOrganSegLib.volume import Volume
+from training.entry import run_script
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 KINDS = ("body-ct", "brain-mr", "heart-mr")
@@ -351,4 +352,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

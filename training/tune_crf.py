@@ -40,6 +40,7 @@ from DeepOrganSegLib.crf import CRFParameters, dense_crf_roi, fuse_side_outputs
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.segment import _working_image
+from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
 from training.metrics import organ_metrics
 
@@ -189,4 +190,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_script(main))

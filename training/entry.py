@@ -1,0 +1,26 @@
+"""Entry point of the training scripts: an expected failure (a bad model file, a data set or
+phantom kind that does not exist, an unreadable file) ends with one ``error:`` line and the
+engine's exit code (2 for bad input), not a traceback. Anything else is a bug and keeps its
+traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from DeepOrganSegLib.errors import EXIT_BAD_INPUT, DeepOrganSegError
+
+__all__ = ["run_script"]
+
+
+def run_script(main: Callable[[], int]) -> int:
+    """``main()``, with expected failures turned into one line on stderr and an exit code."""
+    try:
+        return main()
+    except DeepOrganSegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
