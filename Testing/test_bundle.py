@@ -105,6 +105,17 @@ def test_invalid_task_crf_parameters_are_named(model_file):
         load_model(_rewrite_metadata(model_file, break_it))
 
 
+def test_a_model_file_with_invalid_task_crf_parameters_is_never_written(tmp_path):
+    from dataclasses import replace
+
+    metadata = tiny_metadata(crf={"iterations": 5})
+    task = replace(metadata.tasks[0], crf={"appearance_intensity": -1})
+    with pytest.raises(ModelFileError, match=r"tasks\[abdomen-ct\]\.crf"):
+        save_model(tmp_path / "bad.safetensors", DSN3D(TINY_CONFIG),
+                   replace(metadata, tasks=(task,)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_metadata_field_is_named(model_file):
     changed = _rewrite_metadata(model_file, lambda d: d.pop("patch_size"))
     with pytest.raises(ModelFileError, match="patch_size"):

@@ -23,6 +23,7 @@ if not __package__:  # run as a script: make ``import training`` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, TaskSpec, save_model
+from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.network import DSN3D
 from DeepOrganSegLib.terminology import term_for
 from training.config import SourceConfig, TrainConfig
@@ -72,7 +73,7 @@ def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = Non
     task_crf = task_crf or {}
     unknown = sorted(set(task_crf) - {task.name for task in config.tasks})
     if unknown:
-        raise ValueError(f"CRF parameters for unknown task(s): {', '.join(unknown)}")
+        raise InputError(f"CRF parameters for unknown task(s): {', '.join(unknown)}")
     tasks = tuple(
         TaskSpec(name=task.name, title=task.title, modality=task.modality,
                  spacing_mm=tuple(task.spacing_mm), normalization=task.normalization,
@@ -116,6 +117,17 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
                       half_precision=half_precision)
 
 
+def _read_crf_file(path: Path) -> dict:
+    """A ``--crf`` JSON file: CRF parameters, or tune_crf.py's ``{"crf", "tasks"}`` document."""
+    try:
+        crf = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a JSON file of CRF parameters ({error})") from None
+    if not isinstance(crf, dict):
+        raise InputError(f"{path}: expected a JSON object of CRF parameters")
+    return crf
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export a checkpoint as a model file.")
     parser.add_argument("checkpoint", help="training checkpoint (.pt: best.pt or last.pt)")
@@ -130,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
-    crf = json.loads(Path(args.crf).read_text()) if args.crf else None
+    crf = _read_crf_file(Path(args.crf)) if args.crf else None
     task_crf = None
     if isinstance(crf, dict) and "tasks" in crf:  # per-task parameters from tune_crf.py
         crf, task_crf = crf.get("crf"), crf["tasks"]

@@ -40,6 +40,7 @@ from DeepOrganSegLib.crf import CRFParameters, dense_crf_roi, fuse_side_outputs
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.segment import _working_image
+from DeepOrganSegLib.volume import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
 from training.metrics import organ_metrics
@@ -141,10 +142,14 @@ def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
         grid = grid_for(tasks[name]) if grid_for else parameter_grid(tasks[name].modality)
 
         def score(candidates: list[CRFParameters]) -> list[tuple[float, CRFParameters]]:
-            return [(float(np.mean([mean_dice(_refined_labels(o, params), o.truth, o.scored)
-                                    for o in outputs])), params)
-                    for params in tqdm(candidates, desc=f"CRF grid, {name}", unit="set",
-                                       disable=not show_progress)]
+            scores = []
+            # a context, so that the bar is closed before an interrupt's error line is printed
+            with tqdm(candidates, desc=f"CRF grid, {name}", unit="set",
+                      disable=not show_progress) as bar:
+                for params in bar:
+                    scores.append((float(np.mean([mean_dice(_refined_labels(o, params), o.truth,
+                                                            o.scored) for o in outputs])), params))
+            return scores
 
         scored = score(grid)
         best_dice, best = max(scored, key=lambda pair: pair[0])
@@ -179,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{case.case_id}: network on task {task.name}", flush=True)
             cases.append((task, network_outputs(model, case, task)))
     result = tune(model, cases, args.min_gain)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_atomically(args.out, lambda path: Path(path).write_text(json.dumps(result, indent=2)
+                                                                    + "\n"))
     print("| task | Dice, network | Dice, best CRF | CRF kept | parameters |")
     print("|---|---|---|---|---|")
     for name, score in result["scores"].items():

@@ -395,17 +395,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
         raise ModelFileError(f"{path}: network has {config.num_classes} outputs but the tasks "
                              f"name labels up to {metadata.num_classes - 1}")
     _check_header_shapes(path, header, expected)
-    if metadata.crf:
-        from .crf import CRFParameters
-
-        for where, parameters in [("crf", metadata.crf)] + [
-                (f"tasks[{task.name}].crf", metadata.crf_for(task.name))
-                for task in metadata.tasks if task.crf]:
-            try:
-                CRFParameters.from_dict(parameters)
-            except (TypeError, ValueError) as error:
-                raise ModelFileError(f"{path}: metadata field '{where}' is invalid ({error})"
-                                     ) from None
+    try:
+        _check_crf(metadata)
+    except ModelFileError as error:
+        raise ModelFileError(f"{path}: {error}") from None
     try:
         tensors = load_tensors(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:
@@ -424,6 +417,22 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     return LoadedModel(network, metadata, path)
 
 
+def _check_crf(metadata: ModelMetadata) -> None:
+    """The model's CRF parameters, and each task's merged with them, are valid
+    (:class:`~.crf.CRFParameters`); else :class:`ModelFileError` naming the field."""
+    if not metadata.crf:
+        return
+    from .crf import CRFParameters
+
+    for where, parameters in [("crf", metadata.crf)] + [
+            (f"tasks[{task.name}].crf", metadata.crf_for(task.name))
+            for task in metadata.tasks if task.crf]:
+        try:
+            CRFParameters.from_dict(parameters)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"metadata field '{where}' is invalid ({error})") from None
+
+
 def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
                half_precision: bool = False) -> Path:
     """Write ``network``'s weights and ``metadata`` as a model file, atomically.
@@ -435,7 +444,7 @@ def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
     from safetensors.torch import save_file
 
     document = metadata.to_dict()
-    ModelMetadata.from_dict(json.loads(json.dumps(document)))  # refuse to write an invalid file
+    _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))  # refuse invalid files
     tensors = {}
     for name, tensor in network.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
