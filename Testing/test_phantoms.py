@@ -226,11 +226,14 @@ def test_field_of_view_cutoff_cuts_the_body_and_pads_outside_the_reconstruction_
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_ct_tissue_medians_lie_in_published_ranges_for_the_phase(phase):
-    phantom = make_phantom("abdomen-ct", 21, shape=(40, 112, 112), contrast_phase=phase)
+    phantom = make_phantom("abdomen-ct", 21, shape=(40, 144, 144), contrast_phase=phase)
     for tissue, (low, high) in PUBLISHED_HU[phase].items():
         voxels = phantom.image.array[interior(tissue_mask(phantom, tissue))]
         assert voxels.size > 20, tissue
-        assert low <= np.median(voxels) <= high, f"{tissue}: {np.median(voxels):.0f} HU"
+        median = np.median(voxels)
+        if tissue == "liver":  # the published values are those of livers without fat
+            median += phantom.info["fatty_liver_hu"]
+        assert low <= median <= high, f"{tissue}: {median:.0f} HU"
 
 
 def test_ct_bone_gas_and_bowel_contents_have_their_typical_densities(abdomen):
@@ -240,11 +243,18 @@ def test_ct_bone_gas_and_bowel_contents_have_their_typical_densities(abdomen):
     assert np.median(image[interior(tissue_mask(abdomen, "gas"))]) < -700
 
 
-def test_portal_venous_spleen_enhances_like_or_above_the_liver(abdomen):
-    image, labels = abdomen.image.array, abdomen.labels.array
-    liver = np.median(image[interior(labels == 1)])
-    spleen = np.median(image[interior(labels == 2)])
-    assert liver - 10 <= spleen <= liver + 30
+def test_portal_venous_spleen_lies_within_25_hu_of_the_liver_either_side():
+    """Real portal-venous CT has the spleen darker (the team's real case: 80 vs 93 HU) or
+    brighter than the liver; the phantoms must show both, within about 25 HU."""
+    differences = []
+    for seed in range(6):
+        phantom = make_phantom("abdomen-ct", seed, shape=(40, 96, 96),
+                               contrast_phase="portal-venous")
+        image, labels = phantom.image.array, phantom.labels.array
+        liver = np.median(image[interior(labels == 1)]) + phantom.info["fatty_liver_hu"]
+        differences.append(np.median(image[interior(labels == 2)]) - liver)
+    assert all(-35 <= d <= 30 for d in differences), differences
+    assert min(differences) < -5 and max(differences) > 5, differences
 
 
 def test_mr_images_are_positive_and_bright_blood_is_brighter_than_myocardium(heart):
@@ -405,3 +415,43 @@ def test_phantom_command_refuses_a_missing_output_folder(tmp_path):
                               str(tmp_path / "no" / "a.nii"), "--labels", str(tmp_path / "b.nii")])
     with pytest.raises(InputError, match="does not exist"):
         args.handler(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Realism against the real CT and published values (docs/phantoms.md, "Phantom vs patient").
+
+MANY_SEEDS = range(30, 38)
+
+
+@pytest.fixture(scope="module")
+def many_abdomens() -> list[Phantom]:
+    return [make_phantom("abdomen-ct", seed, shape=(56, 112, 112), contrast_phase="portal-venous")
+            for seed in MANY_SEEDS]
+
+
+def test_spleen_volume_lies_in_the_adult_range_over_many_seeds(many_abdomens):
+    """Adult spleens hold about 0.1-0.5 L (docs/phantoms.md); the old ellipsoid was 0.07-0.12 L."""
+    volumes = [(p.labels.array == 2).sum() * p.labels.voxel_volume_ml for p in many_abdomens]
+    assert all(80 <= v <= 550 for v in volumes), volumes
+    assert np.median(volumes) >= 150, volumes
+
+
+def test_spleen_lies_against_the_left_posterolateral_wall_behind_the_aorta(many_abdomens):
+    for phantom in many_abdomens:
+        spleen, aorta = centroid_mm(phantom, "spleen"), centroid_mm(phantom, "aorta")
+        liver = centroid_mm(phantom, "liver")
+        assert spleen[0] > aorta[0] + 60  # far to the patient's left
+        assert spleen[1] > aorta[1] - 10  # not in front of the aorta: against the back ribs
+        assert spleen[0] - liver[0] > 120
+
+
+def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
+    with_arms = [p for p in many_abdomens if p.info["arms_down"]]
+    assert 0 < len(with_arms) < len(many_abdomens)
+    for phantom in many_abdomens:
+        assert tissue_mask(phantom, "table").any()  # every CT lies on a table
+    for phantom in with_arms:
+        body = phantom.tissues.array > 0
+        columns = np.nonzero(body.any(axis=(0, 1)))[0]
+        trunk = np.nonzero(tissue_mask(phantom, "liver", "spleen").any(axis=(0, 1)))[0]
+        assert columns.min() < trunk.min() - 10 and columns.max() > trunk.max() + 10

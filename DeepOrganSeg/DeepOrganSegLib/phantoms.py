@@ -108,7 +108,7 @@ _TISSUES = (
     "liver_lesion", "spleen", "kidney_cortex", "kidney_medulla", "stomach_wall", "gastric_content",
     "bowel_wall", "bowel_content", "pancreas", "bile", "urine", "arterial_blood",
     "right_heart_blood", "caval_blood", "portal_blood", "myocardium", "disc", "csf", "cartilage",
-    "thyroid", "brain", "soft_tissue", "grey_matter", "white_matter",
+    "thyroid", "brain", "soft_tissue", "grey_matter", "white_matter", "table",
 )
 _T = {name: value for value, name in enumerate(_TISSUES)}  # air = 0 (outside the body)
 
@@ -137,12 +137,12 @@ _CT_HU: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, f
     "gastric_content": ((-10, 30), (-10, 30), (-10, 30), 15.0),
     "bowel_wall": ((35, 45), (70, 110), (80, 120), 10.0),
     "bowel_content": ((-20, 40), (-20, 40), (-20, 40), 25.0),
-    "pancreas": ((35, 50), (100, 150), (80, 120), 12.0),
+    "pancreas": ((35, 50), (100, 150), (60, 120), 12.0),
     "bile": ((0, 20), (0, 20), (0, 20), 5.0),
     "urine": ((0, 15), (0, 15), (0, 15), 5.0),
-    "arterial_blood": ((38, 47), (265, 380), (165, 235), 10.0),
+    "arterial_blood": ((38, 47), (265, 380), (152, 235), 10.0),
     "right_heart_blood": ((35, 50), (150, 300), (150, 220), 12.0),
-    "caval_blood": ((35, 50), (60, 110), (130, 180), 10.0),
+    "caval_blood": ((35, 50), (60, 110), (85, 175), 10.0),
     "portal_blood": ((35, 50), (100, 150), (160, 220), 10.0),
     "myocardium": ((40, 55), (100, 140), (90, 120), 10.0),
     "disc": ((70, 110), (70, 110), (70, 110), 10.0),
@@ -151,6 +151,7 @@ _CT_HU: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, f
     "thyroid": ((80, 110), (150, 220), (120, 170), 12.0),
     "brain": ((30, 40), (32, 42), (33, 43), 4.0),
     "soft_tissue": ((35, 50), (60, 90), (70, 100), 10.0),
+    "table": ((250, 600), (250, 600), (250, 600), 30.0),  # carbon-fibre shells of the CT table
 }
 
 # Balanced SSFP (whole-heart MR), relative to blood ~ 0.9: (range, texture SD).
@@ -555,6 +556,16 @@ class _Body:
         self.z_skull_base = self.vertebrae["C1"][1] + 5.0
         self.z_iliac_crest = self.h * -85.0
         self.z_ischium = self.h * -305.0
+        # arms: at the sides (as in most abdominal CT of the sick) or raised out of the field
+        self.arms_down = rng.random() < 0.55
+        self.arm_radius = rng.uniform(42.0, 60.0) * self.w  # mm, skin to skin
+        self.arm_gap = rng.uniform(3.0, 45.0)  # mm between the trunk's skin and the arm
+        self.table_gap = rng.uniform(0.0, 8.0)  # mm between the back's skin and the table
+
+    @property
+    def arm_extent(self) -> float:
+        """How far (mm) the arms reach beyond the trunk's skin on each side (0 when raised)."""
+        return self.arm_gap + 2 * self.arm_radius if self.arms_down else 0.0
 
     # --------------------------------------------------------------------------- reference mapping
     def p(self, x: float, y: float, z: float, jitter: float = 0.0, upper_abdomen: bool = False
@@ -730,6 +741,54 @@ class _TorsoPainter:
         chest = ellipse(-b.wall - 6.0) & (c.z > self.z_dia) & self._below_apex(c.x, c.y, c.z)
         c.tissue[chest] = _T["lung"]
         self._lung_vessels(chest)
+        self._arms(fat)
+        self._table()
+
+    def _arms(self, fat: np.ndarray) -> None:
+        """Upper arms and forearms at the trunk's sides: skin fat, muscle, a long bone."""
+        b, c = self.b, self.c
+        if not b.arms_down:
+            return
+        z_axis = c.axes[2]
+        a, _, yc = b.wall_ellipse(z_axis)
+        shoulder, wrist = b.z_apex - 30.0, b.z_iliac_crest - 120.0 * b.h
+        along = np.clip((z_axis - wrist) / (shoulder - wrist), 0.0, 1.0)
+        radius = b.arm_radius * (0.72 + 0.28 * along)  # forearms are thinner
+        x_centre = a + fat[:, 0, 0] + b.arm_gap + radius
+        y_centre = yc + self.rng.uniform(-25.0, 25.0) * b.d
+        inside_z = (z_axis > wrist) & (z_axis < shoulder)
+        skin = np.interp(along, [0, 1], [4.0, 12.0])  # mm of fat under the arm's skin
+        bone = np.full_like(radius, 11.0)  # humerus / forearm bones, mm
+        layers = (("fat", radius), ("muscle", radius - skin), ("bone_cortical", bone),
+                  ("bone_marrow", bone - 3.5))
+        for side in (-1.0, 1.0):
+            dx = c.x - np.float32(side) * x_centre.astype(np.float32)[:, None, None]
+            dy = c.y - y_centre.astype(np.float32)[:, None, None]
+            r2 = dx * dx + dy * dy
+            arm = np.zeros(c.grid.shape, dtype=bool)
+            for tissue, semi in layers:
+                semi = semi.astype(np.float32)[:, None, None]
+                mask = (r2 <= semi * semi) & inside_z[:, None, None]
+                mask &= (c.tissue == _T["air"]) if tissue == "fat" else arm
+                arm |= mask
+                c.tissue[mask] = _T[tissue]
+
+    def _table(self) -> None:
+        """The CT table under the back: two curved carbon-fibre shells around a foam core."""
+        b, c = self.b, self.c
+        central = (c.tissue[:, :, np.abs(c.axes[0]) < 60.0] != _T["air"]).any(axis=2)
+        filled = central.any(axis=1)
+        if not filled.any():
+            return
+        deepest = central.shape[1] - 1 - np.argmax(central[filled][:, ::-1], axis=1)
+        back = float(c.axes[1][int(np.median(deepest))]) + b.table_gap  # the back's skin
+        curve = np.float32(5e-4)  # the top rises 20 mm at 200 mm off-centre
+        top = np.float32(back) - curve * c.x * c.x
+        depth = c.y - top
+        width = np.abs(c.x) < np.float32(230.0)
+        air = c.tissue == _T["air"]
+        for start, end in ((0.0, 5.0), (38.0, 43.0)):
+            c.tissue[air & width & (depth >= start) & (depth < end)] = _T["table"]
 
     def _legs(self, offset: float, z_axis: np.ndarray) -> np.ndarray:
         """Both thighs (mm offset outside the muscle boundary), below the crotch."""
@@ -857,13 +916,39 @@ class _TorsoPainter:
                      within=("bowel_wall",))
 
     def spleen(self) -> None:
-        b = self.b
-        axes = _frame(_unit([0.3, -0.7, -0.55]) + self.rng.normal(0, 0.1, 3), [0.8, 0.5, 0])
-        centre = b.p(88, 28, 62, 6, upper_abdomen=True)
-        semi = b.scale([62, 48, 24], 0.2)
-        shape = _ellipsoid(centre, semi, axes)
-        hilum = _ellipsoid(centre + axes[:, 2] * -semi[2] * 2.2, semi * [0.8, 0.7, 1.4], axes)
-        self.c.paint((shape - hilum).where(self._under_diaphragm), "spleen", "spleen",
+        """A crescent against the left posterolateral ribs (not an ellipsoid): a shell under the
+        inner abdominal wall whose thickness (mm) peaks mid-height and mid-arc, with a concave
+        visceral surface facing the stomach and the left kidney. Adult volumes 0.1-0.5 L
+        (tested), spanning about T10-L1 under the left diaphragm dome."""
+        b, rng = self.b, self.rng
+        thickness = rng.uniform(35.0, 65.0) * b.w  # mm, at the thickest point
+        height = rng.uniform(85.0, 135.0) * b.h  # cranio-caudal extent, mm
+        z_mid = b.z_dome_left - 0.48 * height + rng.normal(0, 6)
+        z_low, z_high = z_mid - height / 2, z_mid + height / 2
+        # arc of the crescent, angles in the axial plane from the patient's left (+x) towards
+        # posterior (+y), in degrees
+        arc_low = rng.uniform(-35.0, -10.0)
+        arc_high = rng.uniform(55.0, 80.0)
+        twist = rng.uniform(-0.12, 0.12)  # degrees of arc per mm of height (the long axis tilt)
+        gap = rng.uniform(1.0, 6.0)  # mm between the inner wall and the splenic capsule
+
+        def crescent(v: _View) -> np.ndarray:
+            a, bb, yc = b.wall_ellipse(v.z)
+            cav = np.maximum(b.cavity_scale(v.z), 1e-3)
+            semi_x, semi_y = (a - b.wall) * cav, (bb - b.wall) * cav
+            dy = v.y - yc
+            rho = np.sqrt(v.x * v.x + dy * dy) + 1e-3
+            r = np.sqrt((v.x / semi_x) ** 2 + (dy / semi_y) ** 2)
+            depth = rho * (1.0 / np.maximum(r, 1e-3) - 1.0) - gap  # mm inside the inner wall
+            angle = np.degrees(np.arctan2(dy, v.x)) - twist * (v.z - z_mid)
+            u = np.clip((v.z - z_low) / height, 0.0, 1.0)
+            w = np.clip((angle - arc_low) / (arc_high - arc_low), 0.0, 1.0)
+            profile = (np.clip(np.sin(np.pi * u), 0.0, None) ** 0.7
+                       * np.clip(np.sin(np.pi * w), 0.0, None) ** 0.6)
+            return (depth > 0) & (depth < thickness * profile) & (v.x > 0)
+        lo = [0.0, -160.0 * b.d, z_low]
+        hi = [260.0 * b.w, 200.0 * b.d, z_high]
+        self.c.paint(_box(lo, hi, crescent).where(self._under_diaphragm), "spleen", "spleen",
                      within=_ABDOMINAL_SPACE)
 
     def stomach(self) -> None:
@@ -875,7 +960,8 @@ class _TorsoPainter:
                 b.p(-32, -45, 15, 3, **up)]
         radius = np.array([36, 38, 34, 28, 20, 14, 10]) * self.rng.uniform(0.6, 1.15)
         wall = [s.where(self._under_diaphragm) for s in _tube(path, radius + 4)]
-        c.paint(wall, "stomach_wall", "stomach", within=_ABDOMINAL_SPACE)
+        beside_spleen = tuple(t for t in _ABDOMINAL_SPACE if t != "spleen")  # it fills the gap
+        c.paint(wall, "stomach_wall", "stomach", within=beside_spleen)
         c.paint(_tube(path, radius), "gastric_content", "stomach", within=("stomach_wall",))
         front = min(p[1] - r for p, r in zip(path, radius))
         y_level = front + self.rng.uniform(0.0, 0.35) * 2 * radius.mean()
@@ -1286,6 +1372,7 @@ class _Scene:
     organ: np.ndarray
     region_of: Callable[[float], int] | None = None
     fractions: dict[str, np.ndarray] | None = None  # brain: tissue probabilities (partial volume)
+    arms_down: bool = False
 
 
 def _torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.random.Generator,
@@ -1293,14 +1380,16 @@ def _torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.r
                  fov_cutoff: bool) -> _Scene:
     """Build one body, choose the kind's field of view on it, and paint it."""
     body = _Body(rng_anatomy)
-    width = 2 * (150 * body.w + body.fat)
+    width = 2 * (150 * body.w + body.fat + body.arm_extent)
     crop = (0.7, 0.95) if fov_cutoff else (1.05, 1.3)
     if kind == "abdomen-ct":
-        top = body.z_dome_right + rng_geometry.uniform(15, 60)
+        top = body.z_dome_right + rng_geometry.uniform(15, 120)  # some start in the chest
         bottom = body.z_iliac_crest - rng_geometry.uniform(0, 170)
         fov = ((width * crop[0], width * crop[1]),) * 2 + ((top - bottom, top - bottom),)
         centre = np.array([0.0, 0.0, (top + bottom) / 2])
-        default_shape = (112, 128, 128)
+        # in-plane pixels of at most ~3.2 mm, as scanners reconstruct (wide fields hold the arms)
+        pixels = int(np.clip(np.ceil(width * crop[1] / 3.2 / 8) * 8, 128, 176))
+        default_shape = (112, pixels, pixels)
         with_head = False
     elif kind == "body-ct":
         with_head = rng_geometry.random() < 0.3
@@ -1327,7 +1416,8 @@ def _torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.r
     textures = np.random.default_rng(rng_anatomy.integers(2 ** 63))  # grid-sized draws
     canvas = _Canvas(render, deformation)
     _TorsoPainter(body, canvas, rng_anatomy, textures, with_head).paint_all()
-    return _Scene(acquisition, canvas.tissue, canvas.organ, body.region_of)
+    return _Scene(acquisition, canvas.tissue, canvas.organ, body.region_of,
+                  arms_down=body.arms_down)
 
 
 # ============================================================================ kind: brain MR
@@ -1457,8 +1547,10 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
 # ============================================================================ image synthesis
 
 def _tissue_means(kind: str, phase: str | None, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean intensity and texture SD per tissue id for the kind (CT: HU for the phase)."""
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Mean intensity and texture SD per tissue id for the kind (CT: HU for the phase), and
+    what was drawn beyond the table (CT: the HU a fatty liver lost, ``fatty_liver_hu``), for
+    the phantom's ``info``."""
     means = np.zeros(len(_TISSUES), dtype=np.float32)
     texture = np.zeros(len(_TISSUES), dtype=np.float32)
     if MODALITIES[kind] == "CT":
@@ -1467,14 +1559,21 @@ def _tissue_means(kind: str, phase: str | None, rng: np.random.Generator
             lo, hi = row[column]
             means[_T[name]] = rng.uniform(lo, hi)
             texture[_T[name]] = row[3]
-        if phase == "portal-venous":  # spleen enhances like or slightly above the liver
-            means[_T["spleen"]] = means[_T["liver"]] + rng.uniform(0, 15)
-        return means, texture
+        if phase == "portal-venous":  # spleen within +-25 HU of the liver, darker or brighter
+            means[_T["spleen"]] = means[_T["liver"]] + rng.uniform(-25, 20)
+        # patients differ beyond one table: a fatty liver loses up to 40 HU (15 % of cases);
+        # the stomach holds water, a meal or positive oral contrast
+        fatty = float(rng.uniform(10.0, 40.0)) if rng.random() < 0.15 else 0.0
+        means[_T["liver"]] -= fatty
+        contents = ("water", "meal", "oral contrast")[int(rng.choice(3, p=[0.45, 0.4, 0.15]))]
+        means[_T["gastric_content"]] = {"water": rng.uniform(-5, 20), "meal": rng.uniform(20, 70),
+                                        "oral contrast": rng.uniform(150, 350)}[contents]
+        return means, texture, {"fatty_liver_hu": round(fatty, 1), "gastric_contents": contents}
     table = _BSSFP if kind == "heart-mr" else _T1W
     for name, ((lo, hi), sd) in table.items():
         means[_T[name]] = rng.uniform(lo, hi)
         texture[_T[name]] = sd
-    return means, texture
+    return means, texture, {}
 
 
 def _synthseg_means(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -1668,8 +1767,8 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
     else:
         scene = _torso_scene(kind, rng_geometry, rng_anatomy, shape, spacing,
                              field_of_view_cutoff)
-    means, texture = (_synthseg_means(rng_intensity) if synthseg
-                      else _tissue_means(kind, contrast_phase, rng_intensity))
+    means, texture, drawn = ((*_synthseg_means(rng_intensity), {}) if synthseg
+                             else _tissue_means(kind, contrast_phase, rng_intensity))
     image = _acquire(_render_intensity(scene, means, texture, rng_noise), scene.acquisition,
                      rng_noise, modality, synthseg)
     if modality == "CT" and field_of_view_cutoff and not synthseg:
@@ -1691,6 +1790,7 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         "slice_thickness_mm": round(scene.acquisition.thickness, 3),
         "synthseg": bool(synthseg), "random_orientation": bool(random_orientation),
         "field_of_view_cutoff": bool(field_of_view_cutoff),
+        "arms_down": bool(scene.arms_down), **drawn,
     }
     return Phantom(image=image_v, labels=labels_v, label_names=dict(LABELS[kind]), kind=kind,
                    modality=modality, slice_regions=slice_regions, tissues=tissues_v,
@@ -1791,7 +1891,10 @@ def run_phantom_command(args: argparse.Namespace, progress: Callable | None = No
     ``progress(stage, fraction, message)`` and ``cancel`` follow the CLI's handler convention;
     generation takes about a second, so it is not cancellable midway.
     """
+    from .labelmap_io import check_outputs_spare_inputs
+
     report = progress or (lambda stage, fraction, message="": None)
+    check_outputs_spare_inputs([args.out, args.labels], [])
     for path in (args.out, args.labels):
         if not path.parent.exists():
             raise InputError(f"{path.parent}: output folder does not exist")
