@@ -38,8 +38,8 @@ import torch
 from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.crf import CRFParameters, dense_crf_roi, fuse_side_outputs
 from DeepOrganSegLib.inference import InferenceSettings, predict
-from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
-from DeepOrganSegLib.segment import _working_image
+from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
+from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
@@ -91,7 +91,7 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
     """Run the network once on ``case`` as ``deeporganseg segment`` would, keeping its
     working-grid probabilities and side outputs."""
     grid = working_grid(case.image, task.spacing_mm)
-    image = _working_image(case.image, task, grid)
+    image = prepare_image(case.image, task, grid, model.metadata.inputs)
     channels = [0] + [label.value for label in task.labels]
     prediction = predict(model.network, torch.from_numpy(image), channels,
                          tuple(model.metadata.patch_size[::-1]),
@@ -101,7 +101,7 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
                              interpolator=sitk.sitkNearestNeighbor, default_value=0.0)
     index_of = np.zeros(max(channels) + 1, np.int64)
     index_of[channels] = np.arange(len(channels))
-    return CaseOutputs(case.case_id, torch.from_numpy(image), prediction.main, prediction.sides,
+    return CaseOutputs(case.case_id, torch.from_numpy(image[0]), prediction.main, prediction.sides,
                        index_of[truth.astype(np.int64)],
                        [channels.index(spec.value) for spec in scored], grid.spacing[::-1])
 
@@ -175,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-gain", type=float, default=0.002,
                         help="mean Dice the CRF must add to stay on for a task")
     args = parser.parse_args(argv)
+    check_outputs_spare_inputs([args.out], [args.model, *(d for d in args.data
+                                                          if not d.startswith("phantom:"))])
     torch.set_grad_enabled(False)
     model = load_model(args.model)
     cases = []

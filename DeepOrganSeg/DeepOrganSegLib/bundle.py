@@ -49,6 +49,9 @@ __all__ = [
 FORMAT = "deeporganseg-model"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("DSN3D",)
+#: What the network may take as input, and how many channels each adds: the normalised image,
+#: and the two position channels of ``preprocess.position_channels``.
+INPUT_CHANNELS = {"image": 1, "position": 2}
 _METADATA_KEY = "deeporganseg"
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _MAX_LEVELS = 8
@@ -224,6 +227,12 @@ class ModelMetadata:
     crf: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    #: The network's inputs in channel order (:data:`INPUT_CHANNELS`); files before them: image.
+    inputs: tuple[str, ...] = ("image",)
+
+    @property
+    def input_channels(self) -> int:
+        return sum(INPUT_CHANNELS[name] for name in self.inputs)
 
     @property
     def num_classes(self) -> int:
@@ -245,6 +254,7 @@ class ModelMetadata:
         return {"format": FORMAT, "format_version": self.format_version,
                 "architecture": {"name": self.architecture, "parameters": self.parameters},
                 "patch_size": list(self.patch_size),
+                "inputs": list(self.inputs),
                 "tasks": [task.to_dict() for task in self.tasks],
                 "crf": self.crf, "provenance": self.provenance}
 
@@ -271,6 +281,11 @@ class ModelMetadata:
         _require(len({task.name for task in tasks}) == len(tasks), "tasks", "has duplicate names")
         for optional in ("crf", "provenance"):
             _require(isinstance(data.get(optional) or {}, dict), optional, "must be an object")
+        inputs = data.get("inputs", ["image"])
+        _require(isinstance(inputs, list) and inputs[:1] == ["image"]
+                 and all(isinstance(n, str) and n in INPUT_CHANNELS for n in inputs)
+                 and len(set(inputs)) == len(inputs), "inputs",
+                 f"must list 'image' first, then any of {', '.join(list(INPUT_CHANNELS)[1:])}")
         return cls(
             architecture=name,
             parameters=_get(architecture, "parameters", dict, "architecture"),
@@ -279,6 +294,7 @@ class ModelMetadata:
             crf=data.get("crf") or {},
             provenance=data.get("provenance") or {},
             format_version=version,
+            inputs=tuple(inputs),
         )
 
 
@@ -391,6 +407,10 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     except Exception as error:  # untrusted hyper-parameters may fail anywhere in construction
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelFileError(f"{path}: architecture parameters are invalid ({reason})") from None
+    if config.in_channels != metadata.input_channels:
+        raise ModelFileError(f"{path}: network takes {config.in_channels} input channels but "
+                             f"the file's inputs ({', '.join(metadata.inputs)}) make "
+                             f"{metadata.input_channels}")
     if config.num_classes != metadata.num_classes:
         raise ModelFileError(f"{path}: network has {config.num_classes} outputs but the tasks "
                              f"name labels up to {metadata.num_classes - 1}")

@@ -178,7 +178,11 @@ class SignalCancellation:
 
 
 def _add_segment_command(subparsers) -> None:
-    parser = subparsers.add_parser("segment", help="segment a volume (NIfTI/NRRD/MHA/DICOM folder)")
+    parser = subparsers.add_parser(
+        "segment", help="segment a volume (NIfTI/NRRD/MHA/DICOM folder)",
+        epilog="An existing output file is replaced, atomically and only when the run succeeds; "
+               "an output that is the input (or the model, or a file inside an input DICOM "
+               "folder) is refused before any work, with exit code 2.")
     parser.add_argument("input", help="input volume file or DICOM series folder")
     parser.add_argument("output", help="output labelmap (.nii.gz, .nrrd, .seg.nrrd, .mha)")
     parser.add_argument("--model", help="model file (.safetensors); default: the bundled model")
@@ -219,7 +223,8 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
 
     from .bundle import load_model
     from .inference import InferenceSettings
-    from .labelmap_io import check_free_space, check_output_path, write_labelmap
+    from .labelmap_io import (check_free_space, check_output_path, check_outputs_spare_inputs,
+                              write_labelmap)
     from .segment import SegmentationOptions, StagedProgress, check_input_volume
     from .volume import read_volume, write_atomically
 
@@ -227,6 +232,8 @@ def _run_segment(args: argparse.Namespace, progress, cancel: CancelToken) -> int
         raise InputError(f"--overlap {args.overlap}: must be in [0, 1)")
     if args.memory_budget_gb <= 0:
         raise InputError("--memory-budget-gb must be positive")
+    check_outputs_spare_inputs([args.output, args.stats, args.probabilities],
+                               [args.input, args.model or default_model_path()])
     output = check_output_path(args.output)
     if args.stats:
         check_output_path(args.stats, (".json",))
@@ -369,6 +376,8 @@ def _run_info(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
         return EXIT_OK
     print(f"{path.name}: {metadata.architecture} {metadata.parameters.get('widths')}, "
           f"patch {metadata.patch_size}, format v{metadata.format_version}")
+    print(f"  inputs: {' + '.join(metadata.inputs)} ({metadata.input_channels} channel"
+          f"{'s' if metadata.input_channels > 1 else ''})")
     for task in metadata.tasks:
         organs = ", ".join(label.display_name for label in task.labels)
         print(f"  {task.name} ({task.modality}, {task.spacing_mm} mm): {organs}")

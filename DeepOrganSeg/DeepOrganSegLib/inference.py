@@ -130,6 +130,21 @@ def _choose_tile(shape: tuple[int, ...], network: DSN3D, budget: int, side_outpu
     return best[1]
 
 
+def _pad_input(image: Tensor, padded: tuple[int, int, int]) -> Tensor:
+    """``image`` [C, k, j, i] padded at the far ends to ``padded``: the image channel with its
+    minimum (air, background), further channels (positions) by repeating their edge, as
+    ``training.data.sample_patch`` pads."""
+    extra = [p - s for p, s in zip(padded, image.shape[1:])]
+    if not any(extra):
+        return image
+    source = torch.nn.functional.pad(image[None], (0, extra[2], 0, extra[1], 0, extra[0]),
+                                     mode="replicate")[0]
+    k, j, i = image.shape[1:]
+    floor = float(image[0].min())
+    source[0, k:], source[0, :, j:], source[0, :, :, i:] = floor, floor, floor
+    return source
+
+
 def _run_network(network: DSN3D, batch: Tensor, channels: list[int], side_outputs: bool,
                  autocast: contextlib.AbstractContextManager) -> list[Tensor]:
     """Forward one tile; softmax over the task's channels only. Returns [main, *sides]."""
@@ -143,7 +158,8 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
             settings: InferenceSettings = InferenceSettings(), *,
             progress: ProgressFunction = no_progress, cancel: CancelToken | None = None
             ) -> Prediction:
-    """Class probabilities of a normalised working-grid ``image`` [k, j, i].
+    """Class probabilities of a normalised working-grid ``image`` [k, j, i], or [C, k, j, i]
+    with the model's further input channels after the image (position channels).
 
     ``channels`` are the output channels to keep (background first, then the task's labels);
     the softmax runs over them only, which restricts a multi-task network to one task.
@@ -158,8 +174,10 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if cuda and amp_dtype
                 else contextlib.nullcontext())
 
+    if image.dim() == 3:
+        image = image[None]
     divisor = network.config.size_divisor
-    shape = tuple(image.shape)
+    shape = tuple(image.shape[1:])
     margin = tuple(max(divisor, round(settings.overlap * p / divisor) * divisor)
                    for p in patch_size)
     minimum = tuple(min(math.ceil(s / divisor) * divisor, math.ceil(p / divisor) * divisor)
@@ -167,9 +185,7 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
     tile = _choose_tile(shape, network, settings.memory_budget_bytes, settings.side_outputs,
                         divisor, minimum, margin)
     padded = tuple(max(s, t) for s, t in zip(shape, tile))
-    pad_value = float(image.min())
-    source = torch.full(padded, pad_value, dtype=torch.float32)
-    source[: shape[0], : shape[1], : shape[2]] = image
+    source = _pad_input(image.float(), padded)
 
     starts = [_tile_starts(p, t, m) for p, t, m in zip(padded, tile, margin)]
     tiles = list(itertools.product(*starts))
@@ -184,7 +200,7 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
             if cancel is not None:
                 cancel.raise_if_cancelled()
             region = (slice(k, k + tile[0]), slice(j, j + tile[1]), slice(i, i + tile[2]))
-            batch = source[region][None, None].to(device)
+            batch = source[(slice(None), *region)][None].to(device)
             if cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last_3d)
             outputs = _run_network(network, batch, channels, settings.side_outputs, autocast)

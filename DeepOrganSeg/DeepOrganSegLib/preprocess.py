@@ -17,12 +17,18 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .bundle import Normalization
+from .bundle import Normalization, TaskSpec
 from .errors import InputError
 from .volume import Volume
 
 __all__ = ["WorkingGrid", "working_grid", "resample_to_grid", "normalize_intensities",
-           "resample_probabilities_to", "iter_slabs"]
+           "resample_probabilities_to", "iter_slabs", "prepare_image", "position_channels",
+           "CT_FILL_HU", "POSITION_SCALE_MM"]
+
+#: What the working grid holds outside a CT's extent: air, in HU.
+CT_FILL_HU = -1024.0
+#: Position channels are offsets from the body's axial centre in units of this many mm.
+POSITION_SCALE_MM = 100.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,57 @@ def normalize_intensities(array: np.ndarray, normalization: Normalization) -> np
     array -= mean
     array /= max(std, 1e-6)
     return array
+
+
+def _body_mask(raw: np.ndarray, modality: str) -> np.ndarray:
+    """Voxels inside the patient (CT: above -500 HU; MR: above a tenth of the 99th percentile).
+    The CT table and the arms count too: they do in every scan, phantoms included."""
+    if modality == "CT":
+        return raw > -500.0
+    sample = raw[:: max(1, raw.shape[0] // 64)]
+    return raw > 0.1 * float(np.percentile(sample, 99))
+
+
+def position_channels(raw: np.ndarray, grid: WorkingGrid, modality: str) -> np.ndarray:
+    """Where each voxel lies across the body: [2, k, j, i] float32, the left-right (x) and
+    antero-posterior (y) offsets in LPS from the body's axial centre (the centroid of the body
+    mask over the whole volume), in units of :data:`POSITION_SCALE_MM`.
+
+    Why: in portal-venous CT the spleen and the liver share HU and texture; what tells them
+    apart is which side of the body they lie on, which a 12 cm patch cannot see. The working
+    grid is axis-aligned in LPS, so x and y are the patient's own axes whatever the input's
+    orientation; offsets from the body (not from the scanner) do not move with the table."""
+    body = _body_mask(raw, modality).any(axis=0)  # [j, i]: the body's axial footprint
+    x = grid.origin[0] + np.arange(grid.size[0], dtype=np.float64) * grid.spacing[0]
+    y = grid.origin[1] + np.arange(grid.size[1], dtype=np.float64) * grid.spacing[1]
+    if body.any():
+        weights = body.astype(np.float64)
+        centre_x = float((weights.sum(axis=0) * x).sum() / weights.sum())
+        centre_y = float((weights.sum(axis=1) * y).sum() / weights.sum())
+    else:
+        centre_x, centre_y = float(x.mean()), float(y.mean())
+    k, j, i = grid.shape
+    channels = np.empty((2, k, j, i), dtype=np.float32)
+    channels[0] = ((x - centre_x) / POSITION_SCALE_MM).astype(np.float32)[None, None, :]
+    channels[1] = ((y - centre_y) / POSITION_SCALE_MM).astype(np.float32)[None, :, None]
+    return channels
+
+
+def prepare_image(volume: Volume, task: TaskSpec, grid: WorkingGrid,
+                  inputs: tuple[str, ...] = ("image",)) -> np.ndarray:
+    """The network's input for ``volume`` on ``grid``: [C, k, j, i] float32, one channel per
+    name in ``inputs`` (``image``: resampled and normalised for ``task``; ``position``: the two
+    :func:`position_channels`). The one preprocessing path of inference, training and tuning."""
+    default = CT_FILL_HU if task.modality == "CT" else None
+    raw = resample_to_grid(volume, grid, default_value=default)
+    if not np.isfinite(raw).all():
+        raise InputError("the image holds NaN or Inf voxels; fix or mask them first")
+    position = position_channels(raw, grid, task.modality) if "position" in inputs else None
+    image = normalize_intensities(raw, task.normalization)
+    channels = []
+    for name in inputs:
+        channels.extend([image] if name == "image" else list(position))
+    return np.stack(channels)
 
 
 def iter_slabs(depth: int, voxels_per_slice: int, budget_voxels: int) -> Iterator[slice]:

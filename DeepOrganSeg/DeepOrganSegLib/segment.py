@@ -18,8 +18,8 @@ from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .inference import InferenceSettings, predict, resolve_device
 from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
-from .preprocess import (WorkingGrid, iter_slabs, normalize_intensities,
-                         resample_probabilities_to, resample_to_grid, working_grid)
+from .preprocess import (WorkingGrid, iter_slabs, prepare_image, resample_probabilities_to,
+                         working_grid)
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import check_volume, check_working_memory, task_warnings
 from .volume import Volume
@@ -124,15 +124,6 @@ def guess_modality(volume: Volume) -> str:
     return "CT" if low < -500 else "MR"
 
 
-def _working_image(volume: Volume, task: TaskSpec, grid: WorkingGrid) -> np.ndarray:
-    """The input resampled onto ``grid`` and normalised for ``task``."""
-    default = -1024.0 if task.modality == "CT" else None
-    image = resample_to_grid(volume, grid, default_value=default)
-    if not np.isfinite(image).all():
-        raise InputError("the image holds NaN or Inf voxels; fix or mask them first")
-    return normalize_intensities(image, task.normalization)
-
-
 def _crf_has_weight(crf_settings: dict) -> bool:
     """Whether the CRF would change anything: one of its kernels has a weight (defaults: yes)."""
     from .crf import CRFParameters
@@ -154,7 +145,7 @@ def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: 
     unary = prediction_main
     if sides and parameters.side_output_weights:
         unary = fuse_side_outputs(prediction_main, sides, parameters.side_output_weights)
-    return dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
+    return dense_crf_roi(unary, torch.from_numpy(image[0]), grid.spacing[::-1], parameters,
                          progress=progress, cancel=cancel)
 
 
@@ -184,7 +175,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
     check_working_memory(grid.size, task.spacing_mm, len(task.labels) + 1,
                          len(model.network.config.side_output_levels) if use_crf else 0,
                          use_crf, options.max_working_voxels)
-    image = _working_image(volume, task, grid)
+    image = prepare_image(volume, task, grid, model.metadata.inputs)
     if cancel is not None:
         cancel.raise_if_cancelled()
     progress("preprocess", 1.0, f"working grid {grid.size} voxels")
