@@ -15,9 +15,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from DeepOrganSegLib.bundle import TaskSpec, load_model, read_metadata  # noqa: E402
-from DeepOrganSegLib.preprocess import working_grid  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, _working_image, segment_volume  # noqa: E402
+from DeepOrganSegLib.bundle import TaskSpec, load_model, read_metadata, save_model  # noqa: E402
+from DeepOrganSegLib.network import DSN3D  # noqa: E402
+from DeepOrganSegLib.preprocess import prepare_image, working_grid  # noqa: E402
+from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
 from training.config import TrainConfig, apply_overrides, load_config  # noqa: E402
 from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,  # noqa: E402
                            read_msd_folder, read_nnunet_folder, sample_patch, working_arrays)
@@ -181,19 +182,20 @@ def test_training_inputs_are_built_exactly_as_inference_builds_them():
     phantom = make_phantom("abdomen-ct", 3, shape=(24, 32, 32), spacing=(9.0, 9.0, 9.0))
     x, _ = working_arrays(phantom.image, phantom.labels, phantom.label_names, task, config)
     spec = TaskSpec("abdomen-ct", "", "CT", task.spacing_mm, task.normalization, ())
-    expected = _working_image(phantom.image, spec, working_grid(phantom.image, task.spacing_mm))
+    expected = prepare_image(phantom.image, spec, working_grid(phantom.image, task.spacing_mm))
     np.testing.assert_array_equal(x, expected)
+    assert x.shape[0] == 1  # the image channel only: no position channels in this config
 
 
 def test_patches_oversample_foreground_and_pad_small_volumes():
     rng = np.random.default_rng(0)
     labels = np.zeros((10, 40, 40), np.uint8)
     labels[5, 30, 30] = 4
-    image = np.zeros(labels.shape, np.float32)
+    image = np.zeros((1, *labels.shape), np.float32)
     hits = 0
     for _ in range(40):
         x, y = sample_patch(image, labels, (16, 16, 16), rng, foreground_ratio=0.5)
-        assert x.shape == y.shape == (16, 16, 16)
+        assert x.shape == (1, 16, 16, 16) and y.shape == (16, 16, 16)
         hits += bool((y == 4).any())
     assert 10 <= hits <= 35
 
@@ -347,3 +349,57 @@ def test_training_entry_points_run_as_script_and_module():
         done = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and "--resume" in done.stdout, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm start, position inputs and thin slabs.
+
+
+def test_warm_start_adding_position_channels_computes_what_the_model_file_did(tmp_path):
+    from training.export import build_metadata
+    from training.train import initial_weights
+
+    image_only = tiny_config(tmp_path, tmp_path)
+    torch.manual_seed(0)
+    source = DSN3D(image_only.dsn_config()).eval()
+    path = save_model(tmp_path / "start.safetensors", source, build_metadata(image_only, {}))
+    with_position = tiny_config(tmp_path, tmp_path, "inputs=[image, position]")
+    network = DSN3D(with_position.dsn_config())
+    initial_weights(network, with_position, str(path))
+    network.eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    position = torch.randn(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(network(torch.cat([x, position], 1)), source(x))
+
+
+def test_warm_start_from_a_model_with_other_labels_is_refused_in_one_line(tmp_path,
+                                                                          tiny_model_path):
+    from DeepOrganSegLib.errors import InputError
+    from training.train import initial_weights
+
+    config = tiny_config(tmp_path, tmp_path)
+    with pytest.raises(InputError, match="labels"):
+        initial_weights(DSN3D(config.dsn_config()), config, str(tiny_model_path))
+
+
+def test_position_inputs_reach_the_cache_and_the_batches(tmp_path):
+    config = tiny_config(tmp_path / "cache", tmp_path, "inputs=[image, position]")
+    cache = CaseCache(tmp_path / "cache", config)
+    task = config.task("abdomen-ct")
+    image, labels = cache.load(list_cases(task, "train")[0])
+    assert image.shape == (3, *labels.shape)
+    arrays = {t.name: [cache.load(c) for c in list_cases(t, "train")] for t in config.tasks}
+    batch = PatchBatchDataset(config, arrays)[0]
+    assert batch["image"].shape[1] == 3
+
+
+def test_thin_slab_batches_cut_every_patch_to_one_slab_depth(phantom_cache, tmp_path):
+    config = tiny_config(phantom_cache, tmp_path, "data.thin_slab_probability=0.5",
+                         "data.thin_slab_depths=[8]")
+    arrays = {t.name: [CaseCache(phantom_cache, config).load(c) for c in list_cases(t, "train")]
+              for t in config.tasks}
+    dataset = PatchBatchDataset(config, arrays)
+    depths = [dataset[step]["image"].shape[2] for step in range(12)]
+    assert set(depths) == {8, 16}  # some batches thin, the rest the configured patch
+    assert all(dataset[step]["label"].shape[1] == depth for step, depth in enumerate(depths))

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from DeepOrganSegLib.bundle import Normalization
+from DeepOrganSegLib.bundle import INPUT_CHANNELS, Normalization
 from DeepOrganSegLib.network import DSNConfig
 
 __all__ = ["SourceConfig", "TaskConfig", "OptimizerConfig", "ScheduleConfig", "DataConfig",
@@ -114,6 +114,11 @@ class DataConfig:
     cache_dir: str = "runs/cache"
     augment: bool = True
     val_cases_per_task: int = 2
+    #: Share of batches cut to a thin axial slab (depth in voxels, one of ``thin_slab_depths``):
+    #: real scans are often a 40-100 mm slab, where the network meets the volume's end within
+    #: its receptive field, as it never does in a patch of a long phantom.
+    thin_slab_probability: float = 0.0
+    thin_slab_depths: tuple[int, ...] = (16, 24, 32)
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,18 @@ class TrainConfig:
     data: DataConfig = DataConfig()
     seed: int = 0
     output_dir: str = "runs/train"
+    #: The network's inputs in channel order: ``image``, optionally ``position`` (two channels
+    #: of left-right and antero-posterior offset from the body's centre; see
+    #: ``DeepOrganSegLib.preprocess.position_channels``).
+    inputs: tuple[str, ...] = ("image",)
+    #: The model file the weights started from (``train.py --init``); "" from scratch.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
+        if self.inputs[:1] != ("image",) or not set(self.inputs) <= set(INPUT_CHANNELS) or len(
+                set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"'inputs' must be image, optionally followed by "
+                             f"{', '.join(list(INPUT_CHANNELS)[1:])}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("'labels' lists a name twice")
         for task in self.tasks:
@@ -160,7 +175,9 @@ class TrainConfig:
         return sum(self.samples_of(task) for task in self.tasks)
 
     def dsn_config(self) -> DSNConfig:
-        return DSNConfig.from_dict({**self.network, "num_classes": self.num_classes})
+        channels = sum(INPUT_CHANNELS[name] for name in self.inputs)
+        return DSNConfig.from_dict({**self.network, "num_classes": self.num_classes,
+                                    "in_channels": channels})
 
     def task(self, name: str) -> TaskConfig:
         for task in self.tasks:
@@ -188,8 +205,8 @@ class TrainConfig:
             labels=tuple(raw.pop("labels")), tasks=tuple(tasks), network=raw.pop("network"),
             optimizer=OptimizerConfig(**raw.pop("optimizer", {})),
             schedule=ScheduleConfig(**_tuples(raw.pop("schedule", {}), ("side_weights",))),
-            data=DataConfig(**_tuples(raw.pop("data", {}), ("patch_size",))),
-            **raw)
+            data=DataConfig(**_tuples(raw.pop("data", {}), ("patch_size", "thin_slab_depths"))),
+            **_tuples(raw, ("inputs",)))
 
 
 def _tuples(raw: dict, keys: tuple[str, ...]) -> dict:

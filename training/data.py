@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from DeepOrganSegLib.errors import InputError
-from DeepOrganSegLib.preprocess import normalize_intensities, resample_to_grid, working_grid
+from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import Volume, read_volume
 
 from .config import SourceConfig, TaskConfig, TrainConfig
@@ -147,12 +147,11 @@ def load_case(case: CaseRef) -> tuple[Volume, Volume, dict[int, str]]:
 
 def working_arrays(image: Volume, labels: Volume, names: dict[int, str], task: TaskConfig,
                    config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The case on the task's working grid: normalised float32 image and uint8 labels in the
-    union label space, both [k, j, i]. Labels the task does not list become background."""
+    """The case on the task's working grid, as inference prepares it: float32 network input
+    [C, k, j, i] (``config.inputs``) and uint8 labels [k, j, i] in the union label space.
+    Labels the task does not list become background."""
     grid = working_grid(image, task.spacing_mm)
-    default = -1024.0 if task.modality == "CT" else None  # as DeepOrganSegLib.segment does
-    x = normalize_intensities(resample_to_grid(image, grid, default_value=default),
-                              task.normalization)
+    x = prepare_image(image, task, grid, config.inputs)
     source = resample_to_grid(labels, grid, interpolator=sitk.sitkNearestNeighbor,
                               default_value=0).astype(np.int64)
     lookup = np.zeros(max(int(source.max()), max(names, default=0)) + 1, dtype=np.uint8)
@@ -166,9 +165,10 @@ def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:
     recipe = json.dumps({"case": [case.phantom_kind, case.seed, case.options, case.image_path,
                                   case.label_path, case.rename],
                          "spacing": task.spacing_mm, "norm": task.normalization.to_dict(),
-                         "labels": config.labels, "task_labels": task.labels},
+                         "labels": config.labels, "task_labels": task.labels,
+                         **({"inputs": config.inputs} if config.inputs != ("image",) else {})},
                         sort_keys=True, default=str)
-    return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
+    return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}-c"
 
 
 class CaseCache:
@@ -212,24 +212,29 @@ def sample_seed(seed: int, step: int, rank: int, slot: int) -> int:
 def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, int],
                  rng: np.random.Generator, foreground_ratio: float
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """A ``patch``-sized crop (k, j, i); with probability ``foreground_ratio`` it is centred on a
-    voxel of a random present label (rare organs as often as large ones). Volumes smaller than
-    the patch are padded (image with its minimum, labels with background)."""
+    """A ``patch``-sized crop (k, j, i) of ``image`` [C, k, j, i] and ``labels`` [k, j, i];
+    with probability ``foreground_ratio`` it is centred on a voxel of a random present label
+    (rare organs as often as large ones). Volumes smaller than the patch are padded (the image
+    channel with its minimum, position channels with their edge values as inference pads,
+    labels with background)."""
     pad = [(max(0, (p - s + 1) // 2), max(0, p - s - (p - s + 1) // 2))
-           for s, p in zip(image.shape, patch)]
+           for s, p in zip(labels.shape, patch)]
     if any(sum(width) for width in pad):
-        image = np.pad(image, pad, constant_values=float(image.min()))
+        floor = float(image[0].min())
+        image = np.concatenate([np.pad(image[:1], [(0, 0)] + pad, constant_values=floor),
+                                np.pad(image[1:], [(0, 0)] + pad, mode="edge")])
         labels = np.pad(labels, pad, constant_values=0)
     present = np.unique(labels[::2, ::2, ::2])
     present = present[present > 0]
     if present.size and rng.random() < foreground_ratio:
         voxels = np.argwhere(labels == rng.choice(present))
         centre = voxels[rng.integers(len(voxels))]
-        start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, image.shape)]
+        start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch,
+                                                                           labels.shape)]
     else:
-        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(image.shape, patch)]
+        start = [int(rng.integers(0, s - p + 1)) for s, p in zip(labels.shape, patch)]
     region = tuple(slice(b, b + p) for b, p in zip(start, patch))
-    return image[region], labels[region]
+    return image[(slice(None), *region)], labels[region]
 
 
 def build_augmentation(task: TaskConfig):
@@ -240,16 +245,18 @@ def build_augmentation(task: TaskConfig):
                                   RandBiasFieldd, RandFlipd, RandGaussianNoised,
                                   RandScaleIntensityd)
 
-    keys = ("image", "label")
+    keys = ("image", "label", "position")  # position channels move with the anatomy
     angle = np.deg2rad(15)
     transforms = [
         RandAffined(keys, prob=0.5, rotate_range=(angle, angle, angle),
-                    scale_range=(0.15, 0.15, 0.15), mode=("bilinear", "nearest"),
-                    padding_mode="border"),
+                    scale_range=(0.15, 0.15, 0.15), mode=("bilinear", "nearest", "bilinear"),
+                    padding_mode="border", allow_missing_keys=True),
         Rand3DElasticd(keys, sigma_range=(6, 8), magnitude_range=(20, 60), prob=0.15,
-                       mode=("bilinear", "nearest"), padding_mode="border"),
+                       mode=("bilinear", "nearest", "bilinear"), padding_mode="border",
+                       allow_missing_keys=True),
     ]
-    transforms += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in task.flip_axes]
+    # a flipped case is another patient: its position channels keep pointing the same way
+    transforms += [RandFlipd(keys[:2], prob=0.5, spatial_axis=axis) for axis in task.flip_axes]
     if task.modality == "MR":
         transforms.append(RandBiasFieldd("image", coeff_range=(0.0, 0.3), prob=0.3))
     transforms += [
@@ -276,26 +283,44 @@ class PatchBatchDataset(Dataset):
     def __len__(self) -> int:
         return self.config.schedule.steps
 
-    def _sample(self, task: TaskConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def _patch_size(self, step: int) -> tuple[int, int, int]:
+        """The step's patch (k, j, i): the configured one, or a thin slab of it."""
+        data = self.config.data
+        patch = tuple(data.patch_size)
+        if data.thin_slab_probability <= 0:
+            return patch
+        rng = np.random.default_rng(sample_seed(self.config.seed, step, self.rank, -1 % 2**31))
+        if rng.random() >= data.thin_slab_probability:
+            return patch
+        return (min(patch[0], int(rng.choice(data.thin_slab_depths))), *patch[1:])
+
+    def _sample(self, task: TaskConfig, seed: int, patch: tuple[int, int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         items = self.cases[task.name]
         image, labels = items[rng.integers(len(items))]
-        x, y = sample_patch(image, labels, self.config.data.patch_size, rng,
-                            self.config.data.foreground_ratio)
-        x, y = x[None].astype(np.float32), y[None].astype(np.float32)
+        x, y = sample_patch(image, labels, patch, rng, self.config.data.foreground_ratio)
+        x, y = x.astype(np.float32), y[None].astype(np.float32)
         if task.name in self.augment:
             augment = self.augment[task.name]
             augment.set_random_state(seed=int(rng.integers(2**31)))
-            out = augment({"image": x, "label": y})
-            x, y = np.asarray(out["image"]), np.asarray(out["label"])
+            sample = {"image": x[:1], "label": y}
+            if x.shape[0] > 1:
+                sample["position"] = x[1:]
+            out = augment(sample)
+            x = np.concatenate([np.asarray(out[key]) for key in ("image", "position")
+                                if key in out])
+            y = np.asarray(out["label"])
         return x, y[0]
 
     def __getitem__(self, step: int) -> dict:
         images, labels, tasks = [], [], []
         slot = 0
+        patch = self._patch_size(step)
         for task in self.config.tasks:
             for _ in range(self.config.samples_of(task)):
-                x, y = self._sample(task, sample_seed(self.config.seed, step, self.rank, slot))
+                x, y = self._sample(task, sample_seed(self.config.seed, step, self.rank, slot),
+                                    patch)
                 images.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
                 labels.append(torch.from_numpy(np.rint(y).astype(np.int64)))
                 tasks.append(task.name)

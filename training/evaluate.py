@@ -4,9 +4,11 @@ distance (mm), with and without the dense CRF; CSV, markdown table, JSON summary
     python training/evaluate.py MODEL DATA [--task NAME] [--out DIR] [--crf both|on|off]
 
 ``DATA``: ``phantom:KIND:SEEDS`` (``phantom:abdomen-ct:10000-10004`` or ``...:1,5,9``), a
-Medical Segmentation Decathlon or nnU-Net raw folder (its training cases), or ``icbm152`` (the
+Medical Segmentation Decathlon or nnU-Net raw folder (its training cases), ``icbm152`` (the
 real ICBM152 2009 T1 shipped with nilearn, grey/white matter probability maps thresholded at
-0.5 as reference). Metrics are computed on the input grid, for the task's organs that the
+0.5 as reference), or a single labelled case: a folder with ``reference_labels.nii.gz``,
+``reference_labels.json`` (``{"1": {"name": "liver"}, ...}``) and the image as ``dicom/`` or
+``image.nii.gz`` (``../shared/data/real-ct-upper-abdomen``; scored as abdominal CT). Metrics are computed on the input grid, for the task's organs that the
 reference labels (an organ the data set does not annotate is not scored).
 """
 
@@ -27,6 +29,7 @@ if not __package__:  # run as a script: make ``import training`` work
 import numpy as np
 
 from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
+from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume, read_volume
 from training.data import read_msd_folder, read_nnunet_folder
@@ -77,6 +80,15 @@ def icbm152_case() -> EvaluationCase:
                           {1: "grey_matter", 2: "white_matter"}, "brain-mr")
 
 
+def labelled_folder_case(folder: Path, task: str = "abdomen-ct") -> EvaluationCase:
+    """One real case with reference labels (see the module docstring)."""
+    names = {int(value): entry["name"] for value, entry in
+             json.loads((folder / "reference_labels.json").read_text()).items()}
+    image = folder / "dicom" if (folder / "dicom").is_dir() else folder / "image.nii.gz"
+    return EvaluationCase(folder.name, read_volume(image),
+                          read_volume(folder / "reference_labels.nii.gz"), names, task)
+
+
 def iter_cases(data: str) -> Iterator[EvaluationCase]:
     """The labelled cases ``data`` names (see the module docstring)."""
     if data == "icbm152":
@@ -92,6 +104,9 @@ def iter_cases(data: str) -> Iterator[EvaluationCase]:
                                  dict(phantom.label_names), kind)
         return
     folder = Path(data)
+    if (folder / "reference_labels.json").exists():
+        yield labelled_folder_case(folder)
+        return
     document = json.loads((folder / "dataset.json").read_text())
     reader = read_msd_folder if "training" in document else read_nnunet_folder
     cases, names = reader(folder)
@@ -209,6 +224,10 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
+#: The files :func:`evaluate` writes into its folder (besides ``qc/``).
+REPORT_FILES = ("metrics.csv", "summary.json", "summary.md")
+
+
 def _write_reports(rows: list[dict], out: Path) -> None:
     fields = ["case", "task", "crf", "organ", "dice", "hd95_mm", "asd_mm", "seconds"]
     with open(out / "metrics.csv", "w", newline="") as stream:
@@ -244,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "parameters in the model)")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC PNGs")
     args = parser.parse_args(argv)
+    data = [] if args.data.startswith("phantom:") or args.data == "icbm152" else [args.data]
+    check_outputs_spare_inputs([Path(args.out) / name for name in REPORT_FILES],
+                               [args.model, *data])
     model = load_model(args.model)
     has_crf = bool(model.metadata.crf)
     settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.crf]

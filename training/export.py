@@ -24,6 +24,7 @@ if not __package__:  # run as a script: make ``import training`` work
 
 from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, TaskSpec, save_model
 from DeepOrganSegLib.errors import InputError
+from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.network import DSN3D
 from DeepOrganSegLib.terminology import term_for
 from training.config import SourceConfig, TrainConfig
@@ -84,7 +85,8 @@ def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = Non
     return ModelMetadata(
         architecture="DSN3D", parameters=config.dsn_config().to_dict(),
         patch_size=tuple(config.data.patch_size[::-1]), tasks=tasks,
-        crf=default_crf_parameters() if crf is None else crf, provenance=provenance)
+        crf=default_crf_parameters() if crf is None else crf, provenance=provenance,
+        inputs=tuple(config.inputs))
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: dict | None = None,
@@ -108,6 +110,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
                      + ", ".join(f"{config.samples_of(task)} {task.name}"
                                  for task in config.tasks) + ")"),
         "steps": int(state["step"]),
+        "initialised_from": (Path(config.init_from).name if config.init_from
+                             else "random (trained from scratch)"),
+        "inputs": list(config.inputs),
         "metrics": _finite(metrics if metrics is not None else state.get("metrics", {})),
         "command": command,
         "date": datetime.date.today().isoformat(),
@@ -140,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       "or training/tune_crf.py's {\"crf\": ..., \"tasks\": ...}")
     parser.add_argument("--half", action="store_true", help="store weights as float16")
     args = parser.parse_args(argv)
+    check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, *(args.metrics or [])])
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
     crf = _read_crf_file(Path(args.crf)) if args.crf else None

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, help="= --set data.num_workers=N")
     parser.add_argument("--seed", type=int, help="= --set seed=N")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from the weights of a model file (.safetensors) with the "
+                             "config's architecture and labels, e.g. the bundled model")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache-workers", type=int, default=1,
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {"schedule.steps": args.steps, "output_dir": args.output_dir,
-             "data.num_workers": args.num_workers, "seed": args.seed}
+             "data.num_workers": args.num_workers, "seed": args.seed, "init_from": args.init}
     return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
 
 
@@ -286,11 +289,44 @@ class TrainResult:
     metrics: dict    # latest validation metrics (rank 0; {} elsewhere)
 
 
+def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> None:
+    """Load a model file's weights into ``network`` (warm start). Its output labels (names, in
+    channel order) and architecture must be the config's, except that the config may add input
+    channels (position): their first-layer weights start at zero, so the warm-started network
+    computes exactly what the model file did. Anything else is an InputError."""
+    from dataclasses import replace
+
+    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.errors import InputError
+
+    model = load_model(model_path)
+    names = {label.value: label.name for task in model.metadata.tasks for label in task.labels}
+    theirs = [names.get(value, "") for value in range(1, model.metadata.num_classes)]
+    if tuple(theirs) != tuple(config.labels):
+        raise InputError(f"--init {model_path}: its labels ({', '.join(theirs)}) are not the "
+                         f"config's ({', '.join(config.labels)}); train from scratch instead")
+    ours, source = network.config, model.network.config
+    if (model.metadata.inputs != tuple(config.inputs[:len(model.metadata.inputs)])
+            or replace(source, in_channels=ours.in_channels) != ours):
+        raise InputError(f"--init {model_path}: its architecture or inputs differ from the "
+                         f"config's; use the model's architecture or train from scratch")
+    state = network.state_dict()
+    with torch.no_grad():
+        for name, tensor in model.network.state_dict().items():
+            if tensor.shape == state[name].shape:
+                state[name].copy_(tensor)
+            else:  # the first convolution: [out, in, 3, 3, 3] gains input channels
+                state[name].zero_()
+                state[name][:, : tensor.shape[1]].copy_(tensor)
+    network.load_state_dict(state)
+
+
 def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
           cache_workers: int = 1, show_progress: bool = True,
           stop_after: int | None = None) -> TrainResult:
-    """Train as ``config`` says (from ``last.pt`` when ``resume``), for the whole schedule or
-    ``stop_after`` steps of it."""
+    """Train as ``config`` says (from ``last.pt`` when ``resume``, else from the weights of the
+    model file ``config.init_from`` when set), for the whole schedule or ``stop_after`` steps
+    of it."""
     output = Path(config.output_dir)
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -306,6 +342,8 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         scheduler.load_state_dict(state["scheduler"])
         start, best, metrics = state["step"], state["best"], state["metrics"]
         _set_rng_state(state["rng"])
+    elif config.init_from:
+        initial_weights(network, config, config.init_from)
     model = (DistributedDataParallel(network, device_ids=[ctx.local_rank]
                                      if ctx.device.type == "cuda" else None)
              if ctx.distributed else network)
