@@ -54,6 +54,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
+#: The files the demo writes into its folder.
+DEMO_OUTPUTS = ("image.nii.gz", "truth.nii.gz", "labels.nii.gz", "labels.seg.nrrd", "stats.json",
+                "qc.png")
+
+
 def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
              model_path: str | Path | None = None, crf: bool = True, device: str = "auto",
              progress=None, cancel: CancelToken | None = None) -> dict:
@@ -61,13 +66,15 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
     from .bundle import load_model
     from .cli import default_model_path
     from .inference import InferenceSettings
-    from .labelmap_io import write_labelmap
+    from .labelmap_io import check_outputs_spare_inputs, write_labelmap
     from .phantoms import make_phantom
     from .segment import SegmentationOptions, StagedProgress, segment_volume
     from .volume import write_atomically, write_volume
 
     if kind not in DEMO_KINDS:
         raise InputError(f"--kind {kind}: choose one of {', '.join(DEMO_KINDS)}")
+    check_outputs_spare_inputs([out / name for name in DEMO_OUTPUTS],
+                               [model_path or default_model_path()])
     out.mkdir(parents=True, exist_ok=True)
     staged = StagedProgress(progress or (lambda stage, fraction, message="": None))
     staged("load", 0.0, "reading the model")

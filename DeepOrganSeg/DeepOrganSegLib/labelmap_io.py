@@ -18,8 +18,8 @@ from .bundle import LabelSpec
 from .errors import InputError
 from .volume import Volume, write_atomically
 
-__all__ = ["LABELMAP_SUFFIXES", "check_output_path", "check_free_space", "write_labelmap",
-           "terminology_entry"]
+__all__ = ["LABELMAP_SUFFIXES", "check_output_path", "check_outputs_spare_inputs",
+           "check_free_space", "write_labelmap", "terminology_entry"]
 
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -43,6 +43,37 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = LABEL
         raise InputError(f"{path}: output folder {folder} is not writable "
                          f"({error.strerror or error}); choose another") from None
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or the same file through a link (hard links and symlinks count)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs_spare_inputs(outputs: list[str | os.PathLike | None],
+                               inputs: list[str | os.PathLike | None]) -> None:
+    """Refuse, before any work, to write an output over a file the command reads (a scan, a
+    model, a checkpoint), into an input DICOM folder, or two outputs to one file: a mistyped or
+    tab-completed name must never destroy a user's data. ``None`` entries are ignored."""
+    written = [Path(o) for o in outputs if o is not None]
+    for number, output in enumerate(written):
+        for source in (Path(i) for i in inputs if i is not None):
+            if source.is_dir():
+                if output.resolve().is_relative_to(source.resolve()):
+                    raise InputError(f"{output}: lies inside the input folder {source}; writing "
+                                     f"there would mix outputs into the series; choose another "
+                                     f"folder")
+            elif _same_file(output, source):
+                raise InputError(f"{output}: is the input {source}; writing it would destroy "
+                                 f"the input; choose another output name")
+        for other in written[number + 1:]:
+            if _same_file(output, other):
+                raise InputError(f"{output}: named for two outputs; give each its own name")
 
 
 def check_free_space(path: str | os.PathLike, needed_bytes: int) -> None:
