@@ -33,7 +33,7 @@ from slicer.util import VTKObservationMixin
 from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
-                                  run_segmentation, set_show_3d)
+                                  load_terminology_context, run_segmentation, set_show_3d)
 from DeepOrganSegLib.runner import bundled_models
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
@@ -532,6 +532,9 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
         self._timer: qt.QTimer | None = None
         self._progressCallback: Callable[[SegmentationJob], None] | None = None
         self._completedCallback: Callable[[SegmentationJob], None] | None = None
+        if hasattr(slicer.modules, "terminologies"):  # our context: segments Slicer's list lacks
+            load_terminology_context(slicer.modules.terminologies.logic(),
+                                     Path(__file__).parent / "Resources" / "Terminology")
 
     def getParameterNode(self) -> DeepOrganSegParameterNode:
         return DeepOrganSegParameterNode(super().getParameterNode())

@@ -326,7 +326,10 @@ def test_nifti_scl_slope_and_inter_give_hounsfield_units(tiny_model_path, tmp_pa
 
     image, truth = ellipsoid_scene(seed=41)
     stored = np.round((image.array + 1024) / 2).astype(np.int16)  # HU = 2 * stored - 1024
-    nifti = nibabel.Nifti1Image(stored.transpose(2, 1, 0), np.diag([*image.spacing, 1.0]))
+    # NIfTI stores RAS: negative x and y steps put the voxels where the LPS scene has them, so
+    # that the patient (liver on the right) is the same one the reference labels describe
+    sx, sy, sz = image.spacing
+    nifti = nibabel.Nifti1Image(stored.transpose(2, 1, 0), np.diag([-sx, -sy, sz, 1.0]))
     nifti.header.set_slope_inter(2.0, -1024.0)
     path = tmp_path / "scaled.nii.gz"
     nibabel.save(nifti, str(path))

@@ -133,6 +133,8 @@ class LabelSpec:
         modifier = snomed.get("type_modifier")
         _require(modifier is None or isinstance(modifier, dict), f"{where}.snomed.type_modifier",
                  "must be an object or null")
+        _require(isinstance(snomed.get("context", ""), str), f"{where}.snomed.context",
+                 "must be a terminology context name")
         return cls(value, _get(data, "name", str, where), _get(data, "display_name", str, where),
                    tuple(color), snomed)
 

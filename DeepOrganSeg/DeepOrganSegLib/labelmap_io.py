@@ -97,8 +97,10 @@ def terminology_entry(label: LabelSpec) -> str:
     def coded(code: dict | None) -> str:
         return "^".join((code["scheme"], code["code"], code["meaning"])) if code else "^^"
 
+    from .terminology import DICOM_MASTER_CONTEXT
+
     snomed = label.snomed
-    return ("Segmentation category and type - DICOM master list~"
+    return (f"{snomed.get('context') or DICOM_MASTER_CONTEXT}~"
             f"{coded(snomed['category'])}~{coded(snomed['type'])}~"
             f"{coded(snomed.get('type_modifier'))}~Anatomic codes - DICOM master list~^^~^^")
 

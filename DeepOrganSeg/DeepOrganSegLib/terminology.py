@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Code", "StructureTerm", "STRUCTURES", "term_for"]
+__all__ = ["Code", "StructureTerm", "STRUCTURES", "term_for", "DICOM_MASTER_CONTEXT",
+           "DEEPORGANSEG_CONTEXT", "CONTEXT_FILE_NAME"]
+
+#: Slicer's terminology context of DICOM's segmentation codes (loaded by every Slicer).
+DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
+#: Our context, for the structures Slicer's list lacks (myocardium); the module loads it from
+#: ``Resources/Terminology/<CONTEXT_FILE_NAME>``, as SlicerTotalSegmentator loads its own.
+DEEPORGANSEG_CONTEXT = "Segmentation category and type - DeepOrganSeg"
+CONTEXT_FILE_NAME = "SegmentationCategoryTypeModifier-DeepOrganSeg.term.json"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class StructureTerm:
     category: Code
     type: Code
     type_modifier: Code | None = None
+    #: The Slicer terminology context that lists this category/type.
+    context: str = DICOM_MASTER_CONTEXT
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,13 +60,15 @@ class StructureTerm:
                 "category": self.category.to_dict(),
                 "type": self.type.to_dict(),
                 "type_modifier": self.type_modifier.to_dict() if self.type_modifier else None,
+                "context": self.context,
             },
         }
 
 
 def _anatomy(display: str, color: tuple[int, int, int], code: str, meaning: str,
-             modifier: Code | None = None) -> StructureTerm:
-    return StructureTerm(display, color, ANATOMICAL_STRUCTURE, Code("SCT", code, meaning), modifier)
+             modifier: Code | None = None, context: str = DICOM_MASTER_CONTEXT) -> StructureTerm:
+    return StructureTerm(display, color, ANATOMICAL_STRUCTURE, Code("SCT", code, meaning), modifier,
+                         context)
 
 
 STRUCTURES: dict[str, StructureTerm] = {
@@ -72,7 +84,8 @@ STRUCTURES: dict[str, StructureTerm] = {
     "inferior_vena_cava": _anatomy("Inferior vena cava", (0, 151, 206), "64131007",
                                    "Inferior vena cava"),
     # Whole-heart MR.
-    "myocardium": _anatomy("Myocardium", (206, 110, 84), "74281007", "Myocardium"),
+    "myocardium": _anatomy("Myocardium", (206, 110, 84), "74281007", "Myocardium",
+                           context=DEEPORGANSEG_CONTEXT),  # not in Slicer's DICOM master list
     "left_ventricle": _anatomy("Left ventricle", (255, 99, 71), "87878005", "Left ventricle"),
     "right_ventricle": _anatomy("Right ventricle", (100, 149, 237), "53085002",
                                 "Right ventricle"),
@@ -82,13 +95,10 @@ STRUCTURES: dict[str, StructureTerm] = {
                                  "Pulmonary artery"),
     "blood_pool": StructureTerm("Blood pool", (216, 101, 79), TISSUE,
                                 Code("SCT", "87612001", "Blood")),
-    # Brain MR tissues.
-    "grey_matter": StructureTerm("Grey matter", (188, 143, 143), TISSUE,
-                                 Code("SCT", "389080004", "Gray matter")),
-    "white_matter": StructureTerm("White matter", (245, 245, 245), TISSUE,
-                                  Code("SCT", "389081000", "White matter")),
-    "csf": StructureTerm("Cerebrospinal fluid", (85, 188, 255), TISSUE,
-                         Code("SCT", "65216001", "Cerebrospinal fluid")),
+    # Brain MR tissues: codes and meanings as Slicer's DICOM master list has them (v5.6-v5.12).
+    "grey_matter": _anatomy("Grey matter", (188, 143, 143), "389081007", "Gray Matter"),
+    "white_matter": _anatomy("White matter", (245, 245, 245), "389080008", "White Matter"),
+    "csf": _anatomy("Cerebrospinal fluid", (85, 188, 255), "65216001", "Cerebrospinal Fluid"),
 }
 
 
