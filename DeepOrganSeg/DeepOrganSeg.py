@@ -13,7 +13,6 @@ import enum
 import importlib.util
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
                                   load_terminology_context, run_segmentation, set_show_3d)
-from DeepOrganSegLib.runner import bundled_models
+from DeepOrganSegLib.runner import bundled_models, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
 CRF_PARAMETERS = {
@@ -222,6 +221,8 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
                              self._updateGUIFromParameterNode)
+            if self.ui.modelComboBox.count:  # every new node (scene closed or loaded)
+                self._ensureModelSelected()
             self._updateGUIFromParameterNode()
 
     def _updateGUIFromParameterNode(self, caller=None, event=None) -> None:
@@ -244,7 +245,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _selectComboData(comboBox, data: str) -> None:
-        index = comboBox.findData(data)
+        index = comboBox.findData(data) if data else -1  # "" is "Add model file...", not a model
         if index >= 0 and comboBox.currentIndex != index:
             wasBlocked = comboBox.blockSignals(True)
             comboBox.currentIndex = index
@@ -289,8 +290,15 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comboBox.setItemData(comboBox.count - 1, path, qt.Qt.ToolTipRole)
         comboBox.addItem(_("Add model file..."), "")
         comboBox.blockSignals(wasBlocked)
-        parameters = self._parameterNode
-        if parameters and comboBox.findData(parameters.model) < 0 and comboBox.count > 1:
+        self._ensureModelSelected()
+
+    def _ensureModelSelected(self) -> None:
+        """A parameter node without a usable model (a new or closed scene: model "") gets the
+        first listed one, and the model's tasks and organs are (re)loaded: "" must never match
+        the "Add model file..." entry and leave Segment disabled."""
+        comboBox, parameters = self.ui.modelComboBox, self._parameterNode
+        if parameters and comboBox.count > 1 and (
+                not parameters.model or comboBox.findData(parameters.model) < 0):
             parameters.model = comboBox.itemData(0)
         self._loadModel(parameters.model if parameters else "")
 
@@ -427,11 +435,18 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                      if label.name not in self._parameterNode.excludedOrgans)
 
     def onOrganToggled(self, item) -> None:
+        """Record the choice without rebuilding the list: this runs inside the list's own
+        ``itemChanged``, and a rebuild would delete the sender and reset the scrolling."""
         name = item.data(qt.Qt.UserRole)
         excluded = [organ for organ in self._parameterNode.excludedOrgans if organ != name]
         if item.checkState() == qt.Qt.Unchecked:
             excluded.append(name)
-        self._parameterNode.excludedOrgans = excluded
+        self._updatingGUI = True
+        try:
+            self._parameterNode.excludedOrgans = excluded
+        finally:
+            self._updatingGUI = False
+        self._updateSegmentButton()
 
     def _updateDeviceChoices(self) -> None:
         """Disable the GPU choice (and say why) when PyTorch sees no CUDA device."""
@@ -631,9 +646,9 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def pythonExecutable() -> str:
-        """Slicer's Python: inside Slicer ``sys.executable`` is the application itself, and the
-        ``PythonSlicer`` launcher sets up the interpreter's environment."""
-        return shutil.which("PythonSlicer") or sys.executable
+        """Slicer's ``PythonSlicer`` (it sets up the interpreter's environment); inside Slicer
+        ``sys.executable`` is the application itself (``runner.slicer_python``)."""
+        return slicer_python(slicer.app.applicationDirPath())
 
     def process(self, request: SegmentationRequest, waitForCompletion: bool = False,
                 progressCallback: Callable[[SegmentationJob], None] | None = None,

@@ -281,3 +281,50 @@ def test_cancel_kills_the_whole_process_tree(tmp_path, monkeypatch):
     assert process.wait(timeout=30) == -signal.SIGKILL
     assert time.monotonic() - started < 10
     assert bodies.process_group_is_gone(process.pid), "the engine's own child survived"
+
+
+# ---------------------------------------------------------------------------------------------
+# Slicer's interpreter and Windows process handling (issue: the module as real Slicer runs it).
+
+
+def test_engine_runs_in_pythonslicer_beside_the_application_never_in_slicer_itself(tmp_path):
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / name).write_text("")
+    assert runner.slicer_python(tmp_path, which=lambda _: None) == str(tmp_path / "bin" / name)
+    assert runner.slicer_python(tmp_path / "bin", which=lambda _: None) == str(tmp_path / "bin" / name)
+    assert runner.slicer_python(None, which=lambda _: "/opt/Slicer/bin/PythonSlicer") == \
+        "/opt/Slicer/bin/PythonSlicer"
+
+
+def test_a_missing_pythonslicer_is_an_install_problem_not_slicer_relaunched(tmp_path):
+    from DeepOrganSegLib.errors import DeepOrganSegError
+
+    with pytest.raises(DeepOrganSegError, match="reinstall 3D Slicer"):
+        runner.slicer_python(tmp_path, which=lambda _: None)
+
+
+def test_windows_cancel_kills_the_tree_without_a_console_window(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner.os, "name", "nt")
+    monkeypatch.setitem(sys.modules, "psutil", None)  # no psutil: taskkill is the fallback
+    monkeypatch.setattr(runner.subprocess, "CREATE_NO_WINDOW", 0x08000000, raising=False)
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: calls.append((a, k)))
+
+    class Child:
+        pid = 4321
+
+    runner.kill_process_tree(Child())
+    (arguments,), options = calls[0]
+    assert arguments[0] == "taskkill" and options["creationflags"] == 0x08000000
+
+
+def test_importing_the_engine_leaves_the_host_process_environment_alone(monkeypatch):
+    import importlib
+
+    import DeepOrganSegLib
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    importlib.reload(DeepOrganSegLib)
+    assert "OMP_WAIT_POLICY" not in os.environ  # Slicer's own process keeps its settings
+    assert runner.engine_environment({})["OMP_WAIT_POLICY"] == "PASSIVE"  # the engine's child

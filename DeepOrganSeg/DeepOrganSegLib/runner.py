@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DeepOrganSegError
+
 __all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
            "engine_environment", "EngineProcess", "kill_process_tree", "bundled_models",
-           "LIB_PARENT"]
+           "slicer_python", "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
 LIB_PARENT = Path(__file__).resolve().parent.parent
@@ -123,6 +126,24 @@ def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLik
     return command
 
 
+def slicer_python(application_folder: str | os.PathLike | None,
+                  which=shutil.which) -> str:
+    """The ``PythonSlicer`` interpreter of the running Slicer: beside the application in its
+    ``bin`` folder, else on PATH. Never ``sys.executable``: inside Slicer that is the Slicer
+    application itself, which would open a second Slicer instead of running the engine.
+    Raises :class:`DeepOrganSegError` with what to do when there is none."""
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    if application_folder:
+        for folder in (Path(application_folder), Path(application_folder) / "bin"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    found = which("PythonSlicer")
+    if found:
+        return found
+    raise DeepOrganSegError(f"Slicer's Python interpreter ({name}) was not found next to the "
+                            f"application; reinstall 3D Slicer")
+
+
 def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the engine importable and unbuffered."""
     environment = dict(os.environ if base is None else base)
@@ -130,6 +151,7 @@ def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     environment["PYTHONPATH"] = (str(LIB_PARENT) if not existing
                                  else os.pathsep.join([str(LIB_PARENT), existing]))
     environment["PYTHONUNBUFFERED"] = "1"
+    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli.main
     return environment
 
 
@@ -147,7 +169,8 @@ def kill_process_tree(process: subprocess.Popen, force: bool = False) -> None:
         import psutil
     except ImportError:
         subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)],
-                       capture_output=True, check=False)
+                       capture_output=True, check=False,  # no console window flashes up
+                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         return
     with contextlib.suppress(psutil.NoSuchProcess):
         parent = psutil.Process(process.pid)
