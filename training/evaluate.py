@@ -186,9 +186,11 @@ def evaluate(model: LoadedModel, cases: Sequence[EvaluationCase] | Iterator[Eval
             predicted = result.labels.array
             metrics = organ_metrics(predicted, truth, [s.value for s in scored],
                                     case.image.spacing[::-1])
+            confidence = {s.label.value: s.confidence for s in result.statistics}
             for spec in scored:
                 rows.append({"case": case.case_id, "task": task.name, "crf": crf,
                              "organ": spec.name, **metrics[spec.value],
+                             "confidence": round(confidence.get(spec.value, math.nan), 4),
                              "seconds": round(result.elapsed_s, 2)})
             mean = np.mean([metrics[s.value]["dice"] for s in scored]) if scored else math.nan
             print(f"{case.case_id} ({task.name}{', CRF' if crf else ''}): mean Dice "
@@ -229,7 +231,8 @@ REPORT_FILES = ("metrics.csv", "summary.json", "summary.md")
 
 
 def _write_reports(rows: list[dict], out: Path) -> None:
-    fields = ["case", "task", "crf", "organ", "dice", "hd95_mm", "asd_mm", "seconds"]
+    fields = ["case", "task", "crf", "organ", "dice", "hd95_mm", "asd_mm", "confidence",
+              "seconds"]
     with open(out / "metrics.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fields)
         writer.writeheader()

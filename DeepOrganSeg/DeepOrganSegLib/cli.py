@@ -354,9 +354,11 @@ def segment_with_fallback(volume, model, options, progress, cancel):
 def _print_statistics(result) -> None:
     print(f"{result.task.title}: {result.elapsed_s:.1f} s on {result.device}"
           f"{' with CRF' if result.crf_applied else ''}")
-    print(f"{'organ':<24}{'volume (mL)':>12}{'mean':>10}")
+    print(f"{'organ':<24}{'volume (mL)':>12}{'mean':>10}{'confidence':>12}")
     for stats in result.statistics:
-        print(f"{stats.label.display_name:<24}{stats.volume_ml:>12.1f}{stats.mean_intensity:>10.1f}")
+        flag = "  review" if stats.review else "  not found" if not stats.voxels else ""
+        print(f"{stats.label.display_name:<24}{stats.volume_ml:>12.1f}{stats.mean_intensity:>10.1f}"
+              f"{stats.confidence:>12.2f}{flag}")
 
 
 def _add_info_command(subparsers) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -57,26 +57,60 @@ def fill_holes(labels: np.ndarray, values: list[int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OrganStatistics:
+    """One organ's volume and what the network thought of it.
+
+    ``confidence``: mean over the organ's voxels of the largest class probability (0-1);
+    ``uncertain_share``: share of its voxels whose largest probability is below
+    :data:`UNCERTAIN_PROBABILITY`; ``review``: the organ deserves a look (low confidence or
+    not found), calibrated on held-out phantoms (docs/model-card.md). NaN / False when the
+    probabilities were not kept."""
+
     label: LabelSpec
     voxels: int
     volume_ml: float
     mean_intensity: float
+    confidence: float = float("nan")
+    uncertain_share: float = float("nan")
+    review: bool = False
 
     def to_dict(self) -> dict:
         return {**self.label.to_dict(), "voxels": self.voxels,
                 "volume_ml": round(self.volume_ml, 3),
-                "mean_intensity": round(self.mean_intensity, 3)}
+                "mean_intensity": round(self.mean_intensity, 3),
+                "confidence": round(self.confidence, 4),
+                "uncertain_share": round(self.uncertain_share, 4), "review": self.review}
 
 
-def organ_statistics(labels: Volume, image: Volume, specs: list[LabelSpec]
-                     ) -> list[OrganStatistics]:
-    """Voxel count, volume (mL) and mean input intensity of each organ, in one pass."""
+#: A voxel whose largest class probability is below this is uncertain.
+UNCERTAIN_PROBABILITY = 0.7
+#: An organ whose mean confidence is below this is flagged for review (calibrated against Dice
+#: on held-out phantoms: docs/model-card.md, "Confidence").
+REVIEW_CONFIDENCE = 0.85
+
+
+def organ_statistics(labels: Volume, image: Volume, specs: list[LabelSpec],
+                     confidence: np.ndarray | None = None) -> list[OrganStatistics]:
+    """Voxel count, volume (mL) and mean input intensity of each organ, in one pass; with
+    ``confidence`` (the largest class probability per voxel, uint8 0-255 on the labels' grid)
+    also each organ's mean confidence, uncertain share and review flag."""
     values = labels.array.ravel()
     counts = np.bincount(values, minlength=256)
     sums = np.bincount(values, weights=image.array.ravel().astype(np.float64), minlength=256)
+    if confidence is not None:
+        certainty = confidence.ravel()
+        confident_sums = np.bincount(values, weights=certainty.astype(np.float64) / 255,
+                                     minlength=256)
+        uncertain = np.bincount(values[certainty < round(UNCERTAIN_PROBABILITY * 255)],
+                                minlength=256)
     statistics = []
     for spec in specs:
         count = int(counts[spec.value])
         mean = float(sums[spec.value] / count) if count else float("nan")
-        statistics.append(OrganStatistics(spec, count, count * labels.voxel_volume_ml, mean))
+        organ = OrganStatistics(spec, count, count * labels.voxel_volume_ml, mean)
+        if confidence is not None:
+            score = float(confident_sums[spec.value] / count) if count else float("nan")
+            share = float(uncertain[spec.value] / count) if count else float("nan")
+            organ = replace(organ, confidence=score, uncertain_share=share,
+                            review=bool(count) and score < REVIEW_CONFIDENCE)
+        statistics.append(organ)
     return statistics

@@ -193,9 +193,8 @@ def segment_volume(volume: Volume, model: LoadedModel,
     del prediction, image
 
     progress("postprocess", 0.0, "resampling to the input grid")
-    labels, kept_probabilities = _labels_on_input_grid(probabilities, grid, volume, channels,
-                                                       options.keep_probabilities, progress,
-                                                       cancel)
+    labels, confidence, kept_probabilities = _labels_on_input_grid(
+        probabilities, grid, volume, channels, options.keep_probabilities, progress, cancel)
     values = [label.value for label in task.labels]
     labels[~np.isin(labels, [label.value for label in kept])] = 0
     if options.largest_component:
@@ -203,7 +202,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
     if options.fill_holes:
         fill_holes(labels, values)
     label_volume = volume.with_array(labels)
-    statistics = organ_statistics(label_volume, volume, list(kept))
+    statistics = organ_statistics(label_volume, volume, list(kept), confidence)
     progress("postprocess", 1.0, "done")
     return SegmentationResult(
         labels=label_volume, task=task, statistics=statistics,
@@ -227,10 +226,9 @@ def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: Segm
         probabilities = np.zeros(volume.array.shape + (len(result.channels),), np.float32)
         probabilities[..., 0] = 1.0
         probabilities[slab] = result.probabilities
-    label_volume = volume.with_array(labels)
-    statistics = organ_statistics(label_volume, volume, [s.label for s in result.statistics])
-    return replace(result, labels=label_volume, statistics=statistics,
-                   probabilities=probabilities, elapsed_s=time.perf_counter() - started)
+    # outside the slab is background: every organ's statistics are the slab's own
+    return replace(result, labels=volume.with_array(labels), probabilities=probabilities,
+                   elapsed_s=time.perf_counter() - started)
 
 
 def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[LabelSpec, ...]:
@@ -247,10 +245,13 @@ def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[La
 def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume: Volume,
                           channels: list[int], keep_probabilities: bool,
                           progress: ProgressFunction, cancel: CancelToken | None
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Argmax of the probabilities sampled at the input voxel centres, slab by slab."""
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Argmax of the probabilities sampled at the input voxel centres, slab by slab; also the
+    largest probability per voxel (uint8, 0-255: the organs' confidence) and, if asked, all
+    probabilities [k, j, i, C]."""
     depth, rows, columns = volume.array.shape
     labels = np.zeros((depth, rows, columns), dtype=np.uint8)
+    confidence = np.zeros((depth, rows, columns), dtype=np.uint8)
     kept = (np.zeros((depth, rows, columns, len(channels)), dtype=np.float32)
             if keep_probabilities else None)
     lookup = torch.tensor(channels, dtype=torch.uint8)
@@ -259,9 +260,11 @@ def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume
         if cancel is not None:
             cancel.raise_if_cancelled()
         sampled = resample_probabilities_to(probabilities, grid, volume, slab)
-        labels[slab] = lookup[sampled.argmax(dim=0)].numpy()
+        largest, winner = sampled.max(dim=0)
+        labels[slab] = lookup[winner].numpy()
+        confidence[slab] = (largest * 255).round().to(torch.uint8).numpy()
         if kept is not None:
             kept[slab] = sampled.permute(1, 2, 3, 0).numpy()
         progress("postprocess", 0.8 * slab.stop / depth, "resampling to the input grid")
-    return labels, kept
+    return labels, confidence, kept
 

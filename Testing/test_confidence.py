@@ -1,0 +1,51 @@
+"""Per-organ confidence from the network's probabilities: the mean largest class probability
+inside each organ, the share of its voxels below 0.7, and a review flag."""
+
+import json
+
+import numpy as np
+
+from conftest import TINY_LABELS, ellipsoid_scene, tiny_metadata
+from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.cli import main
+from DeepOrganSegLib.postprocess import REVIEW_CONFIDENCE, organ_statistics
+from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.volume import Volume, write_volume
+
+
+def test_confidence_is_the_mean_largest_probability_inside_each_organ():
+    labels = np.zeros((2, 2, 4), np.uint8)
+    labels[0, 0, :2] = 1  # two liver voxels, probabilities 1.0 and 0.6
+    labels[1] = 2  # eight spleen voxels at 0.8
+    confidence = np.full(labels.shape, round(0.8 * 255), np.uint8)
+    confidence[0, 0, :2] = (255, round(0.6 * 255))
+    volume = Volume(labels.astype(np.float32))
+    specs = list(tiny_metadata().tasks[0].labels)
+    liver, spleen = organ_statistics(volume.with_array(labels), volume, specs, confidence)
+    assert abs(liver.confidence - 0.8) < 0.01 and liver.uncertain_share == 0.5
+    assert abs(spleen.confidence - 0.8) < 0.01 and spleen.uncertain_share == 0.0
+    assert liver.review is (liver.confidence < REVIEW_CONFIDENCE)
+
+
+def test_an_organ_not_found_has_no_confidence_and_is_not_flagged():
+    labels = np.zeros((2, 2, 2), np.uint8)
+    volume = Volume(labels.astype(np.float32))
+    specs = list(tiny_metadata().tasks[0].labels)
+    stats = organ_statistics(volume.with_array(labels), volume, specs,
+                             np.zeros(labels.shape, np.uint8))
+    assert all(np.isnan(s.confidence) and not s.review for s in stats)
+
+
+def test_a_well_segmented_scene_is_confident_and_the_stats_file_says_so(tiny_model_path,
+                                                                       tmp_path):
+    image, _ = ellipsoid_scene(seed=11)
+    result = segment_volume(image, load_model(tiny_model_path), SegmentationOptions(crf=False))
+    for stats in result.statistics:
+        assert 0.5 < stats.confidence <= 1.0 and 0.0 <= stats.uncertain_share <= 1.0
+    source = write_volume(image, tmp_path / "ct.nrrd")
+    assert main(["segment", str(source), str(tmp_path / "labels.nrrd"), "--model",
+                 str(tiny_model_path), "--stats", str(tmp_path / "stats.json"),
+                 "--progress", "none"]) == 0
+    organs = json.loads((tmp_path / "stats.json").read_text())["labels"]
+    assert {organ["name"] for organ in organs} == set(TINY_LABELS.values())
+    assert all({"confidence", "uncertain_share", "review"} <= set(organ) for organ in organs)
