@@ -194,6 +194,9 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         super().onReload()
 
     def onSceneStartClose(self, caller, event) -> None:
+        """A run still going would import into a closed scene: cancel it first."""
+        if self.logic is not None:
+            self.logic.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:

@@ -142,6 +142,14 @@ def test_bad_requests_are_refused_before_any_work(context):
     bodies.test_bad_requests_are_refused_before_any_work(context)
 
 
+def test_input_deleted_during_a_run_fails_and_imports_nothing(context):
+    bodies.test_input_deleted_during_a_run_fails_and_imports_nothing(context)
+
+
+def test_input_moved_during_a_run_fails_and_imports_nothing(context):
+    bodies.test_input_moved_during_a_run_fails_and_imports_nothing(context)
+
+
 def test_oblique_case_is_faithful_to_its_source():
     """The oblique resampling used above keeps the organs (else the Dice test means little)."""
     image, truth = ellipsoid_scene(seed=11)

@@ -352,6 +352,23 @@ def _parent_transform_id(node) -> str | None:
     return transform.GetID() if transform is not None else None
 
 
+def _matrix_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _check_still_in_scene(request: SegmentationRequest) -> None:
+    """The nodes a run writes to still exist: a scene closed or a node deleted while the engine
+    ran ends the run as FAILED with nothing imported, never as DONE into an orphan node."""
+    volume, output = request.input_volume, request.output_segmentation
+    scene = volume.GetScene() if volume is not None else None
+    if scene is None or scene.GetNodeByID(volume.GetID()) is not volume:
+        raise InputError("the input volume was removed (or the scene closed) during the run; "
+                         "nothing was imported")
+    if output is not None and scene.GetNodeByID(output.GetID()) is not output:
+        raise InputError("the output segmentation was removed during the run; nothing was "
+                         "imported")
+
+
 def check_request(request: SegmentationRequest) -> None:
     """Check everything that can be checked before any work; raises InputError."""
     node = request.input_volume
@@ -427,6 +444,7 @@ class SegmentationJob:
         try:
             check_request(self.request)
             self._input = volume_from_node(self.request.input_volume)
+            self._ijk_to_ras = _matrix_array(_node_ijk_to_ras(self.request.input_volume))
             self.temporary_folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-",
                                                           dir=self.temporary_root))
             input_path = write_volume(self._input, self.temporary_folder / "input.nrrd",
@@ -534,6 +552,11 @@ class SegmentationJob:
         statistics = json.loads(self._stats_path.read_text(encoding="utf-8"))
         labels = read_volume(self._labelmap_path)
         _check_same_grid(labels, self._input)
+        _check_still_in_scene(self.request)
+        if not np.allclose(_matrix_array(_node_ijk_to_ras(self.request.input_volume)),
+                           self._ijk_to_ras, atol=1e-6):
+            raise InputError("the input volume moved during the run (a transform was hardened "
+                             "or its geometry edited); nothing was imported: segment again")
         specs = [LabelSpec.from_dict(entry, f"labels[{index}]")
                  for index, entry in enumerate(statistics["labels"])]
         tags = {MODEL_TAG: Path(self.request.model).name, TASK_TAG: str(statistics["task"])}
@@ -544,6 +567,7 @@ class SegmentationJob:
     def _commit(self, segments: list[tuple[str, object]], statistics: dict
                 ) -> SegmentationOutcome:
         """Put the built segments into the scene (the only step that changes it)."""
+        _check_still_in_scene(self.request)
         volume = self.request.input_volume
         scene = volume.GetScene()
         node = self.request.output_segmentation
@@ -551,7 +575,7 @@ class SegmentationJob:
         if created:
             node = scene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode",
-                scene.GetUniqueNameByString(f"{volume.GetName()} segmentation"))
+                scene.GenerateUniqueName(f"{volume.GetName()} segmentation"))
         try:
             if created:
                 node.CreateDefaultDisplayNodes()

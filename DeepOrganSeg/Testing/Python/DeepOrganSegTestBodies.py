@@ -470,6 +470,36 @@ def test_bad_requests_are_refused_before_any_work(context: Context) -> None:
         assert after == before, (what, [(a, b) for a, b in zip(before, after) if a != b])
 
 
+def test_input_deleted_during_a_run_fails_and_imports_nothing(context: Context) -> None:
+    """The input volume is removed (as a scene close does) while the engine runs: the run ends
+    FAILED, saying so, and no segmentation appears in an orphan node."""
+    volume_node = _add_case_volume(context, "Deleted CT")
+    job = context.start(SegmentationRequest(volume_node, context.case.model,
+                                            task=context.case.task))
+    _wait_until_running(job)
+    context.scene.RemoveNode(volume_node)
+    before = scene_snapshot(context.scene)
+    assert job.wait(timeout=120) is RunState.FAILED
+    assert "removed" in job.failure.message
+    assert scene_snapshot(context.scene) == before
+
+
+def test_input_moved_during_a_run_fails_and_imports_nothing(context: Context) -> None:
+    """The input's geometry changes while the engine runs (a transform hardened): segments
+    placed with the new matrix would not lie on the voxels that were segmented, so the run
+    fails with the reason and the scene keeps what it had."""
+    volume_node = _add_case_volume(context, "Moved CT")
+    job = context.start(SegmentationRequest(volume_node, context.case.model,
+                                            task=context.case.task))
+    _wait_until_running(job)
+    origin = volume_node.GetOrigin()
+    volume_node.SetOrigin(origin[0] + 25.0, origin[1], origin[2])
+    before = scene_snapshot(context.scene)
+    assert job.wait(timeout=120) is RunState.FAILED
+    assert "moved" in job.failure.message
+    assert scene_snapshot(context.scene) == before
+
+
 #: Checks of the one :func:`segment_phantom` run, called as ``test(context, run)``.
 TESTS_ON_PHANTOM_RUN = (
     test_output_geometry_matches_oblique_input,
@@ -485,4 +515,6 @@ TESTS_ON_CONTEXT = (
     test_cancelled_run_leaves_scene_unchanged,
     test_failing_run_leaves_scene_unchanged,
     test_bad_requests_are_refused_before_any_work,
+    test_input_deleted_during_a_run_fails_and_imports_nothing,
+    test_input_moved_during_a_run_fails_and_imports_nothing,
 )
