@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "DeepOrganSeg")]
 import numpy as np  # noqa: E402
 
 from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
-from DeepOrganSegLib.volume import Volume, read_volume  # noqa: E402
+from DeepOrganSegLib.volume import Volume  # noqa: E402
 from training.evaluate import _parse_seeds, labelled_folder_case  # noqa: E402
 
 ORGANS = ("liver", "spleen", "stomach", "pancreas", "aorta", "inferior_vena_cava")

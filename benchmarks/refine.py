@@ -29,7 +29,7 @@ from DeepOrganSegLib.cli import default_model_path  # noqa: E402
 from DeepOrganSegLib.crf import CRFParameters  # noqa: E402
 from DeepOrganSegLib.refine import Scribbles, refine  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
-from training.evaluate import _parse_seeds, _truth_in_model_values, iter_cases  # noqa: E402
+from training.evaluate import _truth_in_model_values, iter_cases  # noqa: E402
 
 STROKE_RADIUS_MM = 4.0
 

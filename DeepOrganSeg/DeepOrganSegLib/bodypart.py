@@ -33,7 +33,6 @@ import functools
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +45,7 @@ from .bundle import _get, _numbers, _read_header, _require, check_format
 from .errors import InputError, ModelFileError
 from .phantoms import REGIONS
 from .preprocess import WorkingGrid, resample_to_grid, working_grid
+from .resources import bundled_file
 from .volume import Volume, write_atomically
 
 __all__ = [
@@ -371,13 +371,7 @@ def load_classifier(path: str | os.PathLike) -> BodyPartClassifier:
 
 def default_classifier_path() -> Path | None:
     """The bundled classifier beside the bundled segmentation model, or None."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent.parent / "Resources" / "Models",
-                   here.parent / "Resources" / "Models",
-                   Path(sys.prefix) / "share" / "deeporganseg" / "Models"):
-        if (folder / CLASSIFIER_FILE).is_file():
-            return folder / CLASSIFIER_FILE
-    return None
+    return bundled_file(CLASSIFIER_FILE)
 
 
 @functools.lru_cache(maxsize=2)
@@ -603,7 +597,7 @@ def add_regions_command(subparsers) -> None:
 
 def _available_tasks(model: str | None) -> tuple[str, ...]:
     from .bundle import read_metadata
-    from .cli import default_model_path
+    from .resources import default_model_path
 
     try:
         path = Path(model) if model else default_model_path()

@@ -22,22 +22,12 @@ from typing import Callable, Sequence
 
 from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError, InputError
 from .progress import CancelToken
+from .resources import default_model_path
 
 __all__ = ["main", "build_parser", "default_model_path"]
 
 #: Seconds a cancelled run may take to unwind before the process exits hard with code 3.
 CANCEL_GRACE_S = 1.0
-
-
-def default_model_path() -> Path:
-    """The bundled model: ``Resources/Models`` of a source checkout or of an installed module."""
-    here = Path(__file__).resolve().parent
-    for folder in (here.parent.parent / "Resources" / "Models", here.parent / "Resources" / "Models",
-                   Path(sys.prefix) / "share" / "deeporganseg" / "Models"):
-        models = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        if models:
-            return models[0]
-    raise InputError("no bundled model found; give --model FILE")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
              progress=None, cancel: CancelToken | None = None) -> dict:
     """Generate, segment, write and score one phantom; returns the ``stats.json`` document."""
     from .bundle import load_model
-    from .cli import default_model_path
+    from .resources import default_model_path
     from .inference import InferenceSettings
     from .labelmap_io import check_outputs_spare_inputs, write_labelmap
     from .phantoms import make_phantom

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["DSNConfig", "DSN3D", "count_parameters"]

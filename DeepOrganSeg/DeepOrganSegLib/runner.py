@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DeepOrganSegError
+from .resources import bundled_models
 
 __all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
            "engine_environment", "EngineProcess", "kill_process_tree", "bundled_models",
@@ -48,18 +49,6 @@ OUTPUT_DRAIN_S = 2.0
 
 #: How many trailing lines of the engine's stderr are kept for error details.
 STDERR_LINES_KEPT = 200
-
-
-def bundled_models() -> list[Path]:
-    """The model files shipped with DeepOrganSeg, sorted by name.
-
-    They are in ``Resources/Models`` of the module folder in an extension build (installed with
-    the module's resources), or of the repository root in a source checkout (a module added
-    through "Additional module paths")."""
-    folders = (LIB_PARENT / "Resources" / "Models", LIB_PARENT.parent / "Resources" / "Models")
-    found = {path.resolve() for folder in folders if folder.is_dir()
-             for path in folder.glob("*.safetensors")}
-    return sorted(found, key=lambda path: path.name)
 
 
 @dataclass(frozen=True)
