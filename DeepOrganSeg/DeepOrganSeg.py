@@ -33,7 +33,7 @@ from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
                                   load_terminology_context, run_segmentation, set_show_3d)
-from DeepOrganSegLib.runner import bundled_models, slicer_python
+from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
 CRF_PARAMETERS = {
@@ -144,6 +144,8 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._resultNode = None
         self._updatingGUI = False
         self._crfToolTip = ""
+        self._cudaAvailability: tuple[bool, str] | None = None  # the probe's answer, once known
+        self._deviceProbe = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -166,8 +168,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
         self._populateModels()
-        # Importing torch to ask about CUDA takes a moment: do it once the panel is shown.
-        qt.QTimer.singleShot(0, self._updateDeviceChoices)
+        self._probeDevices()
 
     def cleanup(self) -> None:
         """Called when the application closes or the module is reloaded: stop a running job."""
@@ -226,6 +227,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                              self._updateGUIFromParameterNode)
             if self.ui.modelComboBox.count:  # every new node (scene closed or loaded)
                 self._ensureModelSelected()
+            self._updateDeviceChoices()
             self._updateGUIFromParameterNode()
 
     def _updateGUIFromParameterNode(self, caller=None, event=None) -> None:
@@ -451,9 +453,37 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updatingGUI = False
         self._updateSegmentButton()
 
+    def _probeDevices(self) -> None:
+        """Ask a PythonSlicer child whether PyTorch sees a GPU, on a worker thread: the GUI
+        thread neither imports torch nor waits for it (``runner.probe_cuda``)."""
+        import concurrent.futures
+
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._deviceProbe = executor.submit(self.logic.cudaAvailability)
+        executor.shutdown(wait=False)
+        timer = qt.QTimer(self.parent)
+        timer.setInterval(250)
+
+        def collect() -> None:
+            if not self._deviceProbe.done():
+                return
+            timer.stop()
+            try:
+                self._cudaAvailability = self._deviceProbe.result()
+            except Exception as error:  # a probe that cannot run leaves the choice to the run
+                self._cudaAvailability = (False, str(error))
+            self._updateDeviceChoices()
+
+        timer.connect("timeout()", collect)
+        timer.start()
+
     def _updateDeviceChoices(self) -> None:
-        """Disable the GPU choice (and say why) when PyTorch sees no CUDA device."""
-        available, reason = self.logic.cudaAvailability()
+        """Disable the GPU choice (and say why) when PyTorch sees no CUDA device. Called when
+        the probe answers and after every ``connectGui`` (which rebuilds the combo box's
+        items, enabling them all again)."""
+        if self._cudaAvailability is None:
+            return
+        available, reason = self._cudaAvailability
         comboBox = self.ui.deviceComboBox
         index = comboBox.findText(Device.GPU.label())
         comboBox.model().item(index).setEnabled(available)
@@ -576,17 +606,17 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
         crf = metadata.crf_for(task) if task else metadata.crf
         return {name: value for name, value in crf.items() if name in CRF_PARAMETERS.values()}
 
-    @staticmethod
-    def cudaAvailability() -> tuple[bool, str]:
-        """Whether the GPU choice can work, and a tooltip saying so."""
-        if importlib.util.find_spec("torch") is None:
+    @classmethod
+    def cudaAvailability(cls) -> tuple[bool, str]:
+        """Whether the GPU choice can work, and a tooltip saying so: asked of a PythonSlicer
+        child (seconds; call it off the GUI thread), never by importing torch into Slicer."""
+        answer = probe_cuda(cls.pythonExecutable())
+        if answer is None:
             return False, _("PyTorch is not installed yet; it is installed on the first run.")
-        import torch
-
-        if torch.cuda.is_available():
-            return True, _("Run on {gpu}.").format(gpu=torch.cuda.get_device_name(0))
+        if answer["available"]:
+            return True, _("Run on {gpu}.").format(gpu=answer["device"])
         return False, _("PyTorch {version} sees no CUDA GPU on this computer.").format(
-            version=torch.__version__)
+            version=answer["torch"])
 
     # -- dependencies --------------------------------------------------------------------------
 

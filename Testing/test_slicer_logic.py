@@ -336,3 +336,13 @@ def test_importing_the_engine_leaves_the_host_process_environment_alone(monkeypa
     importlib.reload(DeepOrganSegLib)
     assert "OMP_WAIT_POLICY" not in os.environ  # Slicer's own process keeps its settings
     assert runner.engine_environment({})["OMP_WAIT_POLICY"] == "PASSIVE"  # the engine's child
+
+
+def test_the_gpu_probe_asks_a_child_interpreter_and_never_imports_torch_here(tmp_path):
+    answer = runner.probe_cuda(sys.executable)
+    import torch
+
+    assert answer == {"available": torch.cuda.is_available(), "torch": torch.__version__,
+                      "device": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                      else ""}
+    assert runner.probe_cuda(tmp_path / "no-such-python") is None

@@ -394,3 +394,14 @@ def test_engine_imports_no_gui_and_mrml_only_what_slicer_core_has():
     mrml = ast.parse((MODULE / "DeepOrganSegLib" / "mrml.py").read_text(encoding="utf-8"))
     used = {ast.unparse(node) for node in ast.walk(mrml) if isinstance(node, ast.Attribute)}
     assert not used & {"slicer.app", "slicer.modules"}
+
+
+def test_the_module_never_imports_torch_into_slicers_process():
+    """Importing torch (and with it the CUDA libraries) on Slicer's GUI thread freezes the
+    panel for seconds; the module asks a PythonSlicer child instead (runner.probe_cuda)."""
+    tree = ast.parse((MODULE / "DeepOrganSeg.py").read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert "torch" not in imported

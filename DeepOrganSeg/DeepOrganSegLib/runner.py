@@ -133,6 +133,33 @@ def slicer_python(application_folder: str | os.PathLike | None,
                             f"application; reinstall 3D Slicer")
 
 
+#: What the device probe runs in a fresh interpreter: one JSON line.
+_CUDA_PROBE = ("import json, torch; ok = torch.cuda.is_available(); print(json.dumps("
+               "{'available': ok, 'torch': torch.__version__, "
+               "'device': torch.cuda.get_device_name(0) if ok else ''}))")
+
+
+def probe_cuda(python: str | os.PathLike, timeout_s: float = 120.0) -> dict | None:
+    """Ask a fresh interpreter whether PyTorch sees a CUDA GPU: ``{"available": bool, "torch":
+    version, "device": name}``, or None when PyTorch is missing or the probe fails. A child
+    process, so that neither torch nor the CUDA libraries load into Slicer's own process (run
+    it off the GUI thread: importing torch takes seconds)."""
+    try:
+        completed = subprocess.run([str(python), "-c", _CUDA_PROBE], capture_output=True,
+                                   text=True, timeout=timeout_s, env=engine_environment(),
+                                   creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        return None
+    try:
+        answer = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+    return answer if isinstance(answer, dict) and "available" in answer else None
+
+
 def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the engine importable and unbuffered."""
     environment = dict(os.environ if base is None else base)
