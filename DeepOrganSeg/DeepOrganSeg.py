@@ -499,7 +499,12 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            if not self.logic.setupPythonRequirements():
+            self.ui.segmentButton.enabled = False  # a second click must not start a second install
+            try:
+                ready = self.logic.setupPythonRequirements()
+            finally:
+                self._updateSegmentButton()
+            if not ready:
                 return
             task = self._chosenTask()
             organs = self._selectedOrgans()
@@ -637,16 +642,23 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
                     askConfirmation=True, torchVersionRequirement=self.TORCH_REQUIREMENT) is None:
                 return False
         requirementsPath = Path(__file__).parent / "Resources" / "requirements.txt"
+        if not self._missingRequirements(requirementsPath):
+            return True
         try:
             import slicer.packaging
         except ImportError:  # Slicer before 5.12: check and install by hand
             return self._pipInstallMissing(requirementsPath)
-        slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirementsPath),
-                                    requester="DeepOrganSeg")
-        return True
+        try:
+            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirementsPath),
+                                        requester="DeepOrganSeg")
+        except RuntimeError:  # 5.12+ raises when the user declines the install
+            return False
+        # in testing mode pip_ensure may skip without installing: trust only what is there
+        return not self._missingRequirements(requirementsPath)
 
     @staticmethod
-    def _pipInstallMissing(requirementsPath: Path) -> bool:
+    def _missingRequirements(requirementsPath: Path) -> list[str]:
+        """The lines of ``requirements.txt`` that the installed packages do not satisfy."""
         from importlib.metadata import PackageNotFoundError, version
 
         from packaging.requirements import Requirement
@@ -662,6 +674,11 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
             except PackageNotFoundError:
                 pass
             missing.append(str(requirement))
+        return missing
+
+    @classmethod
+    def _pipInstallMissing(cls, requirementsPath: Path) -> bool:
+        missing = cls._missingRequirements(requirementsPath)
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(
@@ -751,6 +768,10 @@ class DeepOrganSegTest(ScriptedLoadableModuleTest):
         self.test_DeepOrganSeg()
 
     def test_DeepOrganSeg(self) -> None:
+        # a clean Slicer has no torch/safetensors/tqdm yet: install them as a first Segment
+        # would (PyTorchUtils skips its question in testing mode), and say so if that fails
+        self.assertTrue(DeepOrganSegLogic().setupPythonRequirements(),
+                        "the engine's Python packages are missing and could not be installed")
         bodies = self._testBodies()
         context = self._context(bodies)
         for check in bodies.TESTS_ON_CONTEXT:

@@ -130,3 +130,23 @@ def test_sigterm_cancels_with_exit_code_3_and_leaves_no_file(tiny_model_path, tm
     assert process.returncode == 3
     assert time.monotonic() - sent < 2.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.nrrd"]
+
+
+def test_a_missing_python_package_is_an_install_problem_not_an_internal_error(
+        tiny_model_path, scene_file, tmp_path, capsys, monkeypatch):
+    """A clean Slicer (or a bare venv) lacks safetensors: the user is told what to install,
+    with exit code 2, instead of 'internal error ... report it'."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_safetensors(name, *args, **kwargs):
+        if name.startswith("safetensors"):
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_safetensors)
+    code = main(["segment", str(scene_file[0]), str(tmp_path / "out.nii.gz"), "--model",
+                 str(tiny_model_path), "--progress", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "'safetensors' is missing" in err and "internal error" not in err, err

@@ -20,7 +20,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError, InputError
+from .errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError,
+                     InputError)
 from .progress import CancelToken
 from .resources import default_model_path
 
@@ -527,6 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure = ("cancelled by the user", EXIT_CANCELLED)
     except MemoryError:
         failure = ("out of memory; crop the volume or lower --memory-budget-gb", EXIT_INTERNAL)
+    except ModuleNotFoundError as error:  # an install problem, not a bug
+        failure = (f"the Python package '{error.name}' is missing; install DeepOrganSeg's "
+                   f"requirements (pip install -e ., or in Slicer click Segment and accept the "
+                   f"install)", EXIT_BAD_INPUT)
     except Exception as error:  # a bug: say so in one line, keep the traceback for debugging
         if os.environ.get("DEEPORGANSEG_DEBUG"):
             raise
