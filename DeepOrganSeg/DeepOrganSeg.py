@@ -32,7 +32,8 @@ from slicer.util import VTKObservationMixin
 from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
-                                  load_terminology_context, run_segmentation, set_show_3d)
+                                  hand_drawn_matches, load_terminology_context,
+                                  run_segmentation, set_show_3d)
 from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
@@ -508,13 +509,21 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             task = self._chosenTask()
             organs = self._selectedOrgans()
+            specs = [label for t in ([task] if task else self._metadata.tasks if self._metadata
+                                     else []) for label in t.labels
+                     if not organs or label.name in organs]
+            mine = hand_drawn_matches(parameters.outputSegmentation, specs)
+            replaceHandDrawn = bool(mine) and slicer.util.confirmYesNoDisplay(
+                _("These segments you made have an organ's name: {names}.\n\nReplace them "
+                  "with the new result? (No keeps them and adds the new segments beside them.)"
+                  ).format(names=", ".join(mine)), _("Replace your segments?"))
             request = SegmentationRequest(
                 input_volume=parameters.inputVolume, model=Path(parameters.model),
                 output_segmentation=parameters.outputSegmentation, task=parameters.task,
                 device=parameters.device.value, crf=parameters.useCrf,
                 crf_parameters=self._crfChanges(),
                 organs=organs if task and len(organs) < len(task.labels) else (),
-                show_3d=parameters.show3D)
+                show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn)
             self.ui.resultsTableWidget.setRowCount(0)
             self.ui.elapsedLabel.text = ""
             self.logic.process(request, progressCallback=self._onProgress,

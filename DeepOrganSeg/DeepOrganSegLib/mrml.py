@@ -52,7 +52,8 @@ __all__ = [
     "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "SegmentationJob",
     "SegmentationFailed", "run_segmentation", "volume_from_node", "add_volume_node",
     "set_volume_node_geometry", "ijk_to_ras_matrix", "segments_from_labelmap",
-    "merge_segments", "find_segment_for_organ", "place_next_to", "set_show_3d",
+    "merge_segments", "find_segment_for_organ", "hand_drawn_matches", "place_next_to",
+    "set_show_3d",
     "segment_tag", "ORGAN_TAG", "MODEL_TAG", "TASK_TAG",
 ]
 
@@ -208,35 +209,63 @@ def load_terminology_context(logic, folder: Path) -> str:
     return logic.LoadTerminologyFromFile(str(Path(folder) / CONTEXT_FILE_NAME))
 
 
-def find_segment_for_organ(segmentation, organ: str, display_name: str) -> str:
-    """The ID of the segment a run for ``organ`` replaces, or '' if there is none.
-
-    In order: a segment DeepOrganSeg made for that organ (organ tag), a segment whose ID is the
-    organ name, a segment named like the organ (case-insensitive). Everything else is kept."""
+def _hand_drawn_match(segmentation, organ: str, display_name: str) -> str:
+    """The ID of a segment DeepOrganSeg did not make (no organ tag) that stands for ``organ``:
+    its ID is the organ name or its name is the organ's (case-insensitive); '' if none."""
     ids = [segmentation.GetNthSegmentID(index)
            for index in range(segmentation.GetNumberOfSegments())]
-    for segment_id in ids:
-        if segment_tag(segmentation.GetSegment(segment_id), ORGAN_TAG) == organ:
-            return segment_id
-    if organ in ids:
+    untagged = [i for i in ids if not segment_tag(segmentation.GetSegment(i), ORGAN_TAG)]
+    if organ in untagged:
         return organ
-    for segment_id in ids:
+    for segment_id in untagged:
         if segmentation.GetSegment(segment_id).GetName().casefold() == display_name.casefold():
             return segment_id
     return ""
 
 
-def merge_segments(segmentation_node, segments: Sequence[tuple[str, slicer.vtkSegment]]
-                   ) -> list[str]:
-    """Put ``segments`` into the node: each replaces the segment it matches (keeping that
-    segment's ID and place in the list) or is appended; all other segments stay untouched.
-    Returns the segment IDs, in the order of ``segments``."""
+def find_segment_for_organ(segmentation, organ: str, display_name: str,
+                           replace_hand_drawn: bool = False) -> str:
+    """The ID of the segment a run for ``organ`` replaces, or '' if there is none: the segment
+    DeepOrganSeg made for that organ (organ tag); a segment the user made (named like the organ,
+    or with the organ's ID) only when ``replace_hand_drawn`` (the user agreed). Everything else
+    is kept."""
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        if segment_tag(segmentation.GetSegment(segment_id), ORGAN_TAG) == organ:
+            return segment_id
+    return _hand_drawn_match(segmentation, organ, display_name) if replace_hand_drawn else ""
+
+
+def hand_drawn_matches(segmentation_node, specs: Sequence[LabelSpec]) -> list[str]:
+    """Names of the user's own segments in ``segmentation_node`` that a run for ``specs``
+    would replace if allowed (organs without a DeepOrganSeg segment of their own there): what
+    to ask the user about before a run."""
+    if segmentation_node is None:
+        return []
+    segmentation = segmentation_node.GetSegmentation()
+    names = []
+    for spec in specs:
+        if find_segment_for_organ(segmentation, spec.name, spec.display_name):
+            continue  # our own earlier segment is the one replaced
+        match = _hand_drawn_match(segmentation, spec.name, spec.display_name)
+        if match:
+            names.append(segmentation.GetSegment(match).GetName())
+    return names
+
+
+def merge_segments(segmentation_node, segments: Sequence[tuple[str, slicer.vtkSegment]],
+                   replace_hand_drawn: bool = False) -> list[str]:
+    """Put ``segments`` into the node: each replaces the segment it matches
+    (:func:`find_segment_for_organ`; keeping that segment's ID and place in the list) or is
+    appended; all other segments stay untouched. Returns the segment IDs, in the order of
+    ``segments``."""
     segmentation = segmentation_node.GetSegmentation()
     segment_ids = []
     was_modified = segmentation_node.StartModify()
     try:
         for organ, segment in segments:
-            replaced = find_segment_for_organ(segmentation, organ, segment.GetName())
+            replaced = find_segment_for_organ(segmentation, organ, segment.GetName(),
+                                              replace_hand_drawn)
             if replaced:
                 index = segmentation.GetSegmentIndex(replaced)
                 following = (segmentation.GetNthSegmentID(index + 1)
@@ -310,6 +339,9 @@ class SegmentationRequest:
     crf_parameters: dict[str, float] = field(default_factory=dict)
     organs: tuple[str, ...] = ()
     show_3d: bool = False
+    #: Replace the user's own segments named like an organ (after asking, in the panel);
+    #: otherwise they are kept and the new organ segment is added beside them.
+    replace_hand_drawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -584,7 +616,7 @@ class SegmentationJob:
             if created or not node.GetSegmentation().GetConversionParameter(
                     slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()):
                 node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-            segment_ids = merge_segments(node, segments)
+            segment_ids = merge_segments(node, segments, self.request.replace_hand_drawn)
             if self.request.show_3d:
                 set_show_3d(node, True)
         except Exception:

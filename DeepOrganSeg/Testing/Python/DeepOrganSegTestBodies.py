@@ -29,8 +29,8 @@ from vtk.util import numpy_support
 from DeepOrganSegLib.bundle import read_metadata
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.mrml import (ORGAN_TAG, RunState, SegmentationFailed, SegmentationJob,
-                                  SegmentationRequest, add_volume_node, segment_tag,
-                                  volume_from_node)
+                                  SegmentationRequest, add_volume_node, hand_drawn_matches,
+                                  segment_tag, volume_from_node)
 from DeepOrganSegLib.runner import engine_environment
 from DeepOrganSegLib.volume import Volume, read_volume, write_volume
 
@@ -366,17 +366,30 @@ def test_dice_against_truth_is_at_least_the_cli(context: Context, run: PhantomRu
 
 
 def test_existing_segmentation_keeps_other_segments(context: Context) -> None:
-    """Running into an existing segmentation replaces the segments the run produces (in place,
-    keeping their IDs) and leaves every other segment exactly as it was; running again for a
-    subset of organs replaces only those."""
+    """Running into an existing segmentation keeps every segment the user made — a hand-drawn
+    one named like an organ included: it is listed for the panel to ask about, and replaced
+    (in place, keeping its ID) only when the user agreed. Our own segments are replaced on a
+    re-run; running again for a subset of organs replaces only those."""
     volume_node = _add_case_volume(context, "Existing segmentation CT")
     node, tumor, liver = _segmentation_with_hand_drawn_segments(context, volume_node)
     tumor_before = segment_fingerprint(node, tumor)
     liver_before = segment_fingerprint(node, liver)
     labels = _task_labels(context.case)
+    assert hand_drawn_matches(node, labels) == [labels[0].display_name]
 
     context.run(SegmentationRequest(volume_node, context.case.model, output_segmentation=node,
                                     task=context.case.task))
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2 + len(labels), "hand-drawn segments stay"
+    assert segment_fingerprint(node, tumor) == tumor_before
+    assert segment_fingerprint(node, liver) == liver_before
+    assert not segment_tag(segmentation.GetSegment(liver), ORGAN_TAG)
+
+    node, tumor, liver = _segmentation_with_hand_drawn_segments(context, volume_node)
+    tumor_before = segment_fingerprint(node, tumor)
+    liver_before = segment_fingerprint(node, liver)
+    context.run(SegmentationRequest(volume_node, context.case.model, output_segmentation=node,
+                                    task=context.case.task, replace_hand_drawn=True))
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1 + len(labels)
     assert segment_fingerprint(node, tumor) == tumor_before
