@@ -31,8 +31,11 @@ __all__ = ["REMOVE_OFFSET", "Scribbles", "RefinementResult", "refine", "scribble
 
 #: Scribble labelmap value of "not organ v": ``REMOVE_OFFSET + v``.
 REMOVE_OFFSET = 128
-#: How far (mm) a stroke's pull on its organ reaches (the e-folding distance).
+#: How far (mm) an "add" stroke's pull on its organ reaches (the e-folding distance): far, so
+#: that a few strokes grow an organ the network missed.
 REACH_MM = 40.0
+#: How far a "remove" stroke pushes: near, since the organ it cuts looks like what it keeps.
+REMOVE_REACH_MM = 8.0
 #: Voxels at least this alike the strokes (intensity term) form the region a stroke can grow.
 LIKENESS_REGION = 0.3
 #: The box the CRF runs on: the organ and the strokes, grown by this much (mm).
@@ -60,8 +63,8 @@ def scribbles_for(scribble_labels: np.ndarray, value: int) -> Scribbles:
 
 
 def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_zyx: tuple[float, ...],
-                 intensity_floor: float) -> np.ndarray:
-    """exp(-Δ²/2(2σ)²) · exp(-d/REACH_MM): how much a voxel looks like the strokes (intensity
+                 intensity_floor: float, reach_mm: float) -> np.ndarray:
+    """exp(-Δ²/2(2σ)²) · exp(-d/reach_mm): how much a voxel looks like the strokes (intensity
     median μ, spread σ from their IQR, at least ``intensity_floor``) and how near it lies to
     them (d, mm), counted only through voxels that look alike (the like-looking region
     connected to the strokes): a stroke grows its organ, not the next one across a fat plane."""
@@ -72,7 +75,7 @@ def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_zyx: tuple[
     parts, _ = ndimage.label((likeness > LIKENESS_REGION) | strokes)
     region = np.isin(parts, np.unique(parts[strokes]))
     distance = ndimage.distance_transform_edt(~strokes, sampling=spacing_zyx)
-    return np.where(region, likeness * np.exp(-distance / REACH_MM), 0.0).astype(np.float32)
+    return np.where(region, likeness * np.exp(-distance / reach_mm), 0.0).astype(np.float32)
 
 
 def _box(mask: np.ndarray, spacing_zyx: tuple[float, ...], margin_mm: float
@@ -114,9 +117,10 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
     add, remove = scribbles.add[box], scribbles.remove[box]
     before = p[target].copy()
     if add.any():
-        p[target] = np.maximum(p[target], 0.95 * _stroke_term(intensity, add, spacing_zyx, floor))
+        p[target] = np.maximum(p[target], 0.95 * _stroke_term(intensity, add, spacing_zyx, floor,
+                                                              REACH_MM))
     if remove.any():
-        p[target] *= 1.0 - _stroke_term(intensity, remove, spacing_zyx, floor)
+        p[target] *= 1.0 - _stroke_term(intensity, remove, spacing_zyx, floor, REMOVE_REACH_MM)
     others = np.delete(np.arange(len(channels)), target)
     rest = p[others].sum(axis=0)
     # the other classes share what the organ gave up or took, in their old proportions
