@@ -150,3 +150,13 @@ def test_a_missing_python_package_is_an_install_problem_not_an_internal_error(
                  str(tiny_model_path), "--progress", "none"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "'safetensors' is missing" in err and "internal error" not in err, err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly():
+    """`deeporganseg info | head -1`: no 'internal error', no traceback on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "DeepOrganSegLib", "info"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader goes away before the command writes
+    err = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "internal error" not in err and "Traceback" not in err, err

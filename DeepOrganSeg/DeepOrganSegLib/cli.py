@@ -522,10 +522,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with SignalCancellation(cancel):
             code = args.handler(args, progress, cancel)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
     except DeepOrganSegError as error:
         failure = (str(error), error.exit_code)
     except KeyboardInterrupt:
         failure = ("cancelled by the user", EXIT_CANCELLED)
+    except BrokenPipeError:  # whoever read stdout went away (`info | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CANCELLED
     except MemoryError:
         failure = ("out of memory; crop the volume or lower --memory-budget-gb", EXIT_INTERNAL)
     except ModuleNotFoundError as error:  # an install problem, not a bug
