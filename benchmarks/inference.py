@@ -31,7 +31,7 @@ from scipy import ndimage
 from DeepOrganSegLib.bundle import load_model
 from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.inference import InferenceSettings, predict
-from DeepOrganSegLib.preprocess import normalize_intensities
+from DeepOrganSegLib.preprocess import prepare_image, working_grid
 from DeepOrganSegLib.volume import Volume, write_volume
 
 
@@ -90,14 +90,16 @@ def compare_with_monai(model_path: Path, repeats: int, volume: str) -> dict:
     shape = (160, 256, 256)
     hounsfield, masks = (working_grid_volume(shape, task.spacing_mm) if volume == "working-grid"
                          else (ct_like_volume(shape), None))
-    image = normalize_intensities(hounsfield, task.normalization)
-    tensor = torch.from_numpy(image)
+    # the network input as segment builds it (image, and position channels if the model has them)
+    scan = Volume(hounsfield, spacing=tuple(task.spacing_mm))
+    tensor = torch.from_numpy(prepare_image(scan, task, working_grid(scan, task.spacing_mm),
+                                            model.metadata.inputs))  # [C, k, j, i]
     network = model.network
 
     def monai_run() -> torch.Tensor:
         with torch.inference_mode():
             return sliding_window_inference(
-                tensor[None, None], patch_kji, 1,
+                tensor[None], patch_kji, 1,
                 lambda x: torch.softmax(network(x)[:, channels], 1),
                 overlap=0.25, mode="gaussian")[0]
 
