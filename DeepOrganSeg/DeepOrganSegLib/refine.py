@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 
 from .bundle import Normalization
-from .crf import CRFParameters, dense_crf
+from .crf import CRFParameters, _bounding_box, dense_crf
 from .errors import InputError
 from .postprocess import fill_holes
 from .preprocess import normalize_intensities
@@ -78,15 +78,6 @@ def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_zyx: tuple[
     return np.where(region, likeness * np.exp(-distance / reach_mm), 0.0).astype(np.float32)
 
 
-def _box(mask: np.ndarray, spacing_zyx: tuple[float, ...], margin_mm: float
-         ) -> tuple[slice, slice, slice]:
-    indices = np.argwhere(mask)
-    low, high = indices.min(axis=0), indices.max(axis=0) + 1
-    margin = [int(np.ceil(margin_mm / s)) for s in spacing_zyx]
-    return tuple(slice(max(0, lo - m), min(n, hi + m))  # type: ignore[return-value]
-                 for lo, hi, m, n in zip(low, high, margin, mask.shape))
-
-
 def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
            channels: list[int], organ: int, scribbles: Scribbles,
            spacing_zyx: tuple[float, float, float], normalization: Normalization,
@@ -108,7 +99,7 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
                          f"segmentation ({labels.shape}, {len(channels)} channels)")
     target = channels.index(organ)
     region = (labels == organ) | scribbles.add | scribbles.remove
-    box = _box(region, spacing_zyx, MARGIN_MM)
+    box = _bounding_box(torch.from_numpy(region), spacing_zyx, MARGIN_MM)
     intensity = image[box].astype(np.float32)
     normalised = normalize_intensities(intensity.copy(), normalization)
     floor = 10.0 if normalization.kind == "ct" else 0.05 * float(np.subtract(
