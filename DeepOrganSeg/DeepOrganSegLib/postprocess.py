@@ -61,9 +61,9 @@ class OrganStatistics:
 
     ``confidence``: mean over the organ's voxels of the largest class probability (0-1);
     ``uncertain_share``: share of its voxels whose largest probability is below
-    :data:`UNCERTAIN_PROBABILITY`; ``review``: the organ deserves a look (low confidence or
-    not found), calibrated on held-out phantoms (docs/model-card.md). NaN / False when the
-    probabilities were not kept."""
+    :data:`UNCERTAIN_PROBABILITY`; ``review``: a found organ whose confidence is below
+    :data:`REVIEW_CONFIDENCE`. NaN / False when the probabilities were not kept, and for an
+    organ not found."""
 
     label: LabelSpec
     voxels: int
@@ -83,8 +83,8 @@ class OrganStatistics:
 
 #: A voxel whose largest class probability is below this is uncertain.
 UNCERTAIN_PROBABILITY = 0.7
-#: An organ whose mean confidence is below this is flagged for review (calibrated against Dice
-#: on held-out phantoms: docs/model-card.md, "Confidence").
+#: An organ whose mean confidence is below this is flagged for review. Chosen by hand; how it
+#: relates to Dice on held-out phantoms and the real CT: docs/model-card.md, *Limitations*.
 REVIEW_CONFIDENCE = 0.85
 
 
