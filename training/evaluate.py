@@ -89,6 +89,12 @@ def labelled_folder_case(folder: Path, task: str = "abdomen-ct") -> EvaluationCa
                           read_volume(folder / "reference_labels.nii.gz"), names, task)
 
 
+def data_files(specs: Sequence[str]) -> list[str]:
+    """The ``DATA`` arguments that name files or folders (not generated phantoms or the
+    bundled ICBM152): what an output must never overwrite."""
+    return [spec for spec in specs if not spec.startswith("phantom:") and spec != "icbm152"]
+
+
 def iter_cases(data: str) -> Iterator[EvaluationCase]:
     """The labelled cases ``data`` names (see the module docstring)."""
     if data == "icbm152":
@@ -266,9 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "parameters in the model)")
     parser.add_argument("--no-qc", action="store_true", help="skip the QC PNGs")
     args = parser.parse_args(argv)
-    data = [] if args.data.startswith("phantom:") or args.data == "icbm152" else [args.data]
     check_outputs_spare_inputs([Path(args.out) / name for name in REPORT_FILES],
-                               [args.model, *data])
+                               [args.model, *data_files([args.data])])
     model = load_model(args.model)
     has_crf = bool(model.metadata.crf)
     settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.crf]

@@ -42,7 +42,7 @@ from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import write_atomically
 from training.entry import run_script
-from training.evaluate import EvaluationCase, _truth_in_model_values, iter_cases
+from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
 from training.metrics import organ_metrics
 
 __all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "mean_dice",
@@ -175,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-gain", type=float, default=0.002,
                         help="mean Dice the CRF must add to stay on for a task")
     args = parser.parse_args(argv)
-    check_outputs_spare_inputs([args.out], [args.model, *(d for d in args.data
-                                                          if not d.startswith("phantom:"))])
+    check_outputs_spare_inputs([args.out], [args.model, *data_files(args.data)])
     torch.set_grad_enabled(False)
     model = load_model(args.model)
     cases = []
