@@ -166,9 +166,9 @@ def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:
                                   case.label_path, case.rename],
                          "spacing": task.spacing_mm, "norm": task.normalization.to_dict(),
                          "labels": config.labels, "task_labels": task.labels,
-                         **({"inputs": config.inputs} if config.inputs != ("image",) else {})},
+                         "layout": "channels-first", "inputs": config.inputs},
                         sort_keys=True, default=str)
-    return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}-c"
+    return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
 
 
 class CaseCache:
