@@ -147,6 +147,8 @@ def prepare_image(volume: Volume, task: TaskSpec, grid: WorkingGrid,
         raise InputError("the image holds NaN or Inf voxels; fix or mask them first")
     position = position_channels(raw, grid, task.modality) if "position" in inputs else None
     image = normalize_intensities(raw, task.normalization)
+    if inputs == ("image",):
+        return image[None]  # no copy of the whole working image
     channels = []
     for name in inputs:
         channels.extend([image] if name == "image" else list(position))
