@@ -375,12 +375,10 @@ def _add_refine_command(subparsers) -> None:
 
 
 def _same_grid(reference, other, name: str) -> None:
-    import numpy as np
+    from .volume import grid_differences
 
-    if other.array.shape[:3] != reference.array.shape or not (
-            np.allclose(other.spacing, reference.spacing, rtol=1e-4)
-            and np.allclose(other.origin, reference.origin, atol=1e-3)
-            and np.allclose(other.direction, reference.direction, atol=1e-4)):
+    if grid_differences(other, reference, spacing_mm=1e-8, spacing_rtol=1e-4, origin_mm=1e-3,
+                        direction=1e-4):
         raise InputError(f"{name} is not on the input's grid (size, spacing, origin and "
                          f"direction must match); use the files of one segment run")
 

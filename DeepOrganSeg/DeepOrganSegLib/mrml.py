@@ -46,7 +46,7 @@ from .errors import DeepOrganSegError, InputError
 from .labelmap_io import terminology_entry
 from .terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
 from .runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
-from .volume import Volume, read_volume, write_volume
+from .volume import Volume, grid_differences, read_volume, write_volume
 
 __all__ = [
     "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "SegmentationJob",
@@ -137,15 +137,8 @@ def add_volume_node(scene, volume: Volume, name: str,
 
 def _check_same_grid(result: Volume, reference: Volume) -> None:
     """Refuse an engine output that is not on the input's grid (it would be misplaced)."""
-    problems = []
-    if result.array.shape != reference.array.shape:
-        problems.append(f"size {result.size} != {reference.size}")
-    if not np.allclose(result.spacing, reference.spacing, atol=GRID_TOLERANCE_MM):
-        problems.append(f"spacing {result.spacing} != {reference.spacing}")
-    if not np.allclose(result.origin, reference.origin, atol=GRID_TOLERANCE_MM):
-        problems.append(f"origin {result.origin} != {reference.origin}")
-    if not np.allclose(result.direction, reference.direction, atol=DIRECTION_TOLERANCE):
-        problems.append("direction differs")
+    problems = grid_differences(result, reference, spacing_mm=GRID_TOLERANCE_MM,
+                                origin_mm=GRID_TOLERANCE_MM, direction=DIRECTION_TOLERANCE)
     if problems:
         raise RuntimeError("the engine's labelmap is not on the input grid ("
                            + "; ".join(problems) + ")")

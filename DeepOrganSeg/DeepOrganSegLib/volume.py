@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .validation import check_readable_size
 
-__all__ = ["Volume", "read_volume", "write_volume", "write_atomically",
+__all__ = ["Volume", "grid_differences", "read_volume", "write_volume", "write_atomically",
            "remove_pending_temporaries"]
 
 _READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -98,6 +98,24 @@ class Volume:
             origin=image.GetOrigin(),
             direction=np.array(image.GetDirection()).reshape(3, 3),
         )
+
+
+def grid_differences(volume: Volume, reference: Volume, *, spacing_mm: float,
+                     origin_mm: float, direction: float, spacing_rtol: float = 1e-5
+                     ) -> list[str]:
+    """How ``volume``'s grid differs from ``reference``'s beyond the tolerances (``np.allclose``:
+    absolute mm for spacing and origin, unitless for the direction matrix, plus numpy's relative
+    1e-5, or ``spacing_rtol`` for the spacing); [] when it is the same grid."""
+    problems = []
+    if volume.array.shape != reference.array.shape:
+        problems.append(f"size {volume.size} != {reference.size}")
+    if not np.allclose(volume.spacing, reference.spacing, rtol=spacing_rtol, atol=spacing_mm):
+        problems.append(f"spacing {volume.spacing} != {reference.spacing}")
+    if not np.allclose(volume.origin, reference.origin, atol=origin_mm):
+        problems.append(f"origin {volume.origin} != {reference.origin}")
+    if not np.allclose(volume.direction, reference.direction, atol=direction):
+        problems.append("direction differs")
+    return problems
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
