@@ -227,6 +227,33 @@ def test_file_in_place_of_output_folder_is_reported(tiny_model_path, small_input
     _assert_refused_before_inference(code, events, err, "does not exist")
 
 
+@pytest.mark.parametrize("argument", ["output", "--stats", "--probabilities"])
+def test_output_that_is_a_folder_is_reported(tiny_model_path, small_input, tmp_path, capsys,
+                                             argument):
+    """``segment ct.nrrd results/``: the folder is named as such, not as an unknown format."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    output = f"{folder}{os.sep}" if argument == "output" else str(tmp_path / "labels.nii.gz")
+    side = [argument, str(folder)] if argument != "output" else []
+    code, events, err = _run_json(capsys, ["segment", str(small_input), output,
+                                           "--model", str(tiny_model_path), *side])
+    _assert_refused_before_inference(code, events, err, "results: is a folder; give a file name")
+    assert [p.name for p in tmp_path.iterdir()] == ["results"] and not any(folder.iterdir())
+
+
+@pytest.mark.parametrize("option, name", [("--stats", "stats.json"),
+                                          ("--probabilities", "probabilities.nrrd")])
+def test_missing_folder_of_a_side_file_is_reported_before_anything_is_written(
+        tiny_model_path, small_input, tmp_path, capsys, option, name):
+    code, events, err = _run_json(capsys, ["segment", str(small_input),
+                                           str(tmp_path / "labels.nii.gz"),
+                                           "--model", str(tiny_model_path),
+                                           option, str(tmp_path / "missing" / name)])
+    _assert_refused_before_inference(code, events, err, "output folder")
+    assert "missing does not exist; create it first" in err
+    assert list(tmp_path.iterdir()) == [], "the main output (or a temporary file) was written"
+
+
 def test_full_disk_is_reported_before_inference(tiny_model_path, small_input, tmp_path, capsys,
                                                 monkeypatch):
     real = os.statvfs(tmp_path)

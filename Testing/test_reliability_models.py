@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from DeepOrganSegLib.bundle import load_model
 from DeepOrganSegLib.cli import main
@@ -93,6 +94,23 @@ def _offsets_past_the_end(header: dict) -> None:
     entry["data_offsets"] = [entry["data_offsets"][0], entry["data_offsets"][1] + 10**9]
 
 
+def _reshaped_weight(data: bytes) -> bytes:
+    """The metadata intact, one tensor saved with another shape (weights of another run)."""
+    from safetensors.torch import load, save
+
+    header, _ = _split(data)
+    tensors = load(data)
+    tensors["classifier.weight"] = torch.zeros(3, 4, 1, 1, 1)
+    return save(tensors, metadata=header["__metadata__"])
+
+
+def _without_metadata(data: bytes) -> bytes:
+    """The weights alone, as ``safetensors.torch.save_file`` writes them without metadata."""
+    from safetensors.torch import load, save
+
+    return save(load(data))
+
+
 def _torch_zip_with_payload(marker: Path) -> bytes:
     """What ``torch.save`` writes (a zip holding a pickle) with a code-running payload."""
     class Payload:
@@ -161,6 +179,9 @@ BAD_MODELS: list[tuple[str, Callable[[bytes], bytes], str]] = [
     ("weight-renamed", _edit_header(_renamed_weight), "do not match the architecture"),
     ("weight-offsets-past-the-end", _edit_header(_offsets_past_the_end), "weights are corrupt"),
     ("weights-hold-nan", _nan_weight, "holds NaN or Inf"),
+    ("weight-wrong-shape", _reshaped_weight,
+     "classifier.weight has shape \\(3, 4, 1, 1, 1\\), the architecture needs \\(3, 8,"),
+    ("no-metadata-at-all", _without_metadata, "without DeepOrganSeg metadata"),
 ]
 
 

@@ -7,11 +7,13 @@ Each case is its own test (ids name the case); ``docs/reliability.md`` lists the
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -127,15 +129,50 @@ def _corrupt_gzip(folder: Path) -> Path:
     return path
 
 
-def _nifti_with_dims(dims: tuple[int, ...]) -> Callable[[Path], Path]:
-    """A NIfTI file whose header ``dim`` field is overwritten (niftilib crashed on some)."""
+def _nifti_with(name: str, offset: int, values: np.ndarray) -> Callable[[Path], Path]:
+    """A NIfTI file whose header bytes at ``offset`` are overwritten with ``values``: ``dim``
+    at 40 (niftilib crashed on some), ``pixdim`` at 76 (ITK misreads some)."""
     def make(folder: Path) -> Path:
-        path = write_volume(Volume(_cube()), folder / "dims.nii", compress=False)
+        path = write_volume(Volume(_cube()), folder / name, compress=False)
         data = bytearray(path.read_bytes())
-        data[40: 40 + 2 * len(dims)] = np.array(dims, "<i2").tobytes()
+        data[offset: offset + values.nbytes] = values.tobytes()
         path.write_bytes(bytes(data))
         return path
     return make
+
+
+def _gzip_bomb(name: str, dims: tuple[int, int, int] | None = None) -> Callable[[Path], Path]:
+    """A ``.nii.gz`` of 34 MB whose stream expands to 32 GiB, more than most machines' memory:
+    a small NIfTI file (its header's ``dim`` set to ``dims`` if given) followed by zeros. The
+    zeros are one compressed MiB repeated (after a full flush each block starts afresh), so the
+    file takes milliseconds to make; its CRC is wrong, so a reader that expanded the whole
+    stream would end with a CRC error, and only one that stopped early refuses it for its
+    size."""
+    def make(folder: Path) -> Path:
+        nifti = write_volume(Volume(_cube()), folder / "small.nii", compress=False)
+        head = bytearray(nifti.read_bytes())
+        nifti.unlink()
+        if dims is not None:
+            head[40:48] = np.array((3, *dims), "<i2").tobytes()
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+        start = compressor.compress(bytes(head)) + compressor.flush(zlib.Z_FULL_FLUSH)
+        zeros = compressor.compress(bytes(1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+        with open(folder / name, "wb") as stream:
+            stream.write(start)
+            stream.writelines(itertools.repeat(zeros, 32 * 1024))
+            stream.write(compressor.flush())
+        return folder / name
+    return make
+
+
+def _series_with_a_missing_slice(folder: Path) -> Path:
+    """A DICOM series of 8 slices 2 mm apart whose fifth file is gone (a gap of 4 mm)."""
+    target = folder / "series"
+    target.mkdir()
+    uid = "1.2.826.0.1.3680043.2.1125.21"
+    _dicom_series(target, _cube((8, 16, 16)), uid)
+    (target / f"{uid}-004.dcm").unlink()
+    return target
 
 
 def _raw(shape_kji: tuple[int, int, int], dtype=np.int16, value=0) -> bytes:
@@ -171,7 +208,16 @@ BAD_VOLUMES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("corrupt-nifti-header", _corrupt_nifti_header, "empty or invalid image size"),
     ("truncated-nii-data", _truncated(_write("t.nii", Volume(_cube()), compress=False), 0.7),
      "data is shorter than its header says"),
-    ("nifti-zero-dimension", _nifti_with_dims((3, 16, 0, 16)), "empty or invalid image size"),
+    ("nifti-zero-dimension", _nifti_with("dims.nii", 40, np.array((3, 16, 0, 16), "<i2")),
+     "empty or invalid image size"),
+    ("nifti-negative-spacing", _nifti_with("mirrored.nii", 80, np.array((-2.5, 2.5, -3), "<f4")),
+     "voxel spacing -2.5 x 2.5 x -3 mm \\(pixdim\\), not positive"),
+    ("nifti-zero-spacing", _nifti_with("flat.nii", 80, np.array((0, 2.5, 3), "<f4")),
+     "voxel spacing 0 x 2.5 x 3 mm \\(pixdim\\), not positive"),
+    ("gzip-bomb", _gzip_bomb("bomb.nii.gz"),
+     "expands to more than 1064288 bytes, while its header describes 15712 bytes"),
+    ("gzip-bomb-claiming-a-huge-image", _gzip_bomb("claims.nii.gz", (30000, 30000, 30000)),
+     "image of 30000 x 30000 x 30000 voxels .* of memory to read"),
     ("truncated-nrrd-data", _truncated(_write("t.nrrd", Volume(_cube()), compress=False), 0.8),
      "cannot read image"),
     ("truncated-mha", _truncated(_write("t.mha", Volume(_cube()), compress=False), 0.6),
@@ -180,6 +226,8 @@ BAD_VOLUMES: list[tuple[str, Callable[[Path], Path], str]] = [
         "type": "short", "dimension": "3", "sizes": "8 eight 8"}, _raw((8, 8, 8))),
      "cannot read image"),
     ("dicom-folder-with-two-series", _two_series, "2 DICOM series"),
+    ("dicom-series-with-a-missing-slice", _series_with_a_missing_slice,
+     "unevenly spaced: 4 mm between slices 4 and 5 of 7 \\(at 6 and 10 mm"),
     ("2d-image", _sitk_write("slice.nrrd", sitk.GetImageFromArray(_cube((1, 16, 16))[0])),
      "image is 2D"),
     ("4d-image", _sitk_write("cine.nrrd", sitk.JoinSeries(
@@ -352,6 +400,72 @@ def test_dicom_rescale_slope_and_intercept_give_hounsfield_units(tiny_model_path
     output = tmp_path / "labels.nrrd"
     assert _segment(tiny_model_path, folder, output) == 0
     assert dice(read_volume(output).array, truth.array, 1) > 0.85
+
+
+def test_dicom_folder_with_junk_files_reads_the_series_and_segments(tiny_model_path, tmp_path,
+                                                                   capsys):
+    """What a PACS export or a Mac leaves beside a series: the junk is not an image, so it is
+    neither a second series nor an error."""
+    image, truth = ellipsoid_scene(seed=41)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    _dicom_series(folder, image.array, "1.2.826.0.1.3680043.2.1125.22", spacing=image.spacing)
+    (folder / "export-notes.txt").write_text("exported by PACS, 3 series\n")
+    (folder / "DICOMDIR").write_bytes(bytes(128) + b"DICM" + np.random.default_rng(0).bytes(300))
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1" + bytes(2048))
+    output = tmp_path / "labels.nii.gz"
+    assert _segment(tiny_model_path, folder, output) == 0, capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    labels = read_volume(output)
+    assert labels.size == image.size
+    assert dice(labels.array, truth.array, 1) > 0.85
+
+
+THIN_SLABS = [(2, 5.0), (2, 25.0), (3, 5.0), (3, 25.0), (8, 5.0)]
+
+
+@pytest.mark.parametrize("slices, thickness_mm", THIN_SLABS,
+                         ids=[f"thin-slab-{n}x{mm:g}mm" for n, mm in THIN_SLABS])
+def test_thin_slab_segments_with_a_warning(tiny_model_path, tmp_path, capsys, slices,
+                                           thickness_mm):
+    """2-3 slices, or 8 of 5 mm (enough voxels, but only 40 mm): segmented, with a warning."""
+    image = ellipsoid_scene(seed=41)[0]
+    middle = image.array.shape[0] // 2
+    slab = Volume(image.array[middle: middle + slices].copy(),
+                  spacing=(*image.spacing[:2], thickness_mm), origin=image.origin)
+    source = write_volume(slab, tmp_path / "slab.nrrd")
+    output = tmp_path / "labels.nii.gz"
+    assert _segment(tiny_model_path, source, output) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: ") and "\n" not in err, err
+    assert (f"thin slab (only {slices} x {thickness_mm:g} mm = {slices * thickness_mm:g} mm "
+            f"along k)") in err, err
+    assert read_volume(output).size == slab.size
+
+
+@pytest.mark.parametrize("source_kind", ["nifti-file", "dicom-folder"])
+def test_paths_with_spaces_and_non_ascii_characters_segment(tiny_model_path, tmp_path, capsys,
+                                                            source_kind):
+    """Input, model and every output under names with spaces, accents and CJK characters."""
+    folder = tmp_path / "Patiënt Müller 東京 (2024)"
+    folder.mkdir()
+    image, truth = ellipsoid_scene(seed=41)
+    if source_kind == "nifti-file":
+        source = write_volume(image, folder / "CT thorax ü.nii.gz")
+    else:
+        source = folder / "série 1 é"
+        source.mkdir()
+        _dicom_series(source, image.array, "1.2.826.0.1.3680043.2.1125.23", spacing=image.spacing)
+    model = folder / "modèle ñ.safetensors"
+    model.write_bytes(tiny_model_path.read_bytes())
+    output, stats = folder / "résultat ø.seg.nrrd", folder / "volumes ß.json"
+    probabilities = folder / "probabilités 確率.nrrd"
+    code = main(["segment", str(source), str(output), "--model", str(model), "--progress",
+                 "none", "--stats", str(stats), "--probabilities", str(probabilities)])
+    assert code == 0, capsys.readouterr().err
+    assert dice(read_volume(output).array, truth.array, 1) > 0.85
+    assert json.loads(stats.read_text())["labels"]
+    assert sitk.ReadImage(str(probabilities)).GetNumberOfComponentsPerPixel() == 3
 
 
 def test_mr_volume_given_to_a_ct_task_warns_but_segments(tiny_model_path, tmp_path, capsys):

@@ -26,15 +26,18 @@ LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] = LABELMAP_SUFFIXES
                       ) -> Path:
-    """Fail early (before any inference) on an unsupported suffix or unwritable folder."""
+    """Fail early (before any inference) on an output that is a folder, an unsupported suffix
+    or an unwritable folder. A folder is named first: ``segment ct.nii.gz results/`` means a
+    file inside it, not an unknown format."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name in it ending in "
+                         f"{', '.join(suffixes)}")
     if not path.name.lower().endswith(suffixes):
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(suffixes)}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: output folder {folder} does not exist; create it first")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name")
     try:  # a real write, not os.access: read-only file systems refuse even root
         descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
         os.close(descriptor)

@@ -21,7 +21,7 @@ from .postprocess import OrganStatistics, fill_holes, keep_largest_component, or
 from .preprocess import (WorkingGrid, iter_slabs, prepare_image, resample_probabilities_to,
                          working_grid)
 from .progress import CancelToken, ProgressFunction, no_progress
-from .validation import check_volume, check_working_memory, task_warnings
+from .validation import check_volume, check_working_memory, geometry_warnings, task_warnings
 from .volume import Volume
 
 __all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "choose_task",
@@ -162,7 +162,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
         if auto.slab is not None:
             return _segment_slab(volume, auto.slab, model, replace(options, task=task.name),
                                  progress, cancel, started)
-    for warning in task_warnings(volume, task):
+    for warning in geometry_warnings(volume) + task_warnings(volume, task):
         progress("warning", 0.0, warning)
     kept = _selected_labels(task, options.organs)
     crf_settings = {**model.metadata.crf_for(task.name), **options.crf_overrides}

@@ -1,8 +1,9 @@
 """Sanity checks on input volumes that every entry point shares (CLI, engine API, Slicer Logic).
 
 Each check raises :class:`~DeepOrganSegLib.errors.InputError` with one line that says what is
-wrong, with the numbers, and what to do about it; :func:`task_warnings` returns the doubts that
-should not stop a run (the image looks like another modality than the task expects).
+wrong, with the numbers, and what to do about it; :func:`geometry_warnings` and
+:func:`task_warnings` return the doubts that should not stop a run (a thin slab; the image looks
+like another modality than the task expects).
 
 The order of the checks follows the data: the file header (before any voxel is read), the grid
 geometry, the intensities, and the memory the working grid of a task will need.
@@ -26,13 +27,22 @@ if TYPE_CHECKING:
 
 __all__ = ["available_memory_bytes", "check_readable_size", "check_geometry",
            "check_intensities", "check_volume", "task_warnings", "working_memory_bytes",
-           "check_working_memory", "MAX_ANISOTROPY", "MIN_VOXELS_PER_AXIS",
-           "LABELMAP_MAX_VALUES"]
+           "check_working_memory", "geometry_warnings", "MAX_ANISOTROPY", "MIN_VOXELS_PER_AXIS",
+           "THIN_SLAB_VOXELS", "THIN_SLAB_MM", "LABELMAP_MAX_VALUES",
+           "MEMORY_SHARE"]
 
 #: Largest ratio of the coarsest to the finest voxel spacing that is segmented.
 MAX_ANISOTROPY = 50.0
 #: A 3D network needs some extent along every axis: fewer voxels is a 2D image or a single voxel.
 MIN_VOXELS_PER_AXIS = 2
+#: A volume with fewer voxels than this along an axis, or an extent (voxels x spacing) below
+#: :data:`THIN_SLAB_MM`, is a thin slab (2-3 slices of 5-25 mm are the common case). It is
+#: segmented, with a warning: across it the 3D network sees a few samples, or less than an organ
+#: spans (liver, kidneys, heart and brain span 80-200 mm), and air padding beyond, so organs may
+#: be missed or cut short. Both limits are heuristics.
+THIN_SLAB_VOXELS = 8
+#: The smallest extent along an axis (mm) that is not a thin slab; see :data:`THIN_SLAB_VOXELS`.
+THIN_SLAB_MM = 50.0
 #: An integer image with at most this many distinct non-negative values is taken for a labelmap.
 LABELMAP_MAX_VALUES = 10
 #: Tolerance on the direction matrix: |cos(angle)| between axes, and |1 - |column||.
@@ -175,6 +185,19 @@ def check_volume(volume: Volume) -> None:
     """All checks that do not depend on the task: geometry, then intensities."""
     check_geometry(volume)
     check_intensities(volume)
+
+
+def geometry_warnings(volume: Volume) -> list[str]:
+    """Doubts about the grid that should not stop the run, one line each: a thin slab (fewer
+    than :data:`THIN_SLAB_VOXELS` voxels or :data:`THIN_SLAB_MM` along an axis), whose result
+    is worth checking."""
+    thin = [f"only {n} x {s:g} mm = {n * s:g} mm along {axis}"
+            for axis, n, s in zip("ijk", volume.size, volume.spacing)
+            if n < THIN_SLAB_VOXELS or n * s < THIN_SLAB_MM]
+    if not thin:
+        return []
+    return [f"the volume is a thin slab ({', '.join(thin)}): the 3D model sees little anatomy "
+            f"across it, so organs may be missed or cut short; check the result"]
 
 
 def task_warnings(volume: Volume, task: TaskSpec) -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .validation import check_readable_size
+from .validation import MEMORY_SHARE, available_memory_bytes, check_readable_size
 
 __all__ = ["Volume", "grid_differences", "read_volume", "write_volume", "write_atomically",
            "remove_pending_temporaries"]
@@ -128,7 +128,46 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's tags, for its position
+    image = reader.Execute()
+    _check_slice_spacing(folder, reader)
+    return image
+
+
+#: Largest difference between two DICOM slice gaps, as a share of the series' median gap.
+SLICE_GAP_TOLERANCE = 0.01
+
+
+def _check_slice_spacing(folder: Path, reader: sitk.ImageSeriesReader) -> None:
+    """Refuse a series whose slices are not evenly spaced (a slice missing or doubled, or two
+    acquisitions mixed): ITK stacks the slices at their average spacing and only warns, which
+    would silently put every slice after the gap at the wrong place. The slices' positions
+    (Image Position Patient) along the slice normal (from Image Orientation Patient) are
+    compared; a series without them (e.g. secondary captures) is stacked as ITK does."""
+    count = len(reader.GetFileNames())
+    position, orientation = "0020|0032", "0020|0037"
+    if count < 3 or not reader.HasMetaDataKey(0, orientation) or not all(
+            reader.HasMetaDataKey(n, position) for n in range(count)):
+        return
+    try:
+        axes = np.array(reader.GetMetaData(0, orientation).split("\\"), dtype=np.float64)
+        corners = np.array([reader.GetMetaData(n, position).split("\\") for n in range(count)],
+                           dtype=np.float64)
+    except ValueError:  # malformed tags: nothing to compare, ITK's stacking stands
+        return
+    if axes.shape != (6,) or corners.shape != (count, 3):
+        return
+    along = corners @ np.cross(axes[:3], axes[3:])
+    gaps = np.diff(along)
+    usual = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - usual)))
+    if abs(gaps[worst] - usual) > SLICE_GAP_TOLERANCE * abs(usual):
+        raise InputError(
+            f"{folder}: DICOM slices are unevenly spaced: {abs(gaps[worst]):.4g} mm between "
+            f"slices {worst + 1} and {worst + 2} of {count} (at {along[worst]:.4g} and "
+            f"{along[worst + 1]:.4g} mm along the slice normal), {abs(usual):.4g} mm between "
+            f"the others; a slice is missing or doubled, and stacking them evenly would "
+            f"misplace the slices after the gap; re-export the complete series")
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -143,24 +182,69 @@ def _itk_reason(error: RuntimeError) -> str:
     return reason.split(". ")[0].rstrip(".:") or "unreadable"
 
 
-def _check_gzip_stream(path: Path) -> int:
-    """Decompress a ``.gz`` file to its end (without keeping it): ITK's readers accept a
-    truncated or damaged stream and fill the missing voxels silently. Returns the
-    uncompressed length."""
+def _corrupt_stream(path: Path, error: Exception) -> InputError:
+    """The refusal of a ``.gz`` file whose stream gzip/zlib cannot decompress."""
+    return InputError(f"{path}: compressed data is truncated or corrupt ({error}); "
+                      f"re-copy or re-export the image")
+
+
+#: Bytes of a file's start that hold a NIfTI-1 (348) or NIfTI-2 (540) header.
+_NIFTI_HEAD_BYTES = 540
+
+
+def _read_head(path: Path, compressed: bool) -> bytes:
+    """The file's first bytes, decompressed for a ``.gz`` file: where a NIfTI header is."""
+    if not compressed:
+        with open(path, "rb") as stream:
+            return stream.read(_NIFTI_HEAD_BYTES)
+    try:
+        with gzip.open(path, "rb") as stream:
+            return stream.read(_NIFTI_HEAD_BYTES)
+    except (EOFError, OSError, zlib.error) as error:
+        raise _corrupt_stream(path, error) from None
+
+
+#: Uncompressed bytes a ``.nii.gz`` stream may hold past the image its header describes.
+#: Writers put nothing there; a stream that goes on far beyond is a damaged file or a
+#: decompression bomb (a few MB that expand to terabytes of zeros).
+_GZIP_TRAILING_BYTES = 1024 * 1024
+
+
+def _check_gzip_stream(path: Path, nifti: _NiftiHeader | None) -> int:
+    """Decompress a ``.gz`` file to its end, 16 MB at a time and without keeping it: ITK's
+    readers accept a truncated or damaged stream and fill the missing voxels silently.
+
+    The stream may expand to the NIfTI header's image plus :data:`_GZIP_TRAILING_BYTES`, or
+    without a NIfTI header to the memory a readable image could take; a stream that goes
+    further is refused as soon as it does, never expanded to its end (a decompression bomb
+    would take minutes to hours). Returns the uncompressed length."""
+    if nifti is not None:
+        limit = nifti.data_end + _GZIP_TRAILING_BYTES
+        beyond = f"while its header describes {nifti.data_end} bytes of image"
+    else:
+        limit = int(MEMORY_SHARE * available_memory_bytes())
+        beyond = "more than could be read into the available memory"
     length = 0
     try:
         with gzip.open(path, "rb") as stream:
             while chunk := stream.read(16 * 1024 * 1024):
                 length += len(chunk)
+                if length > limit:
+                    raise InputError(f"{path}: compressed data expands to more than {limit} "
+                                     f"bytes, {beyond} (a decompression bomb or a damaged "
+                                     f"file); re-export the image")
     except (EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{path}: compressed data is truncated or corrupt ({error}); "
-                         f"re-copy or re-export the image") from None
+        raise _corrupt_stream(path, error) from None
     return length
 
 
-#: Bytes per voxel of the NIfTI datatype codes.
-_NIFTI_BYTES = {2: 1, 4: 2, 8: 4, 16: 4, 32: 8, 64: 8, 128: 3, 256: 1, 512: 2, 768: 4,
-                1024: 8, 1280: 8, 1536: 16, 1792: 16, 2048: 32, 2304: 4}
+#: NIfTI datatype codes of real scalars: SimpleITK's name of the pixel type (for the memory
+#: estimate from the header) and bytes per voxel.
+_NIFTI_SCALARS = {2: ("8-bit unsigned integer", 1), 256: ("8-bit signed integer", 1),
+                  4: ("16-bit signed integer", 2), 512: ("16-bit unsigned integer", 2),
+                  8: ("32-bit signed integer", 4), 768: ("32-bit unsigned integer", 4),
+                  1024: ("64-bit signed integer", 8), 1280: ("64-bit unsigned integer", 8),
+                  16: ("32-bit float", 4), 64: ("64-bit float", 8), 1536: ("128-bit float", 16)}
 
 
 #: NIfTI datatypes that are not real scalars: complex and colour.
@@ -168,43 +252,74 @@ _NIFTI_NOT_SCALAR = {32: "complex64", 1792: "complex128", 2048: "complex256", 12
                      2304: "RGBA"}
 
 
-def _check_nifti_header(path: Path, head: bytes, length: int) -> None:
-    """Check a single-file NIfTI-1/-2 header against its data before ITK reads it: niftilib
-    crashes or loops forever on zero sizes or data shorter than the header says.
+@dataclass(frozen=True)
+class _NiftiHeader:
+    """What a single-file NIfTI header says about its image, checked before ITK reads it."""
 
-    ``head`` is the file's first (uncompressed) bytes, ``length`` its uncompressed length."""
+    size: tuple[int, ...]  # dim[1..rank]
+    pixel_type: str  # SimpleITK's name of the voxel type
+    data_end: int  # bytes the file must hold: header (or data offset) plus the voxels
+
+
+def _read_nifti_header(path: Path, head: bytes) -> _NiftiHeader | None:
+    """Parse and check a single-file NIfTI-1/-2 header (``head``: the file's first
+    uncompressed bytes); None when the file is no single-file NIfTI (ITK decides).
+
+    niftilib crashes or loops forever on zero sizes, and ITK misreads a voxel spacing
+    (``pixdim``) that is not positive: it mirrors an axis of negative spacing (nibabel drops
+    the sign, and an sform, where there is one, places the voxels without pixdim at all) and
+    takes 1 mm for 0 or NaN, so the organs would come out mirrored or mis-measured. Both are
+    refused here."""
     for order in "<>":
         if len(head) >= 348 and struct.unpack_from(order + "i", head)[0] == 348 \
                 and head[344:348] == b"n+1\0":
             dims = struct.unpack_from(order + "8h", head, 40)
             datatype = struct.unpack_from(order + "h", head, 70)[0]
+            pixdim = struct.unpack_from(order + "8f", head, 76)
             offset, header_end = struct.unpack_from(order + "f", head, 108)[0], 352
             break
         if len(head) >= 540 and struct.unpack_from(order + "i", head)[0] == 540 \
                 and head[4:8] == b"n+2\0":
             dims = struct.unpack_from(order + "8q", head, 16)
             datatype = struct.unpack_from(order + "h", head, 12)[0]
+            pixdim = struct.unpack_from(order + "8d", head, 104)
             offset, header_end = struct.unpack_from(order + "q", head, 168)[0], 544
             break
     else:
-        return  # not a single-file NIfTI: ITK decides
+        return None
     rank = dims[0]
     if not 1 <= rank <= 7 or any(n < 1 for n in dims[1: rank + 1]):
         raise InputError(f"{path}: NIfTI header gives an empty or invalid image size "
                          f"(dim {list(dims[: max(1, min(rank, 7)) + 1])}); re-export the image")
-    if datatype not in _NIFTI_BYTES:
-        raise InputError(f"{path}: NIfTI header has unknown datatype {datatype}; "
-                         f"re-export the image")
     if datatype in _NIFTI_NOT_SCALAR:  # refused anyway; their readers crashed on bad headers
         raise InputError(f"{path}: NIfTI pixel type {_NIFTI_NOT_SCALAR[datatype]} is not a real "
                          f"scalar; give a grey-level volume")
-    if not (math.isfinite(offset) and 0 <= offset <= length):
+    if datatype not in _NIFTI_SCALARS:
+        raise InputError(f"{path}: NIfTI header has unknown datatype {datatype}; "
+                         f"re-export the image")
+    spacing = pixdim[1: min(rank, 3) + 1]
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        shown = " x ".join(f"{s:g}" for s in spacing)
+        raise InputError(f"{path}: NIfTI header gives voxel spacing {shown} mm (pixdim), not "
+                         f"positive; ITK would mirror a negative axis and take 1 mm for 0 or "
+                         f"NaN, misplacing or mis-measuring the organs; re-export the image with "
+                         f"positive spacing")
+    if not (math.isfinite(offset) and offset >= 0):
         raise InputError(f"{path}: NIfTI header has an invalid data offset ({offset}); "
                          f"re-export the image")
-    needed = max(int(offset), header_end) + math.prod(dims[1: rank + 1]) * _NIFTI_BYTES[datatype]
-    if length < needed:
+    pixel_type, voxel_bytes = _NIFTI_SCALARS[datatype]
+    size = tuple(int(n) for n in dims[1: rank + 1])
+    return _NiftiHeader(size, pixel_type, max(int(offset), header_end)
+                        + math.prod(size) * voxel_bytes)
+
+
+def _check_nifti_length(path: Path, nifti: _NiftiHeader, length: int) -> None:
+    """Refuse a NIfTI file whose data (``length`` uncompressed bytes) is shorter than its
+    header says: niftilib crashed on some, and ITK would fill the missing voxels."""
+    if length < nifti.data_end:
         raise InputError(f"{path}: image data is shorter than its header says ({length} of "
-                         f"{needed} bytes): the file is truncated; re-copy or re-export it")
+                         f"{nifti.data_end} bytes): the file is truncated; re-copy or re-export "
+                         f"it")
 
 
 #: Longest token accepted in text-encoded voxel data: teem's NRRD text parser (inside ITK)
@@ -248,13 +363,19 @@ def _check_text_data(path: Path) -> None:
 
 
 def _read_file(path: Path) -> sitk.Image:
-    """Read one image file, checking its header (dimension, size) before any voxel data."""
+    """Read one image file, checking its header (dimension, size) before any voxel data.
+
+    A NIfTI header is checked first, with the memory its image needs, so that a huge claim is
+    refused before a compressed stream is expanded; the stream is then verified to its end."""
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); re-export or re-copy the image")
     compressed = path.name.lower().endswith(".gz")
-    length = _check_gzip_stream(path) if compressed else path.stat().st_size
-    with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
-        _check_nifti_header(path, stream.read(540), length)
+    nifti = _read_nifti_header(path, _read_head(path, compressed))
+    if nifti is not None:
+        check_readable_size(path, nifti.size, 1, nifti.pixel_type)
+    length = _check_gzip_stream(path, nifti) if compressed else path.stat().st_size
+    if nifti is not None:
+        _check_nifti_length(path, nifti, length)
     _check_text_data(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -273,9 +394,11 @@ def read_volume(path: str | os.PathLike) -> Volume:
     """Read a NIfTI/NRRD/MHA file or a DICOM series folder into a :class:`Volume`.
 
     Every failure is an :class:`InputError` with one line saying what is wrong: a missing path,
-    an empty or unreadable file (truncated, corrupt, unknown format), a folder without exactly
-    one DICOM series, a non-3D or vector image, or one too large to hold in memory (checked from
-    the header, before reading voxels)."""
+    an empty or unreadable file (truncated, corrupt, unknown format, a compressed stream that
+    expands far beyond its image), a NIfTI header whose voxel spacing is not positive, a folder
+    without exactly one DICOM series or whose slices are unevenly spaced, a non-3D or vector
+    image, or one too large to hold in memory (checked from the header, before reading
+    voxels)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
