@@ -34,6 +34,7 @@ from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
                                   hand_drawn_matches, load_terminology_context,
                                   run_segmentation, set_show_3d)
+from DeepOrganSegLib.resources import user_model_folder, user_models
 from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
@@ -283,7 +284,8 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- model, task, organs, device -----------------------------------------------------------
 
     def _populateModels(self) -> None:
-        """Bundled models, the user's added models, then "Add model file..."."""
+        """Bundled models, the models in the user's model folder, the user's added models,
+        then "Add model file..."."""
         comboBox = self.ui.modelComboBox
         wasBlocked = comboBox.blockSignals(True)
         comboBox.clear()
@@ -291,6 +293,10 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comboBox.addItem(path.stem, str(path))
             comboBox.setItemData(comboBox.count - 1, _("Bundled model: {path}").format(path=path),
                                  qt.Qt.ToolTipRole)
+        for path in user_models():
+            comboBox.addItem(path.stem, str(path))
+            comboBox.setItemData(comboBox.count - 1, _("Model in {folder}: {path}").format(
+                folder=user_model_folder(), path=path), qt.Qt.ToolTipRole)
         for path in self._userModels():
             comboBox.addItem(Path(path).stem, path)
             comboBox.setItemData(comboBox.count - 1, path, qt.Qt.ToolTipRole)

@@ -160,7 +160,8 @@ def test_nnunet_folder_reader_and_label_mapping_into_the_union(tmp_path):
     assert [c[0] for c in cases] == ["case_000", "case_001", "case_002"]
     assert names == {1: "spleen", 2: "tumour"}
 
-    source = {"type": "nnunet", "path": str(tmp_path), "val_cases": 1}
+    source = {"type": "nnunet", "path": str(tmp_path), "val_cases": 1,
+              "rename": {"tumour": "background"}}
     document = load_config(TINY).to_dict()
     document["tasks"][0]["sources"] = [source]
     config = TrainConfig.from_dict(document)
@@ -170,7 +171,7 @@ def test_nnunet_folder_reader_and_label_mapping_into_the_union(tmp_path):
     assert [c.case_id for c in val_cases] == ["case_002"]
     x, y = working_arrays(*load_case(train_cases[0]), task, config)
     assert x.dtype == np.float32 and y.dtype == np.uint8
-    # spleen -> its union value; "tumour" is not an abdomen-ct label -> background.
+    # spleen -> its union value; "tumour", renamed to background, is not learnt.
     assert set(np.unique(y)) == {0, config.label_value("spleen")}
 
 
@@ -371,16 +372,6 @@ def test_warm_start_adding_position_channels_computes_what_the_model_file_did(tm
     position = torch.randn(1, 2, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(network(torch.cat([x, position], 1)), source(x))
-
-
-def test_warm_start_from_a_model_with_other_labels_is_refused_in_one_line(tmp_path,
-                                                                          tiny_model_path):
-    from DeepOrganSegLib.errors import InputError
-    from training.train import initial_weights
-
-    config = tiny_config(tmp_path, tmp_path)
-    with pytest.raises(InputError, match="labels"):
-        initial_weights(DSN3D(config.dsn_config()), config, str(tiny_model_path))
 
 
 def test_position_inputs_reach_the_cache_and_the_batches(tmp_path):

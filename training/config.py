@@ -9,18 +9,25 @@ lists the subset it annotates. See ``training/configs/bundled.yaml`` for a compl
 from __future__ import annotations
 
 import copy
+import difflib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from DeepOrganSegLib.bundle import INPUT_CHANNELS, Normalization
+from DeepOrganSegLib.errors import DeepOrganSegError, InputError
 from DeepOrganSegLib.network import DSNConfig
 
-__all__ = ["SourceConfig", "TaskConfig", "OptimizerConfig", "ScheduleConfig", "DataConfig",
-           "TrainConfig", "load_config", "apply_overrides"]
+__all__ = ["ConfigError", "SourceConfig", "TaskConfig", "OptimizerConfig", "ScheduleConfig",
+           "DataConfig", "TrainConfig", "load_config", "apply_overrides"]
+
+
+class ConfigError(InputError):
+    """A training config that cannot run: one line naming the key (dotted path), what is wrong
+    and what would be right. Raised before any data is read."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,11 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         if self.type not in ("phantom", "msd", "nnunet"):
-            raise ValueError(f"data source type {self.type!r}: use phantom, msd or nnunet")
+            raise ConfigError(f"data source type {self.type!r}: use phantom, msd or nnunet")
         if self.type == "phantom" and not self.kind:
-            raise ValueError("a phantom data source needs a 'kind'")
+            raise ConfigError("a phantom data source needs a 'kind'")
         if self.type != "phantom" and not self.path:
-            raise ValueError(f"a {self.type} data source needs a 'path'")
+            raise ConfigError(f"a {self.type} data source needs a 'path'")
 
 
 @dataclass(frozen=True)
@@ -141,18 +148,44 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.inputs[:1] != ("image",) or not set(self.inputs) <= set(INPUT_CHANNELS) or len(
                 set(self.inputs)) != len(self.inputs):
-            raise ValueError(f"'inputs' must be image, optionally followed by "
-                             f"{', '.join(list(INPUT_CHANNELS)[1:])}")
+            raise ConfigError(f"'inputs' must be image, optionally followed by "
+                              f"{', '.join(list(INPUT_CHANNELS)[1:])}")
         if len(set(self.labels)) != len(self.labels):
-            raise ValueError("'labels' lists a name twice")
+            raise ConfigError("'labels' lists a name twice")
         for task in self.tasks:
             unknown = [name for name in task.labels if name not in self.labels]
             if unknown:
-                raise ValueError(f"task {task.name}: label {unknown[0]!r} is not in 'labels'")
+                raise ConfigError(f"task {task.name}: label {unknown[0]!r} is not in 'labels'; "
+                                  f"add it there")
+            if len(task.spacing_mm) != 3 or min(task.spacing_mm) <= 0:
+                raise ConfigError(f"task {task.name}: 'spacing_mm' must be 3 positive "
+                                  f"millimetre values (i, j, k), got {list(task.spacing_mm)}")
         if len({task.name for task in self.tasks}) != len(self.tasks):
-            raise ValueError("two tasks have the same name")
+            raise ConfigError("two tasks have the same name")
         if any(self.samples_of(task) < 0 for task in self.tasks) or self.batch_size < 1:
-            raise ValueError("'samples' per task must be >= 0 and give a batch of at least 1")
+            raise ConfigError("'samples' per task must be >= 0 and give a batch of at least 1")
+        try:
+            network = self.dsn_config()
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"'network': {error}") from None
+        sides = len(network.side_output_levels)
+        if len(self.schedule.side_weights) != sides:
+            raise ConfigError(
+                f"'schedule.side_weights' has {len(self.schedule.side_weights)} value(s) but "
+                f"'network.side_output_levels' makes {sides} side output(s); give one weight "
+                f"per side output")
+        divisor = network.size_divisor
+        sizes = {"data.patch_size": self.data.patch_size}
+        if self.data.thin_slab_probability > 0:
+            sizes["data.thin_slab_depths"] = self.data.thin_slab_depths
+        for key, values in sizes.items():
+            if any(v < divisor or v % divisor for v in values):
+                raise ConfigError(f"'{key}' {list(values)} must be multiples of {divisor} "
+                                  f"voxels: the network halves its input "
+                                  f"{len(network.widths) - 1} times")
+        if len(self.data.patch_size) != 3:
+            raise ConfigError(f"'data.patch_size' must be 3 voxel counts (k, j, i), got "
+                              f"{list(self.data.patch_size)}")
 
     @property
     def num_classes(self) -> int:
@@ -193,43 +226,117 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
-        raw = copy.deepcopy(raw)
+        """A config from its document; every problem is a ConfigError naming the key."""
+        raw = _section(copy.deepcopy(raw), cls, "")
         tasks = []
-        for task in raw.pop("tasks"):
-            sources = tuple(SourceConfig(**_tuples(s, ("train_seeds", "val_seeds")))
-                            for s in task.pop("sources"))
-            normalization = Normalization.from_dict(task.pop("normalization"), "normalization")
-            tasks.append(TaskConfig(sources=sources, normalization=normalization,
-                                    **_tuples(task, ("spacing_mm", "labels", "flip_axes"))))
-        return cls(
-            labels=tuple(raw.pop("labels")), tasks=tuple(tasks), network=raw.pop("network"),
-            optimizer=OptimizerConfig(**raw.pop("optimizer", {})),
-            schedule=ScheduleConfig(**_tuples(raw.pop("schedule", {}), ("side_weights",))),
-            data=DataConfig(**_tuples(raw.pop("data", {}), ("patch_size", "thin_slab_depths"))),
-            **_tuples(raw, ("inputs",)))
+        task_list = raw.pop("tasks")
+        if not task_list:
+            raise ConfigError("'tasks' must be a non-empty list of tasks")
+        for index, task in enumerate(task_list):
+            where = f"tasks[{index}]"
+            task = _section(task, TaskConfig, where)
+            source_list = task.pop("sources")
+            if not source_list:
+                raise ConfigError(f"'{where}.sources' must be a non-empty list of data sources")
+            sources = tuple(SourceConfig(**_section(s, SourceConfig, f"{where}.sources[{n}]"))
+                            for n, s in enumerate(source_list))
+            try:
+                normalization = Normalization.from_dict(task.pop("normalization"),
+                                                        f"{where}.normalization")
+            except DeepOrganSegError as error:
+                raise ConfigError(str(error).replace("metadata field", "config key")) from None
+            tasks.append(TaskConfig(sources=sources, normalization=normalization, **task))
+        sections = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig, "data": DataConfig}
+        built = {key: kind(**_section(raw.pop(key, {}), kind, key))
+                 for key, kind in sections.items()}
+        return cls(tasks=tuple(tasks), **built, **raw)
 
 
-def _tuples(raw: dict, keys: tuple[str, ...]) -> dict:
-    return {k: tuple(v) if k in keys and isinstance(v, list) else v for k, v in raw.items()}
+#: Annotations the config checks and converts (``from __future__ import annotations`` keeps
+#: them as strings): what the value must be, in words, and its converter.
+_SCALARS = {"int": ("an integer", int), "float": ("a number", float), "str": ("a string", str),
+            "bool": ("true or false", bool), "dict": ("a mapping", dict)}
+
+
+def _convert(value: Any, annotation: str, where: str) -> Any:
+    """``value`` checked against a field annotation and converted (lists to tuples, ints to
+    floats); a ConfigError that names ``where`` otherwise."""
+    if annotation.endswith(" | None"):
+        return None if value is None else _convert(value, annotation[:-len(" | None")], where)
+    if annotation.startswith("tuple["):
+        items = [part.strip() for part in annotation[len("tuple["):-1].split(",")]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{where}' must be a list, got {value!r}")
+        if items[-1] != "..." and len(value) != len(items):
+            raise ConfigError(f"'{where}' must have {len(items)} values, got {len(value)}")
+        return tuple(_convert(item, items[0], f"{where}[{n}]") for n, item in enumerate(value))
+    if annotation not in _SCALARS:
+        return value  # checked by the class itself (e.g. Normalization, sources)
+    words, kind = _SCALARS[annotation]
+    accepted = (int, float) if kind is float else kind
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+        raise ConfigError(f"'{where}' must be {words}, got {value!r}")
+    return kind(value)
+
+
+def _section(raw: Any, kind: type, where: str) -> dict[str, Any]:
+    """``raw`` as keyword arguments of the dataclass ``kind``: unknown keys (with the nearest
+    valid one), missing required keys and wrong types are ConfigErrors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where or 'config'}' must be a mapping of keys to values, "
+                          f"got {raw!r}")
+    known = {f.name: f for f in fields(kind)}
+    prefix = f"{where}." if where else ""
+    for key in raw:
+        if key not in known:
+            nearest = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = (f"did you mean '{prefix}{nearest[0]}'?" if nearest
+                    else f"valid keys: {', '.join(known)}")
+            raise ConfigError(f"unknown key '{prefix}{key}' ({hint})")
+    for name, spec in known.items():
+        if name not in raw and spec.default is MISSING and spec.default_factory is MISSING:
+            raise ConfigError(f"'{prefix}{name}' is missing")
+    return {key: _convert(value, known[key].type, f"{prefix}{key}") for key, value in raw.items()}
 
 
 def apply_overrides(raw: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values, got {raw!r:.60}")
     raw = copy.deepcopy(raw)
     for pair in pairs:
         key, separator, value = pair.partition("=")
         if not separator:
-            raise ValueError(f"override {pair!r}: expected KEY=VALUE")
+            raise ConfigError(f"override {pair!r}: expected KEY=VALUE")
         node = raw
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r}: '{part}' is not a section")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {pair!r}: value is not valid YAML "
+                              f"({' '.join(str(error).split())})") from None
     return raw
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML or JSON config file and apply ``overrides``."""
-    text = Path(path).read_text()
-    raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    return TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
+    """Read a YAML or JSON config file and apply ``overrides``; a ConfigError prefixed with
+    the file's name for anything wrong with it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise ConfigError(f"{path}: cannot read the config ({reason})") from None
+    try:
+        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}"
+                          f" ({detail})") from None
+    try:
+        return TrainConfig.from_dict(apply_overrides(raw, list(overrides)))
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -29,8 +29,8 @@ from DeepOrganSegLib.volume import Volume, read_volume
 
 from .config import SourceConfig, TaskConfig, TrainConfig
 
-__all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "load_case",
-           "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
+__all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
+           "load_case", "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
            "PatchBatchDataset", "sample_seed"]
 
 
@@ -129,6 +129,78 @@ def list_cases(task: TaskConfig, split: str) -> list[CaseRef]:
     return [case for source in task.sources for case in _source_cases(task, source, split)]
 
 
+#: The label name that ``rename`` maps a data set's label to when the task should not learn it.
+BACKGROUND = "background"
+
+#: How far an image and its labelmap may disagree in grid (mm for spacing and origin, unitless
+#: for the direction cosines) and still be one case: beyond it the labels would be shifted.
+_GRID_TOLERANCE = {"spacing_mm": 1e-3, "origin_mm": 1e-2, "direction": 1e-4}
+
+
+def _header(path: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """Size, spacing (mm), origin (mm) and direction of an image file, from its header only."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise InputError(f"{path}: cannot read the image header ({message})") from None
+    return (reader.GetSize(), np.asarray(reader.GetSpacing()), np.asarray(reader.GetOrigin()),
+            np.asarray(reader.GetDirection()))
+
+
+def _check_file_case(case: CaseRef, task: TaskConfig) -> None:
+    for kind, path in (("image", case.image_path), ("labelmap", case.label_path)):
+        if not Path(path).is_file():
+            raise InputError(f"task {task.name}: the {kind} of case {case.case_id} ({path}) "
+                             f"does not exist; fix the data set's dataset.json or file names")
+    size, spacing, origin, direction = _header(case.image_path)
+    label_size, label_spacing, label_origin, label_direction = _header(case.label_path)
+    tolerance = _GRID_TOLERANCE
+    problems = [what for what, same in (
+        (f"size {size} vs {label_size}", size == label_size),
+        (f"spacing {tuple(spacing.round(4))} vs {tuple(label_spacing.round(4))} mm",
+         np.allclose(spacing, label_spacing, atol=tolerance["spacing_mm"], rtol=0)),
+        (f"origin {tuple(origin.round(3))} vs {tuple(label_origin.round(3))} mm",
+         np.allclose(origin, label_origin, atol=tolerance["origin_mm"], rtol=0)),
+        ("direction", np.allclose(direction, label_direction, atol=tolerance["direction"],
+                                  rtol=0))) if not same]
+    if problems:
+        raise InputError(f"task {task.name}: case {case.case_id}: image and labelmap are on "
+                         f"different grids ({'; '.join(problems)}); resample the labelmap onto "
+                         f"the image")
+
+
+def check_data(config: TrainConfig) -> None:
+    """Everything about the config's data that can be known before any case is read: phantom
+    kinds, data set files that exist, label names every task lists (or renames to
+    ``background``), images and labelmaps on one grid (headers only). Raises InputError."""
+    from DeepOrganSegLib.phantoms import KINDS
+
+    for task in config.tasks:
+        for source in task.sources:
+            if source.type == "phantom":
+                if source.kind not in KINDS:
+                    raise InputError(f"task {task.name}: phantom kind {source.kind!r} does not "
+                                     f"exist; choose one of {', '.join(KINDS)}")
+                continue
+            cases = _source_cases(task, source, "train") + _source_cases(task, source, "val")
+            if not cases:
+                raise InputError(f"task {task.name}: {source.path} lists no training cases")
+            names = {value: source.rename.get(name, name)
+                     for value, name in cases[0].label_names.items()}
+            unlisted = sorted({name for name in names.values()
+                               if name not in task.labels and name != BACKGROUND})
+            if unlisted:
+                raise InputError(
+                    f"task {task.name}: {source.path} has label(s) {', '.join(unlisted)} that "
+                    f"the task does not list; add them to the task's labels, or drop them "
+                    f"with rename: {{{unlisted[0]}: {BACKGROUND}}}")
+            for case in cases:
+                _check_file_case(case, task)
+
+
 def load_case(case: CaseRef) -> tuple[Volume, Volume, dict[int, str]]:
     """Image, labelmap and ``{value: name}`` of a case (phantoms are generated here)."""
     if case.phantom_kind:
@@ -161,9 +233,18 @@ def working_arrays(image: Volume, labels: Volume, names: dict[int, str], task: T
     return x.astype(np.float32), lookup[source]
 
 
+def _phantom_generator_fingerprint() -> str:
+    """Digest of the phantom generator's source: a changed generator must not reuse old cases."""
+    import importlib.util
+
+    origin = importlib.util.find_spec("DeepOrganSegLib.phantoms").origin
+    return hashlib.sha1(Path(origin).read_bytes()).hexdigest()[:10]
+
+
 def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:
+    generator = _phantom_generator_fingerprint() if case.phantom_kind else ""
     recipe = json.dumps({"case": [case.phantom_kind, case.seed, case.options, case.image_path,
-                                  case.label_path, case.rename],
+                                  case.label_path, case.rename], "generator": generator,
                          "spacing": task.spacing_mm, "norm": task.normalization.to_dict(),
                          "labels": config.labels, "task_labels": task.labels,
                          "layout": "channels-first", "inputs": config.inputs},

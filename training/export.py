@@ -58,6 +58,14 @@ def _describe_source(source: SourceConfig) -> str:
     return f"{source.type} folder {source.path}"
 
 
+def _license(config: TrainConfig) -> str:
+    """What the weights may be used for, from what they were trained on."""
+    if all(source.type == "phantom" for task in config.tasks for source in task.sources):
+        return "trained on synthetic phantoms only; not for clinical use"
+    return ("trained on the data sets named under 'data': their licences bind these weights; "
+            "not for clinical use")
+
+
 def default_crf_parameters() -> dict:
     """``CRFParameters().to_dict()`` when the engine has a CRF, else {} (no CRF)."""
     try:
@@ -116,7 +124,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "metrics": _finite(metrics if metrics is not None else state.get("metrics", {})),
         "command": command,
         "date": datetime.date.today().isoformat(),
-        "license": "trained on synthetic phantoms only; not for clinical use",
+        "license": _license(config),
     }
     return save_model(output, network, build_metadata(config, provenance, crf, task_crf),
                       half_precision=half_precision)

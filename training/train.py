@@ -1,7 +1,12 @@
 """Train a (multi-task) 3D DSN.
 
+    python training/train.py --data MSD_OR_NNUNET_FOLDER [--init bundled|MODEL|scratch]
     python training/train.py --config training/configs/bundled.yaml [--steps N] [--resume]
     torchrun --nproc_per_node 2 training/train.py --config ...        # DistributedDataParallel
+
+``--data`` plans the run from the data set (``training/plan.py``), writes the plan as
+``plan.yaml`` in the run folder (re-run it with ``--config``), trains and exports
+``model.safetensors`` there: a model file the Slicer module and ``deeporganseg`` load.
 
 Writes to the config's ``output_dir``: ``last.pt`` (every ``checkpoint_every`` steps) and
 ``best.pt`` (best mean validation Dice), ``log.csv``, ``validation.csv``, TensorBoard events,
@@ -33,11 +38,12 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.network import DSN3D
-from training.config import TrainConfig, load_config
+from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
-from training.data import CaseCache, PatchBatchDataset, list_cases
+from training.data import CaseCache, PatchBatchDataset, check_data, list_cases
 from training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
@@ -53,7 +59,18 @@ __all__ = ["main", "build_parser", "train", "TrainResult", "build_optimizer", "l
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML or JSON training config")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="YAML or JSON training config")
+    what.add_argument("--data", metavar="FOLDER",
+                      help="Medical Segmentation Decathlon or nnU-Net raw data set folder: plan "
+                           "the run from it, train, export OUTPUT_DIR/model.safetensors")
+    parser.add_argument("--task", help="with --data: the task's name (default: from the data "
+                                       "set's name and modality)")
+    parser.add_argument("--memory-gb", type=float, default=2.0,
+                        help="with --data: training memory budget that sets the patch size "
+                             "(default 2 GB)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"),
+                        help="with --data: working spacing in mm instead of the planned one")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config entry, e.g. --set optimizer.lr=0.001")
     parser.add_argument("--steps", type=int, help="= --set schedule.steps=N")
@@ -61,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, help="= --set data.num_workers=N")
     parser.add_argument("--seed", type=int, help="= --set seed=N")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    parser.add_argument("--init", metavar="MODEL",
-                        help="start from the weights of a model file (.safetensors) with the "
-                             "config's architecture and labels, e.g. the bundled model")
+    parser.add_argument("--init", metavar="bundled|MODEL|scratch",
+                        help="start from a model file's weights (fine-tuning): 'bundled' (the "
+                             "default with --data), a .safetensors path, or 'scratch'. Labels "
+                             "are matched by name; new labels start fresh")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache-workers", type=int, default=1,
@@ -79,8 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {"schedule.steps": args.steps, "output_dir": args.output_dir,
-             "data.num_workers": args.num_workers, "seed": args.seed, "init_from": args.init}
+             "data.num_workers": args.num_workers, "seed": args.seed,
+             "init_from": None if args.init is None else _start_model(args.init)}
     return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
+
+
+def _start_model(choice: str) -> str:
+    """``--init``'s model file: the bundled model, a path, or "" for ``scratch``."""
+    if choice == "scratch":
+        return ""
+    if choice == "bundled":
+        from DeepOrganSegLib.resources import default_model_path
+
+        return str(default_model_path())
+    if not Path(choice).is_file():
+        raise InputError(f"--init {choice}: no such model file; give bundled, scratch or a "
+                         f".safetensors path")
+    return choice
+
+
+def _planned_config(args: argparse.Namespace) -> TrainConfig:
+    """``--data``: plan the run from the data set, write ``plan.yaml``, return its config."""
+    from training.plan import plan_config, write_plan
+
+    start = _start_model(args.init or "bundled") or "scratch"
+    document, notes = plan_config(args.data, task_name=args.task, start=start,
+                                  memory_gb=args.memory_gb, steps=args.steps or 1000,
+                                  output_dir=args.output_dir,
+                                  spacing_mm=tuple(args.spacing) if args.spacing else None)
+    flags = {"data.num_workers": args.num_workers, "seed": args.seed}
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    document = apply_overrides(document, overrides + args.set)
+    config = TrainConfig.from_dict(document)
+    path = write_plan(config.to_dict(), notes, Path(config.output_dir) / "plan.yaml")
+    print(f"plan written to {path}:", *notes, sep="\n  ", flush=True)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,36 +340,48 @@ class TrainResult:
     metrics: dict    # latest validation metrics (rank 0; {} elsewhere)
 
 
-def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> None:
-    """Load a model file's weights into ``network`` (warm start). Its output labels (names, in
-    channel order) and architecture must be the config's, except that the config may add input
-    channels (position): their first-layer weights start at zero, so the warm-started network
-    computes exactly what the model file did. Anything else is an InputError."""
+def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> list[str]:
+    """Load a model file's weights into ``network`` (warm start, fine-tuning); returns the
+    config's labels that the model file did not have.
+
+    The architecture must be the model file's, except that the config may add input channels
+    (position: their first-layer weights start at zero) and may have other labels. Output
+    channels are matched by label name: a label of both keeps the model file's weights for its
+    channel (wherever the config puts it), a new label keeps ``network``'s fresh initialisation,
+    a label only the model file has is dropped. With the same inputs and labels the
+    warm-started network computes exactly what the model file did. Anything else is an
+    InputError."""
     from dataclasses import replace
 
     from DeepOrganSegLib.bundle import load_model
-    from DeepOrganSegLib.errors import InputError
 
     model = load_model(model_path)
     names = {label.value: label.name for task in model.metadata.tasks for label in task.labels}
-    theirs = [names.get(value, "") for value in range(1, model.metadata.num_classes)]
-    if tuple(theirs) != tuple(config.labels):
-        raise InputError(f"--init {model_path}: its labels ({', '.join(theirs)}) are not the "
-                         f"config's ({', '.join(config.labels)}); train from scratch instead")
     ours, source = network.config, model.network.config
     if (model.metadata.inputs != tuple(config.inputs[:len(model.metadata.inputs)])
-            or replace(source, in_channels=ours.in_channels) != ours):
+            or replace(source, in_channels=ours.in_channels, num_classes=ours.num_classes)
+            != ours):
         raise InputError(f"--init {model_path}: its architecture or inputs differ from the "
                          f"config's; use the model's architecture or train from scratch")
+    # Output channel of ours -> output channel of theirs (background is 0 in both).
+    their_channel = {name: value for value, name in names.items()}
+    rows = {0: 0, **{config.label_value(name): their_channel[name] for name in config.labels
+                     if name in their_channel}}
+    class_tensors = {f"{layer}.{kind}" for layer in network.class_layers()
+                     for kind in ("weight", "bias")}
     state = network.state_dict()
     with torch.no_grad():
         for name, tensor in model.network.state_dict().items():
-            if tensor.shape == state[name].shape:
+            if name in class_tensors:
+                for mine, theirs in rows.items():
+                    state[name][mine].copy_(tensor[theirs])
+            elif tensor.shape == state[name].shape:
                 state[name].copy_(tensor)
             else:  # the first convolution: [out, in, 3, 3, 3] gains input channels
                 state[name].zero_()
                 state[name][:, : tensor.shape[1]].copy_(tensor)
     network.load_state_dict(state)
+    return [name for name in config.labels if name not in their_channel]
 
 
 def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
@@ -326,7 +389,8 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
           stop_after: int | None = None) -> TrainResult:
     """Train as ``config`` says (from ``last.pt`` when ``resume``, else from the weights of the
     model file ``config.init_from`` when set), for the whole schedule or ``stop_after`` steps
-    of it."""
+    of it. The data is checked (``check_data``) before anything is written."""
+    check_data(config)
     output = Path(config.output_dir)
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -435,17 +499,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.config, _overrides(args))
+    config = _planned_config(args) if args.data else load_config(args.config, _overrides(args))
     ctx = init_distributed(args.device)
     try:
         if args.prepare_only:
+            check_data(config)
             _prepare(config, ctx, args.cache_workers)
             return 0
-        train(config, ctx, resume=args.resume, cache_workers=args.cache_workers,
-              show_progress=not args.no_progress, stop_after=args.stop_after)
+        result = train(config, ctx, resume=args.resume, cache_workers=args.cache_workers,
+                       show_progress=not args.no_progress, stop_after=args.stop_after)
+        if args.data and ctx.is_main and result.step == config.schedule.steps:
+            _export_run(config, argv)
     finally:
         shutdown_distributed()
     return 0
+
+
+def _export_run(config: TrainConfig, argv: Sequence[str] | None) -> None:
+    """``--data``: the run's best checkpoint (the last without validation) as
+    ``OUTPUT_DIR/model.safetensors``."""
+    from training.export import export_checkpoint
+
+    output = Path(config.output_dir)
+    checkpoint = output / "best.pt" if (output / "best.pt").exists() else output / "last.pt"
+    command = " ".join(["python training/train.py", *(sys.argv[1:] if argv is None else argv)])
+    path = export_checkpoint(checkpoint, output / "model.safetensors", command=command)
+    print(f"wrote {path}: load it with deeporganseg segment --model {path}, or in Slicer with "
+          f"\"Add model file...\"", flush=True)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,14 @@ class DSN3D(nn.Module):
                  for head, level in zip(self.side_outputs, self.config.side_output_levels)]
         return main, sides
 
+    def class_layers(self) -> dict[str, nn.Conv3d]:
+        """The 1x1x1 convolutions whose output channels are the classes (main classifier and
+        each side output's), by module name: the layers a change of label set touches."""
+        layers = {"classifier": self.classifier}
+        for index, head in enumerate(self.side_outputs):
+            layers[f"side_outputs.{index}.{len(head) - 1}"] = head[-1]
+        return layers
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Code", "StructureTerm", "STRUCTURES", "term_for", "DICOM_MASTER_CONTEXT",
-           "DEEPORGANSEG_CONTEXT", "CONTEXT_FILE_NAME"]
+__all__ = ["Code", "StructureTerm", "STRUCTURES", "SYNONYMS", "term_for", "canonical_name",
+           "DICOM_MASTER_CONTEXT", "DEEPORGANSEG_CONTEXT", "CONTEXT_FILE_NAME"]
 
 #: Slicer's terminology context of DICOM's segmentation codes (loaded by every Slicer).
 DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
@@ -100,6 +100,31 @@ STRUCTURES: dict[str, StructureTerm] = {
     "white_matter": _anatomy("White matter", (245, 245, 245), "389080008", "White Matter"),
     "csf": _anatomy("Cerebrospinal fluid", (85, 188, 255), "65216001", "Cerebrospinal Fluid"),
 }
+
+
+#: Label names that public data sets use for our structures (BTCV, AMOS, TotalSegmentator, MSD,
+#: MM-WHS), after lower-casing and turning spaces and hyphens into underscores.
+SYNONYMS: dict[str, str] = {
+    "kidney_right": "right_kidney", "kidney_left": "left_kidney",
+    "rkidney": "right_kidney", "lkidney": "left_kidney",
+    "gall_bladder": "gallbladder", "ivc": "inferior_vena_cava", "postcava": "inferior_vena_cava",
+    "vena_cava_inferior": "inferior_vena_cava",
+    "left_ventricle_blood_cavity": "left_ventricle", "lv": "left_ventricle",
+    "right_ventricle_blood_cavity": "right_ventricle", "rv": "right_ventricle",
+    "left_atrium_blood_cavity": "left_atrium", "la": "left_atrium",
+    "right_atrium_blood_cavity": "right_atrium", "ra": "right_atrium",
+    "myocardium_of_the_left_ventricle": "myocardium", "myo": "myocardium",
+    "gray_matter": "grey_matter", "gm": "grey_matter", "wm": "white_matter",
+    "cerebrospinal_fluid": "csf",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The engine's label name for a data set's ``name``: lower case, words joined by
+    underscores, synonyms of :data:`STRUCTURES` mapped onto them ("Kidney Left" ->
+    ``left_kidney``); other names are kept (normalised) as they are."""
+    words = "_".join(name.strip().lower().replace("-", " ").split())
+    return SYNONYMS.get(words, words)
 
 
 def term_for(name: str) -> StructureTerm:
