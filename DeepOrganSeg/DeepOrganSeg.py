@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -34,6 +35,7 @@ from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
                                   hand_drawn_matches, load_terminology_context,
                                   run_segmentation, set_show_3d)
+from DeepOrganSegLib.mrml_refine import RefinementSession, RefineJob
 from DeepOrganSegLib.resources import user_model_folder, user_models
 from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
 
@@ -125,6 +127,8 @@ class DeepOrganSegParameterNode:
     crfSmoothnessWeight: Annotated[float, WithinRange(0.0, 20.0)] = 1.0
     crfSmoothnessSpatialMm: Annotated[float, WithinRange(0.5, 20.0)] = 2.0
     show3D: bool = False
+    #: Keep the run's probabilities so that its organs can be refined with strokes.
+    keepForRefinement: bool = True
 
 
 #
@@ -148,6 +152,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._crfToolTip = ""
         self._cudaAvailability: tuple[bool, str] | None = None  # the probe's answer, once known
         self._deviceProbe = None
+        self._refinement: RefinementSession | None = None  # of the last run, while it lasts
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -167,21 +172,25 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.crfCheckBox.connect("toggled(bool)", self.ui.crfParametersWidget.setEnabled)
         self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self._buildRefineSection()
 
         self.initializeParameterNode()
         self._populateModels()
         self._probeDevices()
 
     def cleanup(self) -> None:
-        """Called when the application closes or the module is reloaded: stop a running job."""
+        """Called when the application closes or the module is reloaded: stop a running job,
+        drop the refinement data."""
         if self.logic is not None:
             self.logic.cancel(wait=True)
+        self._closeRefinement()
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self.strokeEditor.setActiveEffect(None)  # painting stops with the module
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -200,6 +209,9 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """A run still going would import into a closed scene: cancel it first."""
         if self.logic is not None:
             self.logic.cancel()
+        self._closeRefinement()
+        if self.strokeEditor.mrmlSegmentEditorNode() is not None:
+            self.strokeEditor.setSegmentationNode(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -529,7 +541,9 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 device=parameters.device.value, crf=parameters.useCrf,
                 crf_parameters=self._crfChanges(),
                 organs=organs if task and len(organs) < len(task.labels) else (),
-                show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn)
+                show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn,
+                keep_for_refinement=parameters.keepForRefinement)
+            self._closeRefinement()
             self.ui.resultsTableWidget.setRowCount(0)
             self.ui.elapsedLabel.text = ""
             self.logic.process(request, progressCallback=self._onProgress,
@@ -550,6 +564,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._resultNode = outcome.segmentation_node
             self._parameterNode.outputSegmentation = outcome.segmentation_node
             self._showResults(job)
+            self._openRefinement(outcome.refinement)
         elif job.state is RunState.FAILED:
             slicer.util.errorDisplay(
                 _("Segmentation failed: {message}").format(message=job.failure.message),
@@ -580,6 +595,115 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShow3DToggled(self, show: bool) -> None:
         if self._resultNode is not None and self._resultNode.GetScene() is not None:
             set_show_3d(self._resultNode, show)
+
+    # -- refinement with strokes ---------------------------------------------------------------
+
+    def _buildRefineSection(self) -> None:
+        """The Refine section's stroke editor (an embedded Segment Editor limited to Paint and
+        Erase) and its buttons."""
+        self.strokeEditor = slicer.qMRMLSegmentEditorWidget()
+        self.strokeEditor.setMRMLScene(slicer.mrmlScene)
+        self.strokeEditor.setEffectNameOrder(["Paint", "Erase"])
+        self.strokeEditor.unorderedEffectsVisible = False
+        for visible in ("segmentationNodeSelectorVisible", "sourceVolumeNodeSelectorVisible",
+                        "maskingSectionVisible", "addRemoveSegmentButtonsVisible",
+                        "switchToSegmentationsButtonVisible", "specifyGeometryButtonVisible",
+                        "show3DButtonVisible"):
+            setattr(self.strokeEditor, visible, False)
+        self.ui.strokeEditorPlaceholder.layout().addWidget(self.strokeEditor)
+        self.ui.addStrokesButton.connect("clicked(bool)", lambda: self.onPaintStrokes("add"))
+        self.ui.removeStrokesButton.connect("clicked(bool)",
+                                            lambda: self.onPaintStrokes("remove"))
+        self.ui.refineButton.connect("clicked(bool)", self.onRefineButton)
+        self.ui.undoRefineButton.connect("clicked(bool)", self.onUndoRefine)
+        self._updateRefineSection()
+
+    def _strokeEditorNode(self):
+        """The stroke editor's parameter node (a singleton of its own: the Segment Editor
+        module's choices stay as they were)."""
+        tag = "DeepOrganSegStrokes"
+        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+    def _openRefinement(self, session: RefinementSession | None) -> None:
+        self._refinement = session
+        self.ui.refineOrganComboBox.clear()
+        if session is not None:
+            for name, (spec, _segment) in session.organ_segments.items():
+                self.ui.refineOrganComboBox.addItem(spec.display_name, name)
+        self._updateRefineSection()
+
+    def _closeRefinement(self) -> None:
+        if self._refinement is not None:
+            self.strokeEditor.setActiveEffect(None)
+            self._refinement.close()
+            self._refinement = None
+        self.ui.refineOrganComboBox.clear()
+        self._updateRefineSection()
+
+    def _updateRefineSection(self) -> None:
+        session = self._refinement
+        ready = session is not None and session.is_open and not self.logic.isRunning
+        for widget in (self.ui.refineOrganComboBox, self.ui.addStrokesButton,
+                       self.ui.removeStrokesButton, self.ui.refineButton):
+            widget.enabled = ready
+        self.ui.undoRefineButton.enabled = ready and session.can_undo
+        self.strokeEditor.enabled = ready
+        if session is None:
+            self.ui.refineStatusLabel.text = _("Segment first (with the probabilities kept); "
+                                            "then paint strokes for one organ and click Refine.")
+
+    def onPaintStrokes(self, kind: str) -> None:
+        """Select the organ's add/remove stroke segment in the embedded editor, with Paint."""
+        session, organ = self._refinement, self.ui.refineOrganComboBox.itemData(
+            self.ui.refineOrganComboBox.currentIndex)
+        with slicer.util.tryWithErrorDisplay(_("Cannot paint strokes."), waitCursor=True):
+            add, remove = session.scribble_segments(organ)
+            self.strokeEditor.setMRMLSegmentEditorNode(self._strokeEditorNode())
+            self.strokeEditor.setSegmentationNode(session.segmentation_node)
+            self.strokeEditor.setSourceVolumeNode(session.input_volume)
+            self.strokeEditor.setCurrentSegmentID(add if kind == "add" else remove)
+            self.strokeEditor.setActiveEffectByName("Paint")
+            self.ui.refineStatusLabel.text = _("Paint in the slice views, then click Refine.")
+
+    def onRefineButton(self) -> None:
+        if self.logic.isRunning:
+            self.logic.cancel()
+            return
+        organ = self.ui.refineOrganComboBox.itemData(
+            self.ui.refineOrganComboBox.currentIndex)
+        with slicer.util.tryWithErrorDisplay(_("Refinement could not start."), waitCursor=True):
+            self.strokeEditor.setActiveEffect(None)
+            self.logic.refine(self._refinement, organ, progressCallback=self._onRefineProgress,
+                              completedCallback=self._onRefineCompleted)
+        self._updateRefineSection()
+        self._updateSegmentButton()
+
+    def _onRefineProgress(self, job: RefineJob) -> None:
+        self.ui.refineStatusLabel.text = job.progress.message
+        self.ui.refineButton.text = _("Cancel") if not job.state.finished else _("Refine")
+        self.ui.refineButton.enabled = True
+
+    def _onRefineCompleted(self, job: RefineJob) -> None:
+        self._onRefineProgress(job)
+        if job.state is RunState.FAILED:
+            slicer.util.errorDisplay(
+                _("Refinement failed: {message}").format(message=job.failure.message),
+                detailedText=job.failure.details)
+        self._updateRefineSection()
+        self._updateSegmentButton()
+
+    def onUndoRefine(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Undo failed."), waitCursor=True):
+            restored = self._refinement.undo()
+            self.ui.refineStatusLabel.text = _("Restored {count} segment(s).").format(
+                count=len(restored))
+        self._updateRefineSection()
 
 
 #
@@ -732,7 +856,24 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
                        temporary_root=slicer.app.temporaryPath)
         if waitForCompletion:
             return run_segmentation(request, self.pythonExecutable(), **options)
-        self._job = SegmentationJob(request, self.pythonExecutable(), **options)
+        return self._follow(SegmentationJob(request, self.pythonExecutable(), **options),
+                            progressCallback, completedCallback)
+
+    def refine(self, session: RefinementSession, organ: str,
+               progressCallback: Callable[[RefineJob], None] | None = None,
+               completedCallback: Callable[[RefineJob], None] | None = None) -> RefineJob:
+        """Correct ``organ`` of the run ``session`` belongs to from the strokes painted into
+        its stroke segments; the engine runs in a subprocess, followed like ``process``."""
+        if self.isRunning:
+            raise RuntimeError(_("A segmentation is already running."))
+        job = RefineJob(session, organ, self.pythonExecutable(),
+                        environment=slicer.util.startupEnvironment())
+        return self._follow(job, progressCallback, completedCallback)
+
+    def _follow(self, job: SegmentationJob, progressCallback, completedCallback
+                ) -> SegmentationJob:
+        """Start ``job`` and poll it from a QTimer, calling back on progress and completion."""
+        self._job = job
         self._progressCallback, self._completedCallback = progressCallback, completedCallback
         self._job.start()
         self._timer = qt.QTimer()

@@ -335,6 +335,9 @@ class SegmentationRequest:
     #: Replace the user's own segments named like an organ (after asking, in the panel);
     #: otherwise they are kept and the new organ segment is added beside them.
     replace_hand_drawn: bool = False
+    #: Keep the input and the network's probabilities for scribble refinement
+    #: (:class:`~DeepOrganSegLib.mrml_refine.RefinementSession` in the outcome).
+    keep_for_refinement: bool = False
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ class SegmentationOutcome:
     crf: bool
     engine_seconds: float
     organs: tuple[OrganResult, ...]
+    #: What refinement needs, when the request kept it (remove with its ``close()``).
+    refinement: object | None = None
 
 
 class SegmentationFailed(RuntimeError):
@@ -467,19 +472,7 @@ class SegmentationJob:
         self.state = RunState.STARTING
         self.progress = ProgressEvent("starting", 0.0, "writing the input volume")
         try:
-            check_request(self.request)
-            self._input = volume_from_node(self.request.input_volume)
-            self._ijk_to_ras = _matrix_array(_node_ijk_to_ras(self.request.input_volume))
-            self.temporary_folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-",
-                                                          dir=self.temporary_root))
-            input_path = write_volume(self._input, self.temporary_folder / "input.nrrd",
-                                      compress=False)
-            request = self.request
-            command = segment_command(
-                input_path, self._labelmap_path, self._stats_path, model=request.model,
-                task=request.task, device=request.device, crf=request.crf,
-                crf_parameters=request.crf_parameters, organs=request.organs,
-                python=self.python)
+            command = self._command()
             self._engine = EngineProcess(command, env=self.environment,
                                          cwd=self.temporary_folder)
             self._engine.start()
@@ -490,6 +483,23 @@ class SegmentationJob:
                 message, getattr(error, "exit_code", None), traceback.format_exc()))
             raise
         self.progress = ProgressEvent("starting", 0.0, "starting the segmentation engine")
+
+    def _command(self) -> list[str]:
+        """Check the request, write the input into a new temporary folder; the engine's
+        command line."""
+        check_request(self.request)
+        self._input = volume_from_node(self.request.input_volume)
+        self._ijk_to_ras = _matrix_array(_node_ijk_to_ras(self.request.input_volume))
+        self.temporary_folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-",
+                                                      dir=self.temporary_root))
+        input_path = write_volume(self._input, self._input_path, compress=False)
+        request = self.request
+        return segment_command(
+            input_path, self._labelmap_path, self._stats_path, model=request.model,
+            task=request.task, device=request.device, crf=request.crf,
+            crf_parameters=request.crf_parameters, organs=request.organs,
+            probabilities=self._probabilities_path if request.keep_for_refinement else None,
+            python=self.python)
 
     def cancel(self) -> None:
         """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
@@ -532,8 +542,16 @@ class SegmentationJob:
     # -- steps -----------------------------------------------------------------------------
 
     @property
+    def _input_path(self) -> Path:
+        return self.temporary_folder / "input.nrrd"
+
+    @property
     def _labelmap_path(self) -> Path:
         return self.temporary_folder / "labels.nrrd"
+
+    @property
+    def _probabilities_path(self) -> Path:
+        return self.temporary_folder / "probabilities.nrrd"
 
     @property
     def _stats_path(self) -> Path:
@@ -624,10 +642,22 @@ class SegmentationJob:
                                         or not math.isfinite(entry["mean_intensity"])
                                         else float(entry["mean_intensity"])))
             for entry, segment_id in zip(statistics["labels"], segment_ids))
+        refinement = None
+        if self.request.keep_for_refinement:
+            from .mrml_refine import RefinementSession
+
+            specs = [LabelSpec.from_dict(entry, "labels") for entry in statistics["labels"]]
+            refinement = RefinementSession.keep(
+                node, volume, self._input_path, self._probabilities_path,
+                model=Path(self.request.model), task=str(statistics["task"]),
+                organ_segments={spec.name: (spec, segment_id)
+                                for spec, segment_id in zip(specs, segment_ids)},
+                temporary_root=self.temporary_root)
         return SegmentationOutcome(
             segmentation_node=node, task=str(statistics["task"]),
             device=str(statistics.get("device", "")), crf=bool(statistics.get("crf", False)),
-            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs)
+            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs,
+            refinement=refinement)
 
     def _finish(self, state: RunState, failure: EngineFailure | None) -> None:
         self.state = state
@@ -640,10 +670,13 @@ class SegmentationJob:
             self.progress = ProgressEvent("error", self.progress.fraction, failure.message)
             logging.error("DeepOrganSeg: %s\n%s", failure.message, failure.details)
         else:
-            self.progress = ProgressEvent(
-                "done", 1.0, f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s")
+            self.progress = ProgressEvent("done", 1.0, self._done_message())
         if self.temporary_folder is not None:
             shutil.rmtree(self.temporary_folder, ignore_errors=True)
+
+
+    def _done_message(self) -> str:
+        return f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s"
 
 
 def run_segmentation(request: SegmentationRequest, python: str, *,

@@ -35,8 +35,8 @@ from .errors import DeepOrganSegError
 from .resources import bundled_models
 
 __all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
-           "engine_environment", "EngineProcess", "kill_process_tree", "bundled_models",
-           "slicer_python", "LIB_PARENT"]
+           "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
+           "bundled_models", "slicer_python", "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
 LIB_PARENT = Path(__file__).resolve().parent.parent
@@ -97,12 +97,13 @@ def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLik
                     stats_path: str | os.PathLike, *, model: str | os.PathLike,
                     task: str = "auto", device: str = "auto", crf: bool = True,
                     crf_parameters: dict[str, float] | None = None,
-                    organs: Sequence[str] = (), python: str | os.PathLike = sys.executable
-                    ) -> list[str]:
+                    organs: Sequence[str] = (), probabilities: str | os.PathLike | None = None,
+                    python: str | os.PathLike = sys.executable) -> list[str]:
     """The ``deeporganseg segment`` command line for one run, with JSON progress on stdout.
 
     ``organs`` empty means all organs of the task. ``crf_parameters`` maps CRF parameter names
-    (as in the model's ``crf`` metadata) to values; each becomes ``--crf-param NAME=VALUE``."""
+    (as in the model's ``crf`` metadata) to values; each becomes ``--crf-param NAME=VALUE``.
+    ``probabilities``: also write the class probabilities there (for refinement)."""
     command = [str(python), "-m", "DeepOrganSegLib.cli", "segment", str(input_path),
                str(output_path), "--model", str(model), "--task", task, "--device", device,
                "--stats", str(stats_path), "--progress", "json"]
@@ -112,7 +113,20 @@ def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLik
         command += ["--crf-param", f"{name}={value:g}"]
     if organs:
         command += ["--organs", *organs]
+    if probabilities is not None:
+        command += ["--probabilities", str(probabilities)]
     return command
+
+
+def refine_command(input_path: str | os.PathLike, segmentation_path: str | os.PathLike,
+                   scribbles_path: str | os.PathLike, output_path: str | os.PathLike, *,
+                   probabilities: str | os.PathLike, model: str | os.PathLike, task: str,
+                   python: str | os.PathLike = sys.executable) -> list[str]:
+    """The ``deeporganseg refine`` command line for one refinement, JSON progress on stdout."""
+    return [str(python), "-m", "DeepOrganSegLib.cli", "refine", str(input_path),
+            str(segmentation_path), str(scribbles_path), str(output_path),
+            "--probabilities", str(probabilities), "--model", str(model), "--task", task,
+            "--progress", "json"]
 
 
 def slicer_python(application_folder: str | os.PathLike | None,

@@ -1,0 +1,306 @@
+"""Scribble refinement in Slicer: strokes painted into two scribble segments per organ ->
+``deeporganseg refine`` in the engine process -> the organs' segments corrected, with undo.
+
+A run with ``SegmentationRequest.keep_for_refinement`` leaves a :class:`RefinementSession` in
+its outcome: the input volume and the network's class probabilities (on the input grid) in a
+private folder, and which segment holds which organ. Then, for an organ:
+
+1. :meth:`RefinementSession.scribble_segments` adds (once) an "add" and a "remove" segment
+   (green and red, tagged :data:`SCRIBBLE_TAG`) that the user paints with the Segment Editor;
+2. :class:`RefineJob` (the same state machine as a segmentation run: ``start()``, ``poll()``,
+   ``cancel()``) writes the current organ segments and the strokes on the input grid, runs the
+   engine's ``refine`` in a subprocess, and on success replaces the masks of the organs whose
+   voxels changed (every other segment is untouched), remembers their previous masks for
+   :meth:`RefinementSession.undo`, and empties the organ's scribble segments;
+3. :meth:`RefinementSession.close` removes the scribble segments and the private folder (the
+   module calls it when the scene closes, a new run starts or the module is left).
+
+Only MRML and the segmentations logic classes are used (as in ``mrml.py``): pytest runs this
+against the ``slicer-core`` wheel.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from .bundle import LabelSpec
+from .errors import InputError
+from .mrml import (SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
+                   segment_tag, volume_from_node)
+from .refine import REMOVE_OFFSET
+from .runner import refine_command
+from .volume import read_volume, write_volume
+
+__all__ = ["SCRIBBLE_TAG", "RefinementSession", "RefineJob", "segment_mask_on_grid"]
+
+#: Tag of the scribble segments: ``add:<organ>`` or ``remove:<organ>``.
+SCRIBBLE_TAG = "DeepOrganSeg.Scribble"
+#: Colours of the stroke segments (RGB 0-1): green adds, red removes.
+ADD_COLOR = (0.15, 0.85, 0.25)
+REMOVE_COLOR = (0.95, 0.2, 0.2)
+
+_LOGIC = slicer.vtkSlicerSegmentationsModuleLogic
+
+
+def _reference_image(shape_kji: tuple[int, int, int], ijk_to_ras: vtk.vtkMatrix4x4
+                     ) -> slicer.vtkOrientedImageData:
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(shape_kji[2], shape_kji[1], shape_kji[0])
+    image.SetImageToWorldMatrix(ijk_to_ras)
+    return image
+
+
+def segment_mask_on_grid(segmentation_node, segment_id: str, shape_kji: tuple[int, int, int],
+                         ijk_to_ras: vtk.vtkMatrix4x4) -> np.ndarray:
+    """The segment's voxels as a boolean [k, j, i] mask on the grid ``ijk_to_ras`` (nearest
+    neighbour; the segment's own label value within its shared layer)."""
+    layer = slicer.vtkOrientedImageData()
+    if not _LOGIC.GetSegmentBinaryLabelmapRepresentation(segmentation_node, segment_id, layer,
+                                                         False):
+        return np.zeros(shape_kji, bool)
+    resampled = slicer.vtkOrientedImageData()
+    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+        layer, _reference_image(shape_kji, ijk_to_ras), resampled)
+    scalars = resampled.GetPointData().GetScalars()
+    if scalars is None:
+        return np.zeros(shape_kji, bool)
+    value = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return numpy_support.vtk_to_numpy(scalars).reshape(shape_kji) == value
+
+
+def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray,
+                      ijk_to_ras: vtk.vtkMatrix4x4) -> None:
+    """Replace the segment's voxels by ``mask`` (as the Segment Editor's effects write)."""
+    image = _reference_image(mask.shape, ijk_to_ras)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(mask, np.uint8).ravel(), deep=True,
+        array_type=vtk.VTK_UNSIGNED_CHAR))
+    if not _LOGIC.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id,
+                                             _LOGIC.MODE_REPLACE):
+        raise RuntimeError(f"could not update segment {segment_id}")
+
+
+@dataclass
+class RefinementSession:
+    """What a finished run keeps for refinement; see the module's docstring."""
+
+    segmentation_node: object
+    input_volume: object
+    folder: Path
+    model: Path
+    task: str
+    #: organ name -> (its label spec, the ID of its segment)
+    organ_segments: dict[str, tuple[LabelSpec, str]]
+    ijk_to_ras: np.ndarray
+    #: previous masks of the segments each refinement changed, newest last
+    history: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    @classmethod
+    def keep(cls, segmentation_node, input_volume, input_path: Path, probabilities_path: Path,
+             *, model: Path, task: str, organ_segments: dict[str, tuple[LabelSpec, str]],
+             temporary_root: str | Path | None = None) -> "RefinementSession":
+        """Move a run's input and probabilities into a folder of their own."""
+        folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-refine-", dir=temporary_root))
+        shutil.move(str(input_path), folder / "input.nrrd")
+        shutil.move(str(probabilities_path), folder / "probabilities.nrrd")
+        return cls(segmentation_node, input_volume, folder, model, task, organ_segments,
+                   _matrix_array(_node_ijk_to_ras(input_volume)))
+
+    @property
+    def input_path(self) -> Path:
+        return self.folder / "input.nrrd"
+
+    @property
+    def probabilities_path(self) -> Path:
+        return self.folder / "probabilities.nrrd"
+
+    @property
+    def is_open(self) -> bool:
+        return self.folder.is_dir()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self.history)
+
+    def spec(self, organ: str) -> LabelSpec:
+        if organ not in self.organ_segments:
+            raise InputError(f"'{organ}' is not an organ of this run; choose one of "
+                             + ", ".join(self.organ_segments))
+        return self.organ_segments[organ][0]
+
+    def _segmentation(self):
+        return self.segmentation_node.GetSegmentation()
+
+    def scribble_segments(self, organ: str) -> tuple[str, str]:
+        """The IDs of the organ's "add" and "remove" stroke segments, created empty the first
+        time (named "<Organ>: add strokes" / "...: remove strokes")."""
+        spec = self.spec(organ)
+        ids = []
+        for kind, color in (("add", ADD_COLOR), ("remove", REMOVE_COLOR)):
+            tag = f"{kind}:{organ}"
+            found = self._find_scribble(tag)
+            if not found:
+                found = self._segmentation().AddEmptySegment(
+                    "", f"{spec.display_name}: {kind} strokes", list(color))
+                self._segmentation().GetSegment(found).SetTag(SCRIBBLE_TAG, tag)
+            ids.append(found)
+        return ids[0], ids[1]
+
+    def _find_scribble(self, tag: str) -> str:
+        segmentation = self._segmentation()
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment_id = segmentation.GetNthSegmentID(index)
+            if segment_tag(segmentation.GetSegment(segment_id), SCRIBBLE_TAG) == tag:
+                return segment_id
+        return ""
+
+    def _shape(self) -> tuple[int, int, int]:
+        dimensions = self.input_volume.GetImageData().GetDimensions()
+        return dimensions[2], dimensions[1], dimensions[0]
+
+    def _mask(self, segment_id: str) -> np.ndarray:
+        return segment_mask_on_grid(self.segmentation_node, segment_id, self._shape(),
+                                    _node_ijk_to_ras(self.input_volume))
+
+    def labelmap(self) -> np.ndarray:
+        """The organ segments as they are now, as one labelmap on the input grid."""
+        labels = np.zeros(self._shape(), np.uint8)
+        for spec, segment_id in self.organ_segments.values():
+            if self._segmentation().GetSegment(segment_id) is not None:
+                labels[self._mask(segment_id)] = spec.value
+        return labels
+
+    def strokes(self, organ: str) -> np.ndarray:
+        """The organ's strokes as a scribble labelmap (``deeporganseg refine``'s values)."""
+        value = self.spec(organ).value
+        strokes = np.zeros(self._shape(), np.uint8)
+        for kind, offset in (("remove", REMOVE_OFFSET), ("add", 0)):
+            segment_id = self._find_scribble(f"{kind}:{organ}")
+            if segment_id:
+                strokes[self._mask(segment_id)] = offset + value
+        return strokes
+
+    def apply(self, old: np.ndarray, new: np.ndarray, organ: str) -> list[str]:
+        """Write the organs whose voxels differ between the labelmaps ``old`` and ``new`` into
+        their segments, remember their previous masks, empty ``organ``'s strokes; returns the
+        organs changed."""
+        matrix = _node_ijk_to_ras(self.input_volume)
+        changed, previous = [], {}
+        was_modified = self.segmentation_node.StartModify()
+        try:
+            for name, (spec, segment_id) in self.organ_segments.items():
+                if self._segmentation().GetSegment(segment_id) is None:
+                    continue
+                before, after = old == spec.value, new == spec.value
+                if np.array_equal(before, after):
+                    continue
+                previous[segment_id] = before
+                _set_segment_mask(self.segmentation_node, segment_id, after, matrix)
+                changed.append(name)
+            for kind in ("add", "remove"):
+                segment_id = self._find_scribble(f"{kind}:{organ}")
+                if segment_id:
+                    _LOGIC.ClearSegment(self.segmentation_node, segment_id)
+        finally:
+            self.segmentation_node.EndModify(was_modified)
+        if previous:
+            self.history.append(previous)
+        return changed
+
+    def undo(self) -> list[str]:
+        """Restore the segments the last refinement changed; returns their IDs."""
+        if not self.history:
+            return []
+        previous = self.history.pop()
+        matrix = _node_ijk_to_ras(self.input_volume)
+        was_modified = self.segmentation_node.StartModify()
+        try:
+            for segment_id, mask in previous.items():
+                if self._segmentation().GetSegment(segment_id) is not None:
+                    _set_segment_mask(self.segmentation_node, segment_id, mask, matrix)
+        finally:
+            self.segmentation_node.EndModify(was_modified)
+        return list(previous)
+
+    def close(self) -> None:
+        """Remove the scribble segments (if the node is still there) and the private folder."""
+        scene = self.segmentation_node.GetScene()
+        if scene is not None and scene.GetNodeByID(self.segmentation_node.GetID()) is not None:
+            for organ in self.organ_segments:
+                for kind in ("add", "remove"):
+                    segment_id = self._find_scribble(f"{kind}:{organ}")
+                    if segment_id:
+                        self._segmentation().RemoveSegment(segment_id)
+        self.history.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RefineJob(SegmentationJob):
+    """One click on Refine for one organ, followed by polling (the states of
+    :class:`~DeepOrganSegLib.mrml.SegmentationJob`). The scene is only touched when the
+    engine's result is applied."""
+
+    def __init__(self, session: RefinementSession, organ: str, python: str, *,
+                 environment: dict[str, str] | None = None) -> None:
+        super().__init__(None, python, environment=environment,
+                         temporary_root=session.folder)
+        self.session = session
+        self.organ = organ
+        self.changed: list[str] = []
+        self._sent: np.ndarray | None = None
+
+    def _command(self) -> list[str]:
+        session = self.session
+        if not session.is_open:
+            raise InputError("the run's refinement data is gone; segment again")
+        scene = session.input_volume.GetScene()
+        if scene is None or scene.GetNodeByID(session.segmentation_node.GetID()) is None:
+            raise InputError("the segmentation was removed; segment again")
+        if not np.allclose(_matrix_array(_node_ijk_to_ras(session.input_volume)),
+                           session.ijk_to_ras, atol=1e-6):
+            raise InputError("the input volume moved since the run; segment again")
+        strokes = session.strokes(self.organ)
+        if not strokes.any():
+            raise InputError(f"paint at least one stroke into the "
+                             f"{session.spec(self.organ).display_name} stroke segments")
+        self._sent = session.labelmap()
+        self.temporary_folder = Path(tempfile.mkdtemp(prefix="job-", dir=session.folder))
+        geometry = volume_from_node(session.input_volume)
+        self._input = geometry
+        write_volume(geometry.with_array(self._sent), self._segmentation_path, compress=False)
+        write_volume(geometry.with_array(strokes), self._strokes_path, compress=False)
+        return refine_command(session.input_path, self._segmentation_path, self._strokes_path,
+                              self._labelmap_path, probabilities=session.probabilities_path,
+                              model=session.model, task=session.task, python=self.python)
+
+    @property
+    def _segmentation_path(self) -> Path:
+        return self.temporary_folder / "segmentation.nrrd"
+
+    @property
+    def _strokes_path(self) -> Path:
+        return self.temporary_folder / "strokes.nrrd"
+
+    def _build(self) -> tuple[np.ndarray, dict]:
+        labels = read_volume(self._labelmap_path)
+        _check_same_grid(labels, self._input)
+        return np.rint(labels.array).astype(np.uint8), {}
+
+    def _commit(self, labels: np.ndarray, _statistics: dict) -> RefinementSession:
+        scene = self.session.input_volume.GetScene()
+        if scene is None or scene.GetNodeByID(self.session.segmentation_node.GetID()) is None:
+            raise InputError("the segmentation was removed during the refinement")
+        self.changed = self.session.apply(self._sent, labels, self.organ)
+        return self.session
+
+    def _done_message(self) -> str:
+        changed = ", ".join(self.session.spec(name).display_name for name in self.changed)
+        return (f"refined in {self.elapsed_s:.1f} s: {changed or 'nothing changed'}")

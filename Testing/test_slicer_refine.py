@@ -1,0 +1,124 @@
+"""Tier 2: refining a run's organs with strokes in Slicer, against the real MRML of the PyPI
+``slicer-core`` wheel: stroke segments, the engine's ``refine`` in a subprocess, only the
+changed organs rewritten, undo, and nothing left behind."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
+
+from conftest import dice, ellipsoid_scene  # noqa: E402
+from DeepOrganSegLib.mrml import (RunState, SegmentationRequest, _node_ijk_to_ras,  # noqa: E402
+                                  add_volume_node, run_segmentation)
+from DeepOrganSegLib.mrml_refine import (RefineJob, _set_segment_mask,  # noqa: E402
+                                         segment_mask_on_grid)
+
+
+@pytest.fixture
+def scene():
+    mrml_scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = mrml_scene
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(mrml_scene)
+    yield mrml_scene
+    logic.SetMRMLScene(None)
+    mrml_scene.Clear(True)
+
+
+@pytest.fixture
+def refinable(scene, tiny_model_path, tmp_path):
+    """A run of the tiny model on an ellipsoid abdomen that kept what refinement needs."""
+    image, truth = ellipsoid_scene(seed=5)
+    volume = add_volume_node(scene, image, "CT")
+    job = run_segmentation(SegmentationRequest(volume, tiny_model_path, task="abdomen-ct",
+                                               keep_for_refinement=True), sys.executable,
+                           temporary_root=tmp_path)
+    session = job.outcome.refinement
+    yield session, truth.array
+    session.close()
+
+
+def _paint(session, segment_id: str, mask: np.ndarray) -> None:
+    """Strokes, written the way the Segment Editor's paint effect writes them."""
+    _set_segment_mask(session.segmentation_node, segment_id, mask,
+                      _node_ijk_to_ras(session.input_volume))
+
+
+def _mask(session, segment_id: str) -> np.ndarray:
+    return segment_mask_on_grid(session.segmentation_node, segment_id,
+                                session.labelmap().shape, _node_ijk_to_ras(session.input_volume))
+
+
+def _refine(session, organ: str) -> RefineJob:
+    job = RefineJob(session, organ, sys.executable)
+    job.start()
+    assert job.wait(timeout=120) is RunState.DONE, job.failure
+    return job
+
+
+def test_a_kept_run_holds_its_input_and_probabilities_until_closed(refinable):
+    session, _ = refinable
+    assert session.input_path.is_file() and session.probabilities_path.is_file()
+    session.scribble_segments("liver")
+    session.close()
+    assert not session.folder.exists()
+    segmentation = session.segmentation_node.GetSegmentation()
+    names = [segmentation.GetNthSegment(n).GetName()
+             for n in range(segmentation.GetNumberOfSegments())]
+    assert not any("strokes" in name for name in names)  # the stroke segments are gone too
+
+
+def test_refine_grows_a_missed_organ_from_add_strokes_and_leaves_the_others(refinable):
+    session, truth = refinable
+    _, spleen_id = session.organ_segments["spleen"]
+    _, liver_id = session.organ_segments["liver"]
+    empty = np.zeros(truth.shape, bool)
+    _paint(session, spleen_id, empty)  # the network "missed" the spleen
+    liver_before = _mask(session, liver_id)
+    add, _ = session.scribble_segments("spleen")
+    strokes = np.zeros(truth.shape, bool)
+    centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
+    strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
+    _paint(session, add, strokes)
+
+    job = _refine(session, "spleen")
+    spleen = _mask(session, spleen_id)
+    assert dice(spleen.astype(np.uint8), (truth == 2).astype(np.uint8), 1) > 0.8
+    assert spleen[strokes].all()  # clamped strokes keep their organ
+    assert job.changed == ["spleen"]
+    assert np.array_equal(_mask(session, liver_id), liver_before)  # not scribbled: untouched
+    assert not _mask(session, add).any()  # the strokes were used up
+
+
+def test_undo_restores_the_segments_a_refinement_changed(refinable):
+    session, truth = refinable
+    _, liver_id = session.organ_segments["liver"]
+    liver = _mask(session, liver_id)
+    _, remove = session.scribble_segments("liver")
+    strokes = np.zeros(truth.shape, bool)
+    top = np.argwhere(liver)[:, 0].max()
+    strokes[top - 1: top + 1] = liver[top - 1: top + 1]  # "not liver" on its top slices
+    _paint(session, remove, strokes)
+
+    _refine(session, "liver")
+    after = _mask(session, liver_id)
+    assert not after[strokes].any() and not np.array_equal(after, liver)
+    assert session.can_undo
+    session.undo()
+    assert np.array_equal(_mask(session, liver_id), liver)
+    assert not session.can_undo
+
+
+def test_refine_without_strokes_is_refused_before_any_work(refinable):
+    session, _ = refinable
+    job = RefineJob(session, "liver", sys.executable)
+    with pytest.raises(Exception, match="paint at least one stroke"):
+        job.start()
+    assert job.state is RunState.FAILED
