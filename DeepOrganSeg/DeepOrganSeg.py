@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -564,7 +563,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._resultNode = outcome.segmentation_node
             self._parameterNode.outputSegmentation = outcome.segmentation_node
             self._showResults(job)
-            self._openRefinement(outcome.refinement)
+            self._openRefinement(RefinementSession.of(job))
         elif job.state is RunState.FAILED:
             slicer.util.errorDisplay(
                 _("Segmentation failed: {message}").format(message=job.failure.message),

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "T
 from conftest import dice, ellipsoid_scene  # noqa: E402
 from DeepOrganSegLib.mrml import (RunState, SegmentationRequest, _node_ijk_to_ras,  # noqa: E402
                                   add_volume_node, run_segmentation)
-from DeepOrganSegLib.mrml_refine import (RefineJob, _set_segment_mask,  # noqa: E402
-                                         segment_mask_on_grid)
+from DeepOrganSegLib.mrml_refine import (RefineJob, RefinementSession,  # noqa: E402
+                                         _set_segment_mask, segment_mask_on_grid)
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def refinable(scene, tiny_model_path, tmp_path):
     job = run_segmentation(SegmentationRequest(volume, tiny_model_path, task="abdomen-ct",
                                                keep_for_refinement=True), sys.executable,
                            temporary_root=tmp_path)
-    session = job.outcome.refinement
+    session = RefinementSession.of(job)
     yield session, truth.array
     session.close()
 
@@ -65,7 +65,7 @@ def _refine(session, organ: str) -> RefineJob:
 
 def test_a_kept_run_holds_its_input_and_probabilities_until_closed(refinable):
     session, _ = refinable
-    assert session.input_path.is_file() and session.probabilities_path.is_file()
+    assert session.kept.input_path.is_file() and session.kept.probabilities_path.is_file()
     session.scribble_segments("liver")
     session.close()
     assert not session.folder.exists()

@@ -49,7 +49,8 @@ from .runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
 from .volume import Volume, grid_differences, read_volume, write_volume
 
 __all__ = [
-    "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "SegmentationJob",
+    "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
+    "SegmentationJob",
     "SegmentationFailed", "run_segmentation", "volume_from_node", "add_volume_node",
     "set_volume_node_geometry", "ijk_to_ras_matrix", "segments_from_labelmap",
     "merge_segments", "find_segment_for_organ", "hand_drawn_matches", "place_next_to",
@@ -336,7 +337,7 @@ class SegmentationRequest:
     #: otherwise they are kept and the new organ segment is added beside them.
     replace_hand_drawn: bool = False
     #: Keep the input and the network's probabilities for scribble refinement
-    #: (:class:`~DeepOrganSegLib.mrml_refine.RefinementSession` in the outcome).
+    #: (:class:`KeptRun` in the outcome; ``mrml_refine.RefinementSession.of(outcome)``).
     keep_for_refinement: bool = False
 
 
@@ -362,8 +363,31 @@ class SegmentationOutcome:
     crf: bool
     engine_seconds: float
     organs: tuple[OrganResult, ...]
-    #: What refinement needs, when the request kept it (remove with its ``close()``).
-    refinement: object | None = None
+    #: What refinement needs, when the request kept it (remove with ``discard()``).
+    kept: KeptRun | None = None
+
+
+@dataclass(frozen=True)
+class KeptRun:
+    """A finished run's input volume and class probabilities (on the input grid), kept in a
+    private folder for refinement, and which segment holds which organ."""
+
+    folder: Path
+    model: Path
+    task: str
+    #: organ name -> (its label spec, the ID of its segment)
+    organ_segments: dict[str, tuple[LabelSpec, str]]
+
+    @property
+    def input_path(self) -> Path:
+        return self.folder / "input.nrrd"
+
+    @property
+    def probabilities_path(self) -> Path:
+        return self.folder / "probabilities.nrrd"
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class SegmentationFailed(RuntimeError):
@@ -642,22 +666,20 @@ class SegmentationJob:
                                         or not math.isfinite(entry["mean_intensity"])
                                         else float(entry["mean_intensity"])))
             for entry, segment_id in zip(statistics["labels"], segment_ids))
-        refinement = None
+        kept = None
         if self.request.keep_for_refinement:
-            from .mrml_refine import RefinementSession
-
             specs = [LabelSpec.from_dict(entry, "labels") for entry in statistics["labels"]]
-            refinement = RefinementSession.keep(
-                node, volume, self._input_path, self._probabilities_path,
-                model=Path(self.request.model), task=str(statistics["task"]),
-                organ_segments={spec.name: (spec, segment_id)
-                                for spec, segment_id in zip(specs, segment_ids)},
-                temporary_root=self.temporary_root)
+            kept = KeptRun(Path(tempfile.mkdtemp(prefix="DeepOrganSeg-refine-",
+                                                 dir=self.temporary_root)),
+                           Path(self.request.model), str(statistics["task"]),
+                           {spec.name: (spec, segment_id)
+                            for spec, segment_id in zip(specs, segment_ids)})
+            shutil.move(str(self._input_path), kept.input_path)
+            shutil.move(str(self._probabilities_path), kept.probabilities_path)
         return SegmentationOutcome(
             segmentation_node=node, task=str(statistics["task"]),
             device=str(statistics.get("device", "")), crf=bool(statistics.get("crf", False)),
-            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs,
-            refinement=refinement)
+            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs, kept=kept)
 
     def _finish(self, state: RunState, failure: EngineFailure | None) -> None:
         self.state = state

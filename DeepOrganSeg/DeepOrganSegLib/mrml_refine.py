@@ -1,9 +1,10 @@
 """Scribble refinement in Slicer: strokes painted into two scribble segments per organ ->
 ``deeporganseg refine`` in the engine process -> the organs' segments corrected, with undo.
 
-A run with ``SegmentationRequest.keep_for_refinement`` leaves a :class:`RefinementSession` in
-its outcome: the input volume and the network's class probabilities (on the input grid) in a
-private folder, and which segment holds which organ. Then, for an organ:
+A run with ``SegmentationRequest.keep_for_refinement`` keeps the input volume and the network's
+class probabilities (on the input grid) in a private folder (``SegmentationOutcome.kept``);
+:meth:`RefinementSession.of` (the finished job) opens them with the run's segmentation.
+Then, for an organ:
 
 1. :meth:`RefinementSession.scribble_segments` adds (once) an "add" and a "remove" segment
    (green and red, tagged :data:`SCRIBBLE_TAG`) that the user paints with the Segment Editor;
@@ -21,7 +22,6 @@ against the ``slicer-core`` wheel.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from vtk.util import numpy_support
 
 from .bundle import LabelSpec
 from .errors import InputError
-from .mrml import (SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
+from .mrml import (KeptRun, SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
                    segment_tag, volume_from_node)
 from .refine import REMOVE_OFFSET
 from .runner import refine_command
@@ -90,41 +90,36 @@ def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray,
 
 @dataclass
 class RefinementSession:
-    """What a finished run keeps for refinement; see the module's docstring."""
+    """Refinement of one run's organs; see the module's docstring."""
 
     segmentation_node: object
     input_volume: object
-    folder: Path
-    model: Path
-    task: str
-    #: organ name -> (its label spec, the ID of its segment)
-    organ_segments: dict[str, tuple[LabelSpec, str]]
-    ijk_to_ras: np.ndarray
+    kept: KeptRun
+    ijk_to_ras: np.ndarray  # the input's IJK-to-RAS when the run ended (4x4)
     #: previous masks of the segments each refinement changed, newest last
     history: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     @classmethod
-    def keep(cls, segmentation_node, input_volume, input_path: Path, probabilities_path: Path,
-             *, model: Path, task: str, organ_segments: dict[str, tuple[LabelSpec, str]],
-             temporary_root: str | Path | None = None) -> "RefinementSession":
-        """Move a run's input and probabilities into a folder of their own."""
-        folder = Path(tempfile.mkdtemp(prefix="DeepOrganSeg-refine-", dir=temporary_root))
-        shutil.move(str(input_path), folder / "input.nrrd")
-        shutil.move(str(probabilities_path), folder / "probabilities.nrrd")
-        return cls(segmentation_node, input_volume, folder, model, task, organ_segments,
-                   _matrix_array(_node_ijk_to_ras(input_volume)))
+    def of(cls, job: SegmentationJob) -> "RefinementSession | None":
+        """The session of a finished (DONE) run, or None when the run kept nothing."""
+        outcome = job.outcome
+        if outcome is None or outcome.kept is None:
+            return None
+        volume = job.request.input_volume
+        return cls(outcome.segmentation_node, volume, outcome.kept,
+                   _matrix_array(_node_ijk_to_ras(volume)))
 
     @property
-    def input_path(self) -> Path:
-        return self.folder / "input.nrrd"
+    def folder(self) -> Path:
+        return self.kept.folder
 
     @property
-    def probabilities_path(self) -> Path:
-        return self.folder / "probabilities.nrrd"
+    def organ_segments(self) -> dict[str, tuple[LabelSpec, str]]:
+        return self.kept.organ_segments
 
     @property
     def is_open(self) -> bool:
-        return self.folder.is_dir()
+        return self.kept.folder.is_dir()
 
     @property
     def can_undo(self) -> bool:
@@ -240,7 +235,7 @@ class RefinementSession:
                     if segment_id:
                         self._segmentation().RemoveSegment(segment_id)
         self.history.clear()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.kept.discard()
 
 
 class RefineJob(SegmentationJob):
@@ -277,9 +272,10 @@ class RefineJob(SegmentationJob):
         self._input = geometry
         write_volume(geometry.with_array(self._sent), self._segmentation_path, compress=False)
         write_volume(geometry.with_array(strokes), self._strokes_path, compress=False)
-        return refine_command(session.input_path, self._segmentation_path, self._strokes_path,
-                              self._labelmap_path, probabilities=session.probabilities_path,
-                              model=session.model, task=session.task, python=self.python)
+        kept = session.kept
+        return refine_command(kept.input_path, self._segmentation_path, self._strokes_path,
+                              self._labelmap_path, probabilities=kept.probabilities_path,
+                              model=kept.model, task=kept.task, python=self.python)
 
     @property
     def _segmentation_path(self) -> Path:
