@@ -13,11 +13,12 @@ import SimpleITK as sitk
 
 import torch
 from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata
-from DeepOrganSegLib import bodypart
-from DeepOrganSegLib.bodypart import (REGIONS, AutoChoice, RegionProfile, RegionRange,
-                                      auto_choice, bundled_classifier,
-                                      choose_auto_task, load_classifier, region_profile,
-                                      viterbi_profile)
+from DeepOrganSegLib.bodypart import REGIONS
+from DeepOrganSegLib.bodypart import classifier as bodypart_classifier
+from DeepOrganSegLib.bodypart.classifier import bundled_classifier, load_classifier
+from DeepOrganSegLib.bodypart.profile import (AutoChoice, RegionProfile, RegionRange,
+                                              auto_choice, choose_auto_task, region_profile,
+                                              viterbi_profile)
 from DeepOrganSegLib.bundle import LoadedModel
 from DeepOrganSegLib.cli import default_model_path, main
 from DeepOrganSegLib.errors import InputError, ModelFileError
@@ -34,7 +35,8 @@ INVESALIUS = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 def classifier():
     found = bundled_classifier()
     if found is None:
-        pytest.skip(f"{bodypart.CLASSIFIER_FILE} not trained yet (training/train_bodypart.py)")
+        pytest.skip(f"{bodypart_classifier.CLASSIFIER_FILE} not trained yet "
+                    f"(training/train_bodypart.py)")
     return found
 
 
@@ -97,7 +99,7 @@ def test_auto_refuses_volumes_no_task_fits_and_says_what_it_saw():
 
 
 def test_classifier_file_is_beside_the_model_but_never_taken_for_a_segmentation_model():
-    path = bodypart.default_classifier_path()
+    path = bodypart_classifier.default_classifier_path()
     if path is None:
         pytest.skip("classifier not trained yet")
     assert path.parent.name == "Models" and path.suffix != ".safetensors"

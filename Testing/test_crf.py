@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from DeepOrganSegLib.crf import (PROBABILITY_FLOOR, CRFParameters, dense_crf, dense_crf_roi,
-                                 fuse_side_outputs)
+from DeepOrganSegLib.crf.meanfield import (PROBABILITY_FLOOR, dense_crf, dense_crf_roi,
+                                           fuse_side_outputs)
+from DeepOrganSegLib.crf.parameters import CRFParameters
+from DeepOrganSegLib.crf.permutohedral import PermutohedralLattice
 from DeepOrganSegLib.errors import Cancelled, InputError
-from DeepOrganSegLib.permutohedral import PermutohedralLattice
 from DeepOrganSegLib.progress import CancelToken
 
 #: densecrf's NormalizationType values (NO_NORMALIZATION 0, NORMALIZE_BEFORE 1, NORMALIZE_AFTER 2,
@@ -63,7 +64,7 @@ def test_filter_matches_brute_force_gaussian_on_small_grid():
     """Both kernels, as the CRF normalises them, against the dense N x N Gaussian: the
     smoothness kernel (separable convolution) exactly, the appearance kernel (permutohedral
     lattice) within the lattice's approximation."""
-    from DeepOrganSegLib.crf import _BilateralKernel, _SpatialKernel
+    from DeepOrganSegLib.crf.meanfield import _BilateralKernel, _SpatialKernel
 
     generator = torch.Generator().manual_seed(1)
     shape = (6, 9, 8)

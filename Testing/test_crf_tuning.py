@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from conftest import ellipsoid_scene
 from DeepOrganSegLib.bundle import load_model
-from DeepOrganSegLib.crf import CRFParameters
+from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 
 ROOT = Path(__file__).resolve().parent.parent

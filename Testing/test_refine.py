@@ -6,7 +6,8 @@ import pytest
 
 from conftest import CT_NORMALIZATION, dice, ellipsoid_scene
 from DeepOrganSegLib.cli import main
-from DeepOrganSegLib.refine import REMOVE_OFFSET, Scribbles, refine
+from DeepOrganSegLib.labelmap_io import REMOVE_OFFSET
+from DeepOrganSegLib.refine import Scribbles, refine
 from DeepOrganSegLib.volume import write_volume
 
 CHANNELS = [0, 1, 2]  # background, liver, spleen (the scene's values)

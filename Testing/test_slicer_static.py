@@ -267,7 +267,7 @@ def test_panel_layout_is_as_specified():
 def test_crf_parameter_defaults_match_the_engine():
     """The panel's CRF defaults are the engine's (a model's own values replace both)."""
     pytest.importorskip("torch")
-    from DeepOrganSegLib.crf import CRFParameters
+    from DeepOrganSegLib.crf.parameters import CRFParameters
 
     defaults = parameter_node_defaults()
     module_globals = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))

@@ -24,8 +24,9 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from DeepOrganSegLib.bodypart import (bundled_classifier, region_profile, slice_stack,
-                                      viterbi_profile)
+from DeepOrganSegLib.bodypart.classifier import bundled_classifier
+from DeepOrganSegLib.bodypart.profile import region_profile, viterbi_profile
+from DeepOrganSegLib.bodypart.slices import slice_stack
 from DeepOrganSegLib.bundle import load_model
 from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.phantoms import make_phantom
@@ -80,7 +81,8 @@ def classification_timing(repeats: int) -> None:
 def slab_coverage(cases: int) -> None:
     """Per whole-body phantom: the slab and the share of ground-truth organ voxels outside it
     (all organs, and all but the thoracic aorta, which the abdominal task does not cover)."""
-    from DeepOrganSegLib.bodypart import REGIONS, auto_choice
+    from DeepOrganSegLib.bodypart import REGIONS
+    from DeepOrganSegLib.bodypart.profile import auto_choice
 
     classifier = bundled_classifier()
     tasks = ("abdomen-ct", "heart-mr", "brain-mr")

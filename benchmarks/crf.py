@@ -68,7 +68,9 @@ def make_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
 def run_deeporganseg(scene: dict[str, np.ndarray]) -> np.ndarray:
     import torch
 
-    from DeepOrganSegLib.crf import CRFParameters, dense_crf
+    from DeepOrganSegLib.crf.parameters import CRFParameters
+
+    from DeepOrganSegLib.crf.meanfield import dense_crf
 
     q = dense_crf(torch.from_numpy(scene["probabilities"]), torch.from_numpy(scene["image"]),
                   tuple(scene["spacing_zyx"]), CRFParameters())
@@ -77,7 +79,7 @@ def run_deeporganseg(scene: dict[str, np.ndarray]) -> np.ndarray:
 
 def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """pydensecrf features [d, N] float32: appearance (positions/θα, I/θβ), smoothness (positions/θγ)."""
-    from DeepOrganSegLib.crf import CRFParameters
+    from DeepOrganSegLib.crf.parameters import CRFParameters
 
     params = CRFParameters()
     shape = scene["image"].shape
@@ -92,7 +94,7 @@ def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def run_pydensecrf2(scene: dict[str, np.ndarray]) -> np.ndarray:
     import pydensecrf.densecrf as dcrf
 
-    from DeepOrganSegLib.crf import CRFParameters
+    from DeepOrganSegLib.crf.parameters import CRFParameters
 
     params = CRFParameters()
     probabilities = scene["probabilities"].reshape(NUM_CLASSES, -1)
@@ -111,7 +113,7 @@ def run_simplecrf(scene: dict[str, np.ndarray]) -> np.ndarray:
     """SimpleCRF's densecrf3d (DeepMedic's 3D dense CRF); widths in voxels, uint8 intensities."""
     import denseCRF3D
 
-    from DeepOrganSegLib.crf import CRFParameters
+    from DeepOrganSegLib.crf.parameters import CRFParameters
 
     params = CRFParameters()
     image = scene["image"]
@@ -330,7 +332,7 @@ def main() -> None:
 
     if args.model:
         from DeepOrganSegLib.bundle import read_metadata
-        from DeepOrganSegLib.crf import CRFParameters
+        from DeepOrganSegLib.crf.parameters import CRFParameters
 
         crf = CRFParameters().to_dict()
         if args.model_crf == "model":

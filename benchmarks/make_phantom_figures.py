@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg"))
 
 from DeepOrganSegLib import phantoms  # noqa: E402
-from DeepOrganSegLib.phantoms import REGIONS, make_phantom  # noqa: E402
+from DeepOrganSegLib.bodypart import REGIONS  # noqa: E402
+from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
 from DeepOrganSegLib.qc import save_overlay_png  # noqa: E402
 from DeepOrganSegLib.volume import Volume, write_atomically  # noqa: E402
 

@@ -26,7 +26,7 @@ from scipy import ndimage  # noqa: E402
 
 from DeepOrganSegLib.bundle import load_model  # noqa: E402
 from DeepOrganSegLib.cli import default_model_path  # noqa: E402
-from DeepOrganSegLib.crf import CRFParameters  # noqa: E402
+from DeepOrganSegLib.crf.parameters import CRFParameters  # noqa: E402
 from DeepOrganSegLib.refine import Scribbles, refine  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
 from training.evaluate import _truth_in_model_values, iter_cases  # noqa: E402

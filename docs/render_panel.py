@@ -57,7 +57,7 @@ def plain_qt_ui(path: Path) -> bytes:
 
 def fill(panel, model: Path, metadata, stats: dict | None, volume_name: str) -> None:
     """Put what the module shows after a run into the stand-in widgets."""
-    from DeepOrganSegLib.crf import CRFParameters
+    from DeepOrganSegLib.crf.parameters import CRFParameters
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QColor, QIcon, QPixmap
     from PySide6.QtWidgets import (

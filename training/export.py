@@ -69,7 +69,7 @@ def _license(config: TrainConfig) -> str:
 def default_crf_parameters() -> dict:
     """``CRFParameters().to_dict()`` when the engine has a CRF, else {} (no CRF)."""
     try:
-        from DeepOrganSegLib.crf import CRFParameters
+        from DeepOrganSegLib.crf.parameters import CRFParameters
     except ImportError:
         return {}
     return CRFParameters().to_dict()

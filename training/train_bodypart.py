@@ -27,9 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from DeepOrganSegLib.bodypart import (CLASSIFIER_FILE, MODALITIES, REGIONS, BodyPartNet,
-                                      ClassifierMetadata, SliceGeometry, load_classifier,
-                                      save_classifier, slice_stack, viterbi_profile)
+from DeepOrganSegLib.bodypart import MODALITIES, REGIONS
+from DeepOrganSegLib.bodypart.classifier import (CLASSIFIER_FILE, BodyPartNet, ClassifierMetadata,
+                                                 load_classifier, save_classifier)
+from DeepOrganSegLib.bodypart.profile import viterbi_profile
+from DeepOrganSegLib.bodypart.slices import SliceGeometry, slice_stack
 from DeepOrganSegLib.phantoms import make_phantom
 from DeepOrganSegLib.volume import Volume
 from training.entry import run_script

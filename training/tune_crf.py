@@ -36,7 +36,8 @@ import SimpleITK as sitk
 import torch
 
 from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
-from DeepOrganSegLib.crf import CRFParameters, dense_crf_roi, fuse_side_outputs
+from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs
+from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid

@@ -444,7 +444,7 @@ def _check_crf(metadata: ModelMetadata) -> None:
     (:class:`~.crf.CRFParameters`); else :class:`ModelFileError` naming the field."""
     if not metadata.crf:
         return
-    from .crf import CRFParameters
+    from .crf.parameters import CRFParameters
 
     for where, parameters in [("crf", metadata.crf)] + [
             (f"tasks[{task.name}].crf", metadata.crf_for(task.name))

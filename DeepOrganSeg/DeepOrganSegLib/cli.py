@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError,
                      InputError)
@@ -388,9 +388,10 @@ def _run_refine(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
     import SimpleITK as sitk
 
     from .bundle import load_model
-    from .crf import CRFParameters
+    from .crf.parameters import CRFParameters
     from .labelmap_io import check_output_path, check_outputs_spare_inputs, write_labelmap
-    from .refine import REMOVE_OFFSET, refine, scribbles_for
+    from .labelmap_io import REMOVE_OFFSET
+    from .refine import refine, scribbles_for
     from .volume import Volume, read_volume
 
     model_path = args.model or default_model_path()
@@ -476,20 +477,6 @@ def _run_info(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
     return EXIT_OK
 
 
-def _optional_commands() -> list[Callable]:
-    """Sub-commands contributed by other engine modules (phantoms, demo, body regions)."""
-    adders = []
-    for module, name in (("phantoms", "add_phantom_command"), ("demo", "add_demo_command"),
-                         ("bodypart", "add_regions_command")):
-        try:
-            imported = __import__(f"{__package__}.{module}", fromlist=[name])
-        except ImportError:
-            continue
-        if hasattr(imported, name):
-            adders.append(getattr(imported, name))
-    return adders
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -500,7 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_command(subparsers)
     _add_refine_command(subparsers)
     _add_info_command(subparsers)
-    for add in _optional_commands():
+    from .bodypart.command import add_regions_command
+    from .demo import add_demo_command
+    from .phantoms import add_phantom_command
+
+    for add in (add_phantom_command, add_demo_command, add_regions_command):
         add(subparsers)
     return parser
 

@@ -18,8 +18,13 @@ from .bundle import LabelSpec
 from .errors import InputError
 from .volume import Volume, write_atomically
 
-__all__ = ["LABELMAP_SUFFIXES", "check_output_path", "check_outputs_spare_inputs",
+__all__ = ["REMOVE_OFFSET", "LABELMAP_SUFFIXES", "check_output_path",
+           "check_outputs_spare_inputs",
            "check_free_space", "write_labelmap", "terminology_entry"]
+
+#: Scribble labelmaps (``deeporganseg refine``, the Slicer module's strokes): value ``v`` paints
+#: "this is the organ of label value v", ``REMOVE_OFFSET + v`` "this is not that organ".
+REMOVE_OFFSET = 128
 
 LABELMAP_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 

@@ -33,9 +33,9 @@ from vtk.util import numpy_support
 
 from .bundle import LabelSpec
 from .errors import InputError
+from .labelmap_io import REMOVE_OFFSET
 from .mrml import (KeptRun, SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
                    segment_tag, volume_from_node)
-from .refine import REMOVE_OFFSET
 from .runner import refine_command
 from .volume import read_volume, write_volume
 

@@ -50,16 +50,16 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .bodypart import REGIONS
 from .errors import InputError
 from .volume import Volume, write_volume
 
 __all__ = [
-    "KINDS", "REGIONS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "Phantom",
+    "KINDS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "Phantom",
     "make_phantom", "merge_labels", "hvsmr_labels", "add_phantom_command", "run_phantom_command",
 ]
 
 KINDS = ("abdomen-ct", "heart-mr", "brain-mr", "body-ct")
-REGIONS = ("head", "neck", "chest", "abdomen", "pelvis", "legs")
 PHASES = ("non-contrast", "arterial", "portal-venous")
 
 _ABDOMEN_LABELS = {

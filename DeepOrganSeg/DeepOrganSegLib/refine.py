@@ -22,15 +22,15 @@ import torch
 from scipy import ndimage
 
 from .bundle import Normalization
-from .crf import CRFParameters, _bounding_box, dense_crf
+from .crf.meanfield import _bounding_box, dense_crf
+from .crf.parameters import CRFParameters
 from .errors import InputError
+from .labelmap_io import REMOVE_OFFSET
 from .postprocess import fill_holes
 from .preprocess import normalize_intensities
 
-__all__ = ["REMOVE_OFFSET", "Scribbles", "RefinementResult", "refine", "scribbles_for"]
+__all__ = ["Scribbles", "RefinementResult", "refine", "scribbles_for"]
 
-#: Scribble labelmap value of "not organ v": ``REMOVE_OFFSET + v``.
-REMOVE_OFFSET = 128
 #: How far (mm) an "add" stroke's pull on its organ reaches (the e-folding distance): far, so
 #: that a few strokes grow an organ the network missed.
 REACH_MM = 40.0

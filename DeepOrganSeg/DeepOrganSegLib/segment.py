@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .bodypart import AutoChoice, auto_choice
+from .bodypart.profile import AutoChoice, auto_choice
 from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .inference import InferenceSettings, predict, resolve_device
@@ -126,7 +126,7 @@ def guess_modality(volume: Volume) -> str:
 
 def _crf_has_weight(crf_settings: dict) -> bool:
     """Whether the CRF would change anything: one of its kernels has a weight (defaults: yes)."""
-    from .crf import CRFParameters
+    from .crf.parameters import CRFParameters
 
     defaults = CRFParameters()
     return any(crf_settings.get(name, getattr(defaults, name)) != 0
@@ -136,7 +136,8 @@ def _crf_has_weight(crf_settings: dict) -> bool:
 def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: np.ndarray,
                grid: WorkingGrid, crf_settings: dict, progress: ProgressFunction,
                cancel: CancelToken | None) -> torch.Tensor:
-    from .crf import CRFParameters, dense_crf_roi, fuse_side_outputs
+    from .crf.meanfield import dense_crf_roi, fuse_side_outputs
+    from .crf.parameters import CRFParameters
 
     try:
         parameters = CRFParameters.from_dict(crf_settings)

@@ -24,87 +24,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from ..progress import CancelToken, ProgressFunction
+from .parameters import CRFParameters
 from .permutohedral import PermutohedralLattice
-from .progress import CancelToken, ProgressFunction
 
-__all__ = ["CRFParameters", "dense_crf", "dense_crf_roi", "fuse_side_outputs"]
+__all__ = ["PROBABILITY_FLOOR", "dense_crf", "dense_crf_roi", "fuse_side_outputs"]
 
 PROBABILITY_FLOOR = 1e-5
 """Probabilities are clipped to at least this before ``-log``: a unary of at most 11.5 (as
 pydensecrf's ``unary_from_softmax``), so that the pairwise terms can overrule a confident error."""
-
-
-@dataclass(frozen=True)
-class CRFParameters:
-    """Parameters of the dense CRF; a model file stores tuned ones as :meth:`to_dict`.
-
-    Spatial widths are in millimetres, the intensity width in the units of the image given to
-    :func:`dense_crf` (for the bundled models: normalised intensities, CT ``(HU - 40) / 350``,
-    so 0.05 is 17.5 HU, MR z-scores). Weights are dimensionless, relative to the unary
-    ``-log p``. The defaults were chosen on noisy predictions of CT and MR phantoms and of the
-    ICBM152 brain on 2 mm grids (docs/crf.md).
-    """
-
-    iterations: int = 5
-    appearance_weight: float = 10.0  # w1
-    appearance_spatial_mm: float = 5.0  # θα
-    appearance_intensity: float = 0.05  # θβ
-    smoothness_weight: float = 1.0  # w2
-    smoothness_spatial_mm: float = 2.0  # θγ
-    side_output_weights: tuple[float, ...] = ()  # τ_d, one per side output
-
-    def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
-                or not 1 <= self.iterations <= 100:
-            raise InputError(f"iterations must be an integer from 1 to 100, got {self.iterations!r}")
-        for name in ("appearance_weight", "smoothness_weight"):
-            _check_number(name, getattr(self, name), minimum=0.0)
-        for name in ("appearance_spatial_mm", "appearance_intensity", "smoothness_spatial_mm"):
-            _check_number(name, getattr(self, name), minimum=0.0, exclusive=True)
-        for weight in self.side_output_weights:
-            _check_number("side_output_weights", weight, minimum=0.0)
-        if sum(self.side_output_weights) > 1.0:
-            raise InputError(f"side_output_weights must sum to at most 1, got {self.side_output_weights}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dictionary (the tuple becomes a list)."""
-        data = asdict(self)
-        data["side_output_weights"] = list(self.side_output_weights)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CRFParameters:
-        """Parameters from a model file or CLI overrides; missing keys take the defaults.
-
-        Raises :class:`~.errors.InputError` (a ``ValueError``) with a one-line message for unknown
-        keys, wrong types and out-of-range values."""
-        if not isinstance(data, dict):
-            raise InputError(f"CRF parameters must be a mapping of names to values, got {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown CRF parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(data)
-        if "iterations" in values:
-            values["iterations"] = _as_integer("iterations", values["iterations"])
-        if "side_output_weights" in values:
-            weights = values["side_output_weights"]
-            if isinstance(weights, (int, float)) and not isinstance(weights, bool):
-                weights = [weights]
-            if not isinstance(weights, (list, tuple)):
-                raise InputError(f"side_output_weights must be a list of numbers, got {weights!r}")
-            values["side_output_weights"] = tuple(_as_float("side_output_weights", w) for w in weights)
-        for name in known - {"iterations", "side_output_weights"}:
-            if name in values:
-                values[name] = _as_float(name, values[name])
-        return cls(**values)
 
 
 def fuse_side_outputs(main: Tensor, sides: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -356,23 +288,3 @@ def _bounding_box(mask: Tensor, spacing_zyx: Sequence[float], margin_mm: float) 
         margin = math.ceil(margin_mm / float(spacing))
         box.append(slice(max(int(occupied[0]) - margin, 0), min(int(occupied[-1]) + 1 + margin, size)))
     return tuple(box)
-
-
-def _check_number(name: str, value: Any, *, minimum: float, exclusive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < minimum or (exclusive and value == minimum):
-        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
-        raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _as_integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value):
-        raise InputError(f"{name} must be an integer, got {value!r}")
-    return int(value)

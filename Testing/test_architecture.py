@@ -1,0 +1,148 @@
+"""The house rules of the engine's imports, walked over every module of ``DeepOrganSegLib``
+(imports inside functions included, ``if TYPE_CHECKING:`` blocks excluded):
+
+* no circles between engine modules;
+* core modules (the segmentation pipeline, model files, CRF, body-part classifier) import
+  neither the command line, the Slicer side (``mrml*``) nor the phantom generator;
+* only the Slicer side imports ``slicer`` or ``vtk``; no engine module imports Qt or CTK;
+* the engine never imports ``training`` (training imports the engine, not the reverse);
+* the torch-free modules the Slicer module loads into Slicer's own process stay torch-free.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ENGINE = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "DeepOrganSegLib"
+
+#: Modules that are applications of the core, not part of it.
+APPLICATIONS = {"cli", "__main__", "demo", "phantoms", "mrml", "mrml_refine", "runner",
+                "bodypart.command"}
+SLICER_SIDE = {"mrml", "mrml_refine"}
+#: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
+TORCH_FREE = {"bundle", "errors", "mrml", "mrml_refine", "resources", "runner", "terminology",
+              "labelmap_io", "volume", "validation", "crf", "crf.parameters", "bodypart"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ENGINE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: Path, at_import: bool = False) -> tuple[set[str], set[str]]:
+    """(engine modules, other top-level packages) that ``path`` imports at run time, or with
+    ``at_import`` only those imported when the module itself is imported (not in functions)."""
+    name = _module_name(path)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    engine, other = set(), set()
+
+    def visit(node: ast.AST) -> None:
+        if at_import and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("DeepOrganSegLib."):
+                    engine.add(alias.name.split(".", 1)[1])
+                else:
+                    other.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [] if node.module else [alias.name for alias in node.names]
+                for candidate in [target] if not names else [f"{target}.{n}".strip(".")
+                                                              for n in names]:
+                    engine.add(candidate)
+            elif node.module.startswith("DeepOrganSegLib"):
+                engine.add(node.module.partition(".")[2] or "__init__")
+            else:
+                other.add(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    modules = _modules()
+    resolved = set()
+    for target in engine:  # "crf.parameters.CRFParameters" -> "crf.parameters"
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            resolved.add(target)
+    return resolved, other
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in ENGINE.rglob("*.py")
+            if "__pycache__" not in path.parts and path.name != "__init__.py"
+            or path.parent != ENGINE and path.name == "__init__.py"}
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, tuple[set[str], set[str]]]:
+    return {name: _imports(path) for name, path in _modules().items()}
+
+
+def test_engine_modules_import_each_other_without_circles(graph):
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "visiting"
+        for target in sorted(graph[name][0]):
+            if state.get(target) == "visiting":
+                raise AssertionError("import circle: " + " -> ".join(trail + [target]))
+            if target not in state:
+                visit(target, trail + [target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_core_modules_import_neither_the_cli_the_slicer_side_nor_the_phantoms(graph):
+    for name, (engine, _) in graph.items():
+        if name in APPLICATIONS:
+            continue
+        forbidden = {target for target in engine if target in APPLICATIONS}
+        assert not forbidden, f"{name} imports {sorted(forbidden)}"
+
+
+def test_only_the_slicer_side_imports_slicer_and_no_module_imports_qt(graph):
+    for name, (_, other) in graph.items():
+        assert not other & {"qt", "ctk", "PythonQt"}, name
+        if name not in SLICER_SIDE:
+            assert not other & {"slicer", "vtk"}, name
+
+
+def test_the_engine_never_imports_training(graph):
+    for name, (_, other) in graph.items():
+        assert "training" not in other, name
+
+
+def test_modules_loaded_into_slicers_process_never_load_torch():
+    at_import = {name: _imports(path, at_import=True) for name, path in _modules().items()}
+
+    def reachable(name: str, seen: set[str]) -> set[str]:
+        for target in at_import[name][0]:
+            if target not in seen:
+                seen.add(target)
+                reachable(target, seen)
+        return seen
+
+    for name in TORCH_FREE:
+        for module in {name} | reachable(name, set()):
+            assert "torch" not in at_import[module][1], \
+                f"importing {name} imports {module}, which imports torch"
