@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from .devices import DEVICES
 from .errors import (EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError,
                      InputError)
 from .progress import CancelToken
@@ -178,7 +179,7 @@ def _add_segment_command(subparsers) -> None:
     parser.add_argument("output", help="output labelmap (.nii.gz, .nrrd, .seg.nrrd, .mha)")
     parser.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     parser.add_argument("--task", default="auto", help="task name from the model, or auto")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--no-crf", action="store_true", help="skip the dense CRF refinement")
     parser.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
                         help="override a CRF parameter of the model file (repeatable)")

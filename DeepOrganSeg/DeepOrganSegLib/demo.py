@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import DEVICES
 from .errors import EXIT_OK, InputError
 from .progress import CancelToken
 
@@ -37,7 +38,7 @@ def add_demo_command(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="phantom seed")
     parser.add_argument("--model", help="model file; default: the bundled model")
     parser.add_argument("--no-crf", action="store_true", help="skip the dense CRF refinement")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--progress", choices=("bar", "json", "none"), default="none")
     parser.set_defaults(handler=_handle)
 

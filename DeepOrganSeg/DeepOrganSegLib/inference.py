@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .devices import DEVICES
 from .errors import InputError
 from .network import DSN3D
 from .progress import CancelToken, ProgressFunction, no_progress
@@ -63,8 +64,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None)
                               and torch.backends.mps.is_available()):
         raise InputError("--device mps: Apple MPS is not available here; use --device auto or cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise InputError(f"--device {name}: unknown device; use auto, cuda, cpu or mps")
+    if name not in DEVICES:
+        raise InputError(f"--device {name}: unknown device; use {', '.join(DEVICES)}")
     return torch.device(name)
 
 

@@ -42,6 +42,7 @@ import vtk
 from vtk.util import numpy_support
 
 from .bundle import LabelSpec, read_metadata
+from .devices import DEVICES
 from .errors import DeepOrganSegError, InputError
 from .labelmap_io import terminology_entry
 from .terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
@@ -444,8 +445,8 @@ def check_request(request: SegmentationRequest) -> None:
         if unknown:
             raise InputError(f"task '{request.task}' has no organ '{unknown[0]}'; choose from: "
                              + ", ".join(sorted(known)))
-    if request.device not in ("auto", "cuda", "cpu"):
-        raise InputError(f"device '{request.device}' is not one of auto, cuda, cpu")
+    if request.device not in DEVICES:
+        raise InputError(f"device '{request.device}' is not one of {', '.join(DEVICES)}")
     output = request.output_segmentation
     if output is not None:
         if not output.IsA("vtkMRMLSegmentationNode"):
