@@ -8,8 +8,9 @@ Medical Segmentation Decathlon or nnU-Net raw folder (its training cases), ``icb
 real ICBM152 2009 T1 shipped with nilearn, grey/white matter probability maps thresholded at
 0.5 as reference), or a single labelled case: a folder with ``reference_labels.nii.gz``,
 ``reference_labels.json`` (``{"1": {"name": "liver"}, ...}``) and the image as ``dicom/`` or
-``image.nii.gz`` (``../shared/data/real-ct-upper-abdomen``; scored as abdominal CT). Metrics are computed on the input grid, for the task's organs that the
-reference labels (an organ the data set does not annotate is not scored).
+``image.nii.gz`` (``../shared/data/real-ct-upper-abdomen``; scored as abdominal CT). Metrics
+are computed on the input grid, for the task's organs that the reference labels (an organ the
+data set does not annotate is not scored).
 """
 
 from __future__ import annotations

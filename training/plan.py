@@ -257,7 +257,8 @@ def plan_config(folder: str | Path, *, task_name: str | None = None, start: str 
                    else parameters[key] for key in SCRATCH_NETWORK}
         inputs = list(model.metadata.inputs)
         same = [task for task in model.metadata.tasks if task.modality == data.modality]
-        overlap = sorted(same, key=lambda task: -len({l.name for l in task.labels} & set(labels)))
+        overlap = sorted(same, key=lambda task: -len({spec.name for spec in task.labels}
+                                                    & set(labels)))
         if overlap:
             like = overlap[0]
             spacing = tuple(like.spacing_mm)

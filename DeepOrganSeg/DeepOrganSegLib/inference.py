@@ -152,7 +152,7 @@ def _run_network(network: DSN3D, batch: Tensor, channels: list[int], side_output
     with autocast:
         output = network(batch, return_side_outputs=side_outputs)
     logits = [output[0], *output[1]] if side_outputs else [output]
-    return [torch.softmax(l[:, channels].float(), dim=1)[0] for l in logits]
+    return [torch.softmax(logit[:, channels].float(), dim=1)[0] for logit in logits]
 
 
 def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tuple[int, int, int],
