@@ -31,10 +31,9 @@ from slicer.util import VTKObservationMixin
 
 from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.errors import ModelFileError
-from DeepOrganSegLib.mrml import (RunState, SegmentationJob, SegmentationRequest,
-                                  hand_drawn_matches, load_terminology_context,
-                                  run_segmentation, set_show_3d)
-from DeepOrganSegLib.mrml_refine import RefinementSession, RefineJob
+from DeepOrganSegLib.mrml import (RefinementSession, RefineJob, RunState, SegmentationJob,
+                                  SegmentationRequest, hand_drawn_matches,
+                                  load_terminology_context, run_segmentation, set_show_3d)
 from DeepOrganSegLib.resources import user_model_folder, user_models
 from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
 

@@ -8,6 +8,7 @@ bundled model or the training package.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,21 @@ def _tiny_model_cache() -> Path:
         digest.update((engine / name).read_bytes())
     digest.update(torch.__version__.encode())
     return Path(tempfile.gettempdir()) / "deeporganseg-test-cache" / f"tiny-{digest.hexdigest()[:16]}.safetensors"
+
+
+def mrml_scene() -> Iterator:
+    """A fresh MRML scene as ``slicer.mrmlScene``, with the segmentations logic attached (which
+    registers the labelmap <-> closed surface converters); cleared afterwards. For fixtures of
+    the tier-2 tests (needs the ``slicer-core`` wheel)."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    yield scene
+    logic.SetMRMLScene(None)
+    scene.Clear(True)
 
 
 @pytest.fixture(scope="session")

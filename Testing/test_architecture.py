@@ -4,7 +4,7 @@
 * no circles between engine modules;
 * core modules (the segmentation pipeline, model files, CRF, body-part classifier) import
   neither the command line, the Slicer side (``mrml*``) nor the phantom generator;
-* only the Slicer side imports ``slicer`` or ``vtk``; no engine module imports Qt or CTK;
+* only the Slicer side (the ``mrml`` package) imports ``slicer`` or ``vtk``; no engine module imports Qt or CTK;
 * the engine never imports ``training`` (training imports the engine, not the reverse);
 * the torch-free modules the Slicer module loads into Slicer's own process stay torch-free.
 """
@@ -19,11 +19,11 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "DeepOrganSegLib"
 
 #: Modules that are applications of the core, not part of it.
-APPLICATIONS = {"cli", "__main__", "demo", "phantoms", "mrml", "mrml_refine", "runner",
+APPLICATIONS = {"cli", "__main__", "demo", "phantoms", "mrml", "mrml.job", "mrml.refine", "runner",
                 "bodypart.command"}
-SLICER_SIDE = {"mrml", "mrml_refine"}
+SLICER_SIDE = {"mrml", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
-TORCH_FREE = {"bundle", "errors", "mrml", "mrml_refine", "resources", "runner", "terminology",
+TORCH_FREE = {"bundle", "errors", "mrml", "mrml.job", "mrml.refine", "resources", "runner", "terminology",
               "labelmap_io", "volume", "validation", "crf", "crf.parameters", "bodypart"}
 
 

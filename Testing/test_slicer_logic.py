@@ -25,7 +25,7 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
 
 import DeepOrganSegTestBodies as bodies  # noqa: E402
-from conftest import dice, ellipsoid_scene  # noqa: E402
+from conftest import dice, ellipsoid_scene, mrml_scene  # noqa: E402
 from DeepOrganSegLib import runner  # noqa: E402
 from DeepOrganSegLib.mrml import SegmentationJob, run_segmentation  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
@@ -64,15 +64,7 @@ def oblique_copy(image: Volume, truth: Volume, direction: np.ndarray,
 
 @pytest.fixture(scope="module")
 def scene():
-    """A fresh MRML scene as ``slicer.mrmlScene``, with the segmentations logic attached (which
-    registers the labelmap <-> closed surface converters)."""
-    mrml_scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = mrml_scene
-    segmentations_logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    segmentations_logic.SetMRMLScene(mrml_scene)
-    yield mrml_scene
-    segmentations_logic.SetMRMLScene(None)
-    mrml_scene.Clear(True)
+    yield from mrml_scene()
 
 
 @pytest.fixture(scope="module")

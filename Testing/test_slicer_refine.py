@@ -14,22 +14,17 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
 
-from conftest import dice, ellipsoid_scene  # noqa: E402
-from DeepOrganSegLib.mrml import (RunState, SegmentationRequest, _node_ijk_to_ras,  # noqa: E402
-                                  add_volume_node, run_segmentation)
-from DeepOrganSegLib.mrml_refine import (RefineJob, RefinementSession,  # noqa: E402
-                                         _set_segment_mask, segment_mask_on_grid)
+from conftest import dice, ellipsoid_scene, mrml_scene  # noqa: E402
+from DeepOrganSegLib.mrml import (RefineJob, RefinementSession, RunState,  # noqa: E402
+                                  SegmentationRequest, add_volume_node, run_segmentation,
+                                  segment_mask_on_grid)
+from DeepOrganSegLib.mrml.job import _node_ijk_to_ras  # noqa: E402
+from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
 
 
 @pytest.fixture
 def scene():
-    mrml_scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = mrml_scene
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(mrml_scene)
-    yield mrml_scene
-    logic.SetMRMLScene(None)
-    mrml_scene.Clear(True)
+    yield from mrml_scene()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ Then, for an organ:
 3. :meth:`RefinementSession.close` removes the scribble segments and the private folder (the
    module calls it when the scene closes, a new run starts or the module is left).
 
-Only MRML and the segmentations logic classes are used (as in ``mrml.py``): pytest runs this
+Only MRML and the segmentations logic classes are used (as in :mod:`.job`): pytest runs this
 against the ``slicer-core`` wheel.
 """
 
@@ -31,13 +31,13 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .bundle import LabelSpec
-from .errors import InputError
-from .labelmap_io import REMOVE_OFFSET
-from .mrml import (KeptRun, SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
-                   segment_tag, volume_from_node)
-from .runner import refine_command
-from .volume import read_volume, write_volume
+from ..bundle import LabelSpec
+from ..errors import InputError
+from ..labelmap_io import REMOVE_OFFSET
+from .job import (KeptRun, SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
+                  in_scene, segment_tag, volume_from_node)
+from ..runner import refine_command
+from ..volume import read_volume, write_volume
 
 __all__ = ["SCRIBBLE_TAG", "RefinementSession", "RefineJob", "segment_mask_on_grid"]
 
@@ -227,8 +227,7 @@ class RefinementSession:
 
     def close(self) -> None:
         """Remove the scribble segments (if the node is still there) and the private folder."""
-        scene = self.segmentation_node.GetScene()
-        if scene is not None and scene.GetNodeByID(self.segmentation_node.GetID()) is not None:
+        if in_scene(self.segmentation_node):
             for organ in self.organ_segments:
                 for kind in ("add", "remove"):
                     segment_id = self._find_scribble(f"{kind}:{organ}")
@@ -256,8 +255,7 @@ class RefineJob(SegmentationJob):
         session = self.session
         if not session.is_open:
             raise InputError("the run's refinement data is gone; segment again")
-        scene = session.input_volume.GetScene()
-        if scene is None or scene.GetNodeByID(session.segmentation_node.GetID()) is None:
+        if not in_scene(session.segmentation_node):
             raise InputError("the segmentation was removed; segment again")
         if not np.allclose(_matrix_array(_node_ijk_to_ras(session.input_volume)),
                            session.ijk_to_ras, atol=1e-6):
@@ -291,8 +289,7 @@ class RefineJob(SegmentationJob):
         return np.rint(labels.array).astype(np.uint8), {}
 
     def _commit(self, labels: np.ndarray, _statistics: dict) -> RefinementSession:
-        scene = self.session.input_volume.GetScene()
-        if scene is None or scene.GetNodeByID(self.session.segmentation_node.GetID()) is None:
+        if not in_scene(self.session.segmentation_node):
             raise InputError("the segmentation was removed during the refinement")
         self.changed = self.session.apply(self._sent, labels, self.organ)
         return self.session

@@ -1,7 +1,7 @@
 """MRML nodes <-> engine objects, and one segmentation run as a state machine the module polls.
 
-The only engine file that touches Slicer, and only through what the PyPI ``slicer-core`` wheel
-provides as well (MRML core, the segmentations logic classes, ``slicer.util`` array helpers): no
+With :mod:`.refine`, the only engine code that touches Slicer, and only through what the PyPI
+``slicer-core`` wheel provides as well (MRML core, the segmentations logic classes, ``slicer.util`` array helpers): no
 Qt, no ``slicer.app``, no ``slicer.modules``. The Slicer module's Logic is a thin wrapper around
 :class:`SegmentationJob`, so that pytest against real MRML exercises the code Slicer runs.
 
@@ -41,13 +41,13 @@ import slicer.util
 import vtk
 from vtk.util import numpy_support
 
-from .bundle import LabelSpec, read_metadata
-from .devices import DEVICES
-from .errors import DeepOrganSegError, InputError
-from .labelmap_io import terminology_entry
-from .terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
-from .runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
-from .volume import Volume, grid_differences, read_volume, write_volume
+from ..bundle import LabelSpec, read_metadata
+from ..devices import DEVICES
+from ..errors import DeepOrganSegError, InputError
+from ..labelmap_io import terminology_entry
+from ..terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
+from ..runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
+from ..volume import Volume, grid_differences, read_volume, write_volume
 
 __all__ = [
     "RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
@@ -55,7 +55,7 @@ __all__ = [
     "SegmentationFailed", "run_segmentation", "volume_from_node", "add_volume_node",
     "set_volume_node_geometry", "ijk_to_ras_matrix", "segments_from_labelmap",
     "merge_segments", "find_segment_for_organ", "hand_drawn_matches", "place_next_to",
-    "set_show_3d",
+    "load_terminology_context", "set_show_3d", "in_scene",
     "segment_tag", "ORGAN_TAG", "MODEL_TAG", "TASK_TAG",
 ]
 
@@ -338,7 +338,7 @@ class SegmentationRequest:
     #: otherwise they are kept and the new organ segment is added beside them.
     replace_hand_drawn: bool = False
     #: Keep the input and the network's probabilities for scribble refinement
-    #: (:class:`KeptRun` in the outcome; ``mrml_refine.RefinementSession.of(outcome)``).
+    #: (:class:`KeptRun` in the outcome; ``refine.RefinementSession.of(job)``).
     keep_for_refinement: bool = False
 
 
@@ -411,15 +411,20 @@ def _matrix_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def in_scene(node) -> bool:
+    """``node`` is (still) in a scene: not None, not removed, the scene not closed."""
+    scene = node.GetScene() if node is not None else None
+    return scene is not None and scene.GetNodeByID(node.GetID()) is node
+
+
 def _check_still_in_scene(request: SegmentationRequest) -> None:
     """The nodes a run writes to still exist: a scene closed or a node deleted while the engine
     ran ends the run as FAILED with nothing imported, never as DONE into an orphan node."""
     volume, output = request.input_volume, request.output_segmentation
-    scene = volume.GetScene() if volume is not None else None
-    if scene is None or scene.GetNodeByID(volume.GetID()) is not volume:
+    if not in_scene(volume):
         raise InputError("the input volume was removed (or the scene closed) during the run; "
                          "nothing was imported")
-    if output is not None and scene.GetNodeByID(output.GetID()) is not output:
+    if output is not None and not in_scene(output):
         raise InputError("the output segmentation was removed during the run; nothing was "
                          "imported")
 
