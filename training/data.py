@@ -30,7 +30,8 @@ from DeepOrganSegLib.volume import Volume, read_volume
 from .config import SourceConfig, TaskConfig, TrainConfig
 
 __all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
-           "load_case", "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
+           "read_header", "load_case",
+           "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
            "PatchBatchDataset", "sample_seed"]
 
 
@@ -137,7 +138,7 @@ BACKGROUND = "background"
 _GRID_TOLERANCE = {"spacing_mm": 1e-3, "origin_mm": 1e-2, "direction": 1e-4}
 
 
-def _header(path: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+def read_header(path: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
     """Size, spacing (mm), origin (mm) and direction of an image file, from its header only."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
@@ -155,8 +156,8 @@ def _check_file_case(case: CaseRef, task: TaskConfig) -> None:
         if not Path(path).is_file():
             raise InputError(f"task {task.name}: the {kind} of case {case.case_id} ({path}) "
                              f"does not exist; fix the data set's dataset.json or file names")
-    size, spacing, origin, direction = _header(case.image_path)
-    label_size, label_spacing, label_origin, label_direction = _header(case.label_path)
+    size, spacing, origin, direction = read_header(case.image_path)
+    label_size, label_spacing, label_origin, label_direction = read_header(case.label_path)
     tolerance = _GRID_TOLERANCE
     problems = [what for what, same in (
         (f"size {size} vs {label_size}", size == label_size),

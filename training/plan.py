@@ -37,7 +37,7 @@ from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.network import DSNConfig
 from DeepOrganSegLib.terminology import canonical_name
 
-from .data import read_msd_folder, read_nnunet_folder
+from .data import read_header, read_msd_folder, read_nnunet_folder
 
 __all__ = ["DatasetFingerprint", "detect_format", "fingerprint", "working_spacing",
            "ct_normalization", "patch_and_batch", "plan_config", "write_plan", "SCRATCH_NETWORK"]
@@ -138,14 +138,9 @@ def fingerprint(folder: str | Path) -> DatasetFingerprint:
             if not path.is_file():
                 raise InputError(f"{description}: case {case_id}: {path} does not exist; fix "
                                  f"the file list or the file names")
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(image))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise InputError(f"{image}: cannot read the image header") from None
-        spacings.append(reader.GetSpacing()[:3])
-        sizes.append(reader.GetSize()[:3])
+        size, spacing, _, _ = read_header(str(image))
+        spacings.append(tuple(spacing[:3]))
+        sizes.append(size[:3])
     foreground = np.zeros(0, np.float32)
     if modality == "CT":
         rng = np.random.default_rng(0)
