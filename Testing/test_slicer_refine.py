@@ -117,3 +117,21 @@ def test_refine_without_strokes_is_refused_before_any_work(refinable):
     with pytest.raises(Exception, match="paint at least one stroke"):
         job.start()
     assert job.state is RunState.FAILED
+
+
+def test_cancelled_refinement_leaves_the_segments_as_they_were(refinable):
+    session, truth = refinable
+    _, liver_id = session.organ_segments["liver"]
+    before = _mask(session, liver_id)
+    _, remove = session.scribble_segments("liver")
+    strokes = np.zeros(truth.shape, bool)
+    top = np.argwhere(before)[:, 0].max()
+    strokes[top] = before[top]
+    _paint(session, remove, strokes)
+    job = RefineJob(session, "liver", sys.executable)
+    job.start()
+    job.cancel()
+    assert job.wait(timeout=60) is RunState.CANCELLED
+    assert np.array_equal(_mask(session, liver_id), before)
+    assert _mask(session, remove).any()  # the strokes are kept for another try
+    assert not session.can_undo

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
@@ -129,7 +130,10 @@ def _planned_config(args: argparse.Namespace) -> TrainConfig:
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     document = apply_overrides(document, overrides + args.set)
     config = TrainConfig.from_dict(document)
-    path = write_plan(config.to_dict(), notes, Path(config.output_dir) / "plan.yaml")
+    output = Path(config.output_dir)
+    check_outputs_spare_inputs([output, output / "model.safetensors"],
+                               [args.data, None if start == "scratch" else start])
+    path = write_plan(config.to_dict(), notes, output / "plan.yaml")
     print(f"plan written to {path}:", *notes, sep="\n  ", flush=True)
     return config
 
