@@ -310,3 +310,11 @@ def test_bad_data_is_one_line_and_exit_2_before_the_cache_is_built(case, message
 def test_data_folder_that_is_no_data_set_is_one_line(tmp_path, capsys):
     code, err = _run(["--data", str(tmp_path), "--no-progress"], capsys)
     assert code == 2 and err.count("\n") == 1 and "no dataset.json" in err, err
+
+
+def test_output_folder_inside_the_data_set_is_refused_before_any_work(mr_folder, capsys):
+    before = sorted(path.name for path in mr_folder.iterdir())
+    code, err = _run(["--data", str(mr_folder), "--init", "scratch", "--output-dir",
+                      str(mr_folder / "run"), "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "lies inside the input folder" in err, err
+    assert sorted(path.name for path in mr_folder.iterdir()) == before
