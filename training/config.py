@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from DeepOrganSegLib.bundle import INPUT_CHANNELS, Normalization
+from DeepOrganSegLib.bundle import INPUT_CHANNELS, Normalization, input_channel_count
 from DeepOrganSegLib.errors import DeepOrganSegError, InputError
 from DeepOrganSegLib.network import DSNConfig
 
 __all__ = ["ConfigError", "SourceConfig", "TaskConfig", "OptimizerConfig", "ScheduleConfig",
-           "DataConfig", "TrainConfig", "load_config", "apply_overrides"]
+           "DataConfig", "PriorConfig", "TrainConfig", "load_config", "apply_overrides"]
 
 
 class ConfigError(InputError):
@@ -129,6 +129,26 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PriorConfig:
+    """Stage 2 of a cascade (``inputs`` lists ``prior``): the stage-1 model file whose coarse
+    spacings the prior is made at, and how its training stand-in is perturbed.
+
+    Training does not run stage 1: each patch's prior is its *perturbed truth*, the reference
+    labels averaged down to stage 1's spacing (as coarse as stage 1's output), organs dropped
+    (``organ_dropout``: stage 1 missed them), shifted by up to ``shift_mm`` and scaled in
+    confidence (``confidence`` range), then interpolated back. Stage 2 so learns to use the
+    prior without trusting it blindly, and stage 1's own errors on its training cases (fewer
+    than on new patients) never leak into stage 2's training."""
+
+    stage1_model: str = ""
+    organ_dropout: float = 0.15
+    shift_mm: float = 12.0
+    confidence: tuple[float, float] = (0.5, 1.0)
+    #: Stage 2 runs inside stage 1's organ box widened by this much (mm) on every side.
+    margin_mm: float = 30.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     labels: tuple[str, ...]
     tasks: tuple[TaskConfig, ...]
@@ -144,12 +164,21 @@ class TrainConfig:
     inputs: tuple[str, ...] = ("image",)
     #: The model file the weights started from (``train.py --init``); "" from scratch.
     init_from: str = ""
+    #: Cascade stage 2 only (``inputs`` lists ``prior``).
+    prior: PriorConfig = PriorConfig()
 
     def __post_init__(self) -> None:
         if self.inputs[:1] != ("image",) or not set(self.inputs) <= set(INPUT_CHANNELS) or len(
                 set(self.inputs)) != len(self.inputs):
             raise ConfigError(f"'inputs' must be image, optionally followed by "
                               f"{', '.join(list(INPUT_CHANNELS)[1:])}")
+        if ("prior" in self.inputs) != bool(self.prior.stage1_model):
+            raise ConfigError("a cascade stage 2 lists 'prior' in 'inputs' and names its stage-1 "
+                              "model file in 'prior.stage1_model'; give both or neither")
+        if not 0 <= self.prior.organ_dropout < 1 or self.prior.shift_mm < 0 or not (
+                0 < self.prior.confidence[0] <= self.prior.confidence[1] <= 1):
+            raise ConfigError("'prior': organ_dropout must be in [0, 1), shift_mm >= 0 and "
+                              "confidence a range within (0, 1]")
         if len(set(self.labels)) != len(self.labels):
             raise ConfigError("'labels' lists a name twice")
         for task in self.tasks:
@@ -207,8 +236,13 @@ class TrainConfig:
     def batch_size(self) -> int:
         return sum(self.samples_of(task) for task in self.tasks)
 
+    @property
+    def cached_inputs(self) -> tuple[str, ...]:
+        """The inputs the case cache holds: all but ``prior``, which is made per patch."""
+        return tuple(name for name in self.inputs if name != "prior")
+
     def dsn_config(self) -> DSNConfig:
-        channels = sum(INPUT_CHANNELS[name] for name in self.inputs)
+        channels = input_channel_count(self.inputs, self.num_classes)
         return DSNConfig.from_dict({**self.network, "num_classes": self.num_classes,
                                     "in_channels": channels})
 
@@ -246,7 +280,8 @@ class TrainConfig:
             except DeepOrganSegError as error:
                 raise ConfigError(str(error).replace("metadata field", "config key")) from None
             tasks.append(TaskConfig(sources=sources, normalization=normalization, **task))
-        sections = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig, "data": DataConfig}
+        sections = {"optimizer": OptimizerConfig, "schedule": ScheduleConfig, "data": DataConfig,
+                    "prior": PriorConfig}
         built = {key: kind(**_section(raw.pop(key, {}), kind, key))
                  for key, kind in sections.items()}
         return cls(tasks=tuple(tasks), **built, **raw)

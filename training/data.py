@@ -23,15 +23,18 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
+from DeepOrganSegLib.bundle import INPUT_CHANNELS
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import Volume, read_volume
 
 from .config import SourceConfig, TaskConfig, TrainConfig
+from .prior import coarse_factors, perturbed_prior, stage1_spacings
 
 __all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
            "read_header", "load_case",
-           "working_arrays", "CaseCache", "sample_patch", "build_augmentation",
+           "working_arrays", "CaseCache", "sample_patch", "build_augmentation", "cached_sample",
+           "task_prior", "assemble_inputs",
            "PatchBatchDataset", "sample_seed"]
 
 
@@ -179,6 +182,8 @@ def check_data(config: TrainConfig) -> None:
     ``background``), images and labelmaps on one grid (headers only). Raises InputError."""
     from DeepOrganSegLib.phantoms import KINDS
 
+    if "prior" in config.inputs:
+        stage1_spacings(config)
     for task in config.tasks:
         for source in task.sources:
             if source.type == "phantom":
@@ -224,7 +229,7 @@ def working_arrays(image: Volume, labels: Volume, names: dict[int, str], task: T
     [C, k, j, i] (``config.inputs``) and uint8 labels [k, j, i] in the union label space.
     Labels the task does not list become background."""
     grid = working_grid(image, task.spacing_mm)
-    x = prepare_image(image, task, grid, config.inputs)
+    x = prepare_image(image, task, grid, config.cached_inputs)
     source = resample_to_grid(labels, grid, interpolator=sitk.sitkNearestNeighbor,
                               default_value=0).astype(np.int64)
     lookup = np.zeros(max(int(source.max()), max(names, default=0)) + 1, dtype=np.uint8)
@@ -248,7 +253,7 @@ def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:
                                   case.label_path, case.rename], "generator": generator,
                          "spacing": task.spacing_mm, "norm": task.normalization.to_dict(),
                          "labels": config.labels, "task_labels": task.labels,
-                         "layout": "channels-first", "inputs": config.inputs},
+                         "layout": "channels-first", "inputs": config.cached_inputs},
                         sort_keys=True, default=str)
     return f"{task.name}-{case.case_id}-{hashlib.sha1(recipe.encode()).hexdigest()[:10]}"
 
@@ -327,18 +332,22 @@ def build_augmentation(task: TaskConfig):
                                   RandBiasFieldd, RandFlipd, RandGaussianNoised,
                                   RandScaleIntensityd)
 
-    keys = ("image", "label", "position")  # position channels move with the anatomy
+    # position channels and the cascade prior move with the anatomy
+    keys = ("image", "label", "position", "prior")
     angle = np.deg2rad(15)
     transforms = [
         RandAffined(keys, prob=0.5, rotate_range=(angle, angle, angle),
-                    scale_range=(0.15, 0.15, 0.15), mode=("bilinear", "nearest", "bilinear"),
+                    scale_range=(0.15, 0.15, 0.15),
+                    mode=("bilinear", "nearest", "bilinear", "bilinear"),
                     padding_mode="border", allow_missing_keys=True),
         Rand3DElasticd(keys, sigma_range=(6, 8), magnitude_range=(20, 60), prob=0.15,
-                       mode=("bilinear", "nearest", "bilinear"), padding_mode="border",
-                       allow_missing_keys=True),
+                       mode=("bilinear", "nearest", "bilinear", "bilinear"),
+                       padding_mode="border", allow_missing_keys=True),
     ]
-    # a flipped case is another patient: its position channels keep pointing the same way
-    transforms += [RandFlipd(keys[:2], prob=0.5, spatial_axis=axis) for axis in task.flip_axes]
+    # a flipped case is another patient: its position channels keep pointing the same way, its
+    # prior (stage 1's view of this patient) flips with it
+    transforms += [RandFlipd(("image", "label", "prior"), prob=0.5, spatial_axis=axis,
+                             allow_missing_keys=True) for axis in task.flip_axes]
     if task.modality == "MR":
         transforms.append(RandBiasFieldd("image", coeff_range=(0.0, 0.3), prob=0.3))
     transforms += [
@@ -347,6 +356,42 @@ def build_augmentation(task: TaskConfig):
         RandGaussianNoised("image", std=0.05, prob=0.3),
     ]
     return Compose(transforms)
+
+
+def cached_sample(image: np.ndarray, config: TrainConfig) -> dict[str, np.ndarray]:
+    """A cached case or patch [C, k, j, i] split by input name (``image``, ``position``)."""
+    sample, used = {}, 0
+    for name in config.cached_inputs:
+        count = INPUT_CHANNELS[name]
+        sample[name] = image[used:used + count]
+        used += count
+    return sample
+
+
+def task_prior(config: TrainConfig, task: TaskConfig, labels: np.ndarray,
+               stage1_spacing_mm: tuple[float, float, float], rng: np.random.Generator | None
+               ) -> np.ndarray:
+    """The prior rows of ``task``'s labels for ``labels`` [k, j, i]: perturbed with ``rng``,
+    the coarse truth without (:func:`.prior.perturbed_prior`)."""
+    values = [config.label_value(name) for name in task.labels]
+    factors = coarse_factors(stage1_spacing_mm, task.spacing_mm)
+    return perturbed_prior(labels, values, factors, task.spacing_mm, config.prior, rng)
+
+
+def assemble_inputs(config: TrainConfig, task: TaskConfig, sample: dict) -> np.ndarray:
+    """The network input [C, k, j, i] in ``config.inputs`` order from ``sample``'s arrays;
+    the task's prior rows go to their labels' channels (value - 1), the other labels' stay
+    zero, as ``DeepOrganSegLib.cascade.prior_channels`` lays them out."""
+    parts = []
+    for name in config.inputs:
+        if name != "prior":
+            parts.append(np.asarray(sample[name], np.float32))
+            continue
+        prior = np.zeros((config.num_classes - 1, *sample["image"].shape[1:]), np.float32)
+        for row, label in enumerate(task.labels):
+            prior[config.label_value(label) - 1] = sample["prior"][row]
+        parts.append(prior)
+    return np.concatenate(parts)
 
 
 class PatchBatchDataset(Dataset):
@@ -361,6 +406,7 @@ class PatchBatchDataset(Dataset):
         self.cases = {name: items[rank::world_size] or items for name, items in cases.items()}
         self.augment = ({task.name: build_augmentation(task) for task in config.tasks}
                         if config.data.augment else {})
+        self.stage1_spacings = stage1_spacings(config) if "prior" in config.inputs else {}
 
     def __len__(self) -> int:
         return self.config.schedule.steps
@@ -382,18 +428,16 @@ class PatchBatchDataset(Dataset):
         items = self.cases[task.name]
         image, labels = items[rng.integers(len(items))]
         x, y = sample_patch(image, labels, patch, rng, self.config.data.foreground_ratio)
-        x, y = x.astype(np.float32), y[None].astype(np.float32)
+        sample = {**cached_sample(x.astype(np.float32), self.config),
+                  "label": y[None].astype(np.float32)}
+        if self.stage1_spacings:
+            sample["prior"] = task_prior(self.config, task, y, self.stage1_spacings[task.name],
+                                         rng)
         if task.name in self.augment:
             augment = self.augment[task.name]
             augment.set_random_state(seed=int(rng.integers(2**31)))
-            sample = {"image": x[:1], "label": y}
-            if x.shape[0] > 1:
-                sample["position"] = x[1:]
-            out = augment(sample)
-            x = np.concatenate([np.asarray(out[key]) for key in ("image", "position")
-                                if key in out])
-            y = np.asarray(out["label"])
-        return x, y[0]
+            sample = {key: np.asarray(value) for key, value in augment(sample).items()}
+        return assemble_inputs(self.config, task, sample), sample["label"][0]
 
     def __getitem__(self, step: int) -> dict:
         images, labels, tasks = [], [], []

@@ -22,15 +22,17 @@ from typing import Sequence
 if not __package__:  # run as a script: make ``import training`` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, TaskSpec, save_model
+from DeepOrganSegLib.bundle import (LabelSpec, LoadedModel, ModelMetadata, StageSpec, TaskSpec,
+                                    load_model, save_model)
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.network import DSN3D
 from DeepOrganSegLib.terminology import term_for
 from training.config import SourceConfig, TrainConfig
 from training.entry import run_script
+from training.prior import stage1_spacings
 
-__all__ = ["build_metadata", "export_checkpoint", "main"]
+__all__ = ["build_metadata", "stage1_spec", "export_checkpoint", "main"]
 
 
 def _finite(value):
@@ -75,10 +77,23 @@ def default_crf_parameters() -> dict:
     return CRFParameters().to_dict()
 
 
+def stage1_spec(config: TrainConfig, stage1: LoadedModel) -> StageSpec:
+    """The ``cascade`` metadata of a stage 2 trained with ``config`` over ``stage1`` (the model
+    file ``config.prior.stage1_model``): its network, inputs and coarse spacing per task."""
+    stage1_spacings(config)  # the same tasks, and labels of the same values
+    return StageSpec(parameters=stage1.network.config.to_dict(),
+                     patch_size=stage1.metadata.patch_size, inputs=stage1.metadata.inputs,
+                     spacing_mm={task.name: stage1.metadata.task(task.name).spacing_mm
+                                 for task in config.tasks},
+                     margin_mm=config.prior.margin_mm)
+
+
 def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = None,
-                   task_crf: dict[str, dict] | None = None) -> ModelMetadata:
+                   task_crf: dict[str, dict] | None = None,
+                   stage1: StageSpec | None = None) -> ModelMetadata:
     """The model file metadata of a network trained with ``config``; ``task_crf`` maps task
-    names to their own CRF parameters (training/tune_crf.py's choice)."""
+    names to their own CRF parameters (training/tune_crf.py's choice); ``stage1`` makes it a
+    cascade."""
     task_crf = task_crf or {}
     unknown = sorted(set(task_crf) - {task.name for task in config.tasks})
     if unknown:
@@ -94,7 +109,7 @@ def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = Non
         architecture="DSN3D", parameters=config.dsn_config().to_dict(),
         patch_size=tuple(config.data.patch_size[::-1]), tasks=tasks,
         crf=default_crf_parameters() if crf is None else crf, provenance=provenance,
-        inputs=tuple(config.inputs))
+        inputs=tuple(config.inputs), stage1=stage1)
 
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: dict | None = None,
@@ -126,8 +141,18 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "date": datetime.date.today().isoformat(),
         "license": _license(config),
     }
-    return save_model(output, network, build_metadata(config, provenance, crf, task_crf),
-                      half_precision=half_precision)
+    stage1 = spec = None
+    if config.prior.stage1_model:
+        stage1 = load_model(config.prior.stage1_model)
+        spec = stage1_spec(config, stage1)
+        theirs = stage1.metadata.provenance
+        provenance["stage1"] = {"file": Path(config.prior.stage1_model).name,
+                                **{key: theirs[key] for key in ("data", "training", "steps",
+                                                                "initialised_from", "command")
+                                   if key in theirs}}
+    return save_model(output, network, build_metadata(config, provenance, crf, task_crf, spec),
+                      half_precision=half_precision,
+                      stage1=stage1.network if stage1 is not None else None)
 
 
 def _read_crf_file(path: Path) -> dict:

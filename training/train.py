@@ -44,11 +44,13 @@ from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
-from training.data import CaseCache, PatchBatchDataset, check_data, list_cases
+from training.data import (CaseCache, PatchBatchDataset, assemble_inputs, cached_sample, check_data,
+                           list_cases, task_prior)
 from training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
 from training.metrics import organ_metrics
+from training.prior import stage1_spacings
 
 __all__ = ["main", "build_parser", "train", "TrainResult", "build_optimizer", "lr_factor",
            "validate", "Checkpoint"]
@@ -248,10 +250,15 @@ def validate(network: DSN3D, config: TrainConfig, cases: dict, device: torch.dev
     ``DeepOrganSegLib.inference.predict`` restricted to each task's channels."""
     results: dict = {}
     settings = InferenceSettings(device=device.type)
+    spacings = stage1_spacings(config) if "prior" in config.inputs else {}
     for task in config.tasks:
         channels = config.task_channels(task)
         per_label: dict[str, list[dict]] = {name: [] for name in task.labels}
         for _, image, labels in cases.get(task.name, []):
+            if spacings:  # stage 2 of a cascade: the coarse truth stands in for stage 1
+                image = assemble_inputs(config, task, {
+                    **cached_sample(image, config),
+                    "prior": task_prior(config, task, labels, spacings[task.name], None)})
             prediction = predict(network, torch.from_numpy(image), channels,
                                  config.data.patch_size, settings)
             predicted = np.asarray(channels, np.uint8)[prediction.main.argmax(0).numpy()]

@@ -38,9 +38,10 @@ import torch
 from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs
 from DeepOrganSegLib.crf.parameters import CRFParameters
-from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.cascade import network_probabilities
+from DeepOrganSegLib.inference import InferenceSettings
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
-from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
+from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.volume import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
@@ -92,17 +93,17 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
     """Run the network once on ``case`` as ``deeporganseg segment`` would, keeping its
     working-grid probabilities and side outputs."""
     grid = working_grid(case.image, task.spacing_mm)
-    image = prepare_image(case.image, task, grid, model.metadata.inputs)
     channels = [0] + [label.value for label in task.labels]
-    prediction = predict(model.network, torch.from_numpy(image), channels,
-                         tuple(model.metadata.patch_size[::-1]),
-                         InferenceSettings(side_outputs=True))
+    output = network_probabilities(case.image, model, task, grid,
+                                   InferenceSettings(side_outputs=True))
+    prediction = output.prediction
     truth_values, scored = _truth_in_model_values(case, task)
     truth = resample_to_grid(case.labels.with_array(truth_values.astype(np.float32)), grid,
                              interpolator=sitk.sitkNearestNeighbor, default_value=0.0)
     index_of = np.zeros(max(channels) + 1, np.int64)
     index_of[channels] = np.arange(len(channels))
-    return CaseOutputs(case.case_id, torch.from_numpy(image[0]), prediction.main, prediction.sides,
+    return CaseOutputs(case.case_id, torch.from_numpy(output.image), prediction.main,
+                       prediction.sides,
                        index_of[truth.astype(np.int64)],
                        [channels.index(spec.value) for spec in scored], grid.spacing[::-1])
 

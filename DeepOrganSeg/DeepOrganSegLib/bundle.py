@@ -22,7 +22,15 @@ Metadata (``format_version`` 1; all spacings and sizes in SimpleITK (i, j, k) or
                                        "type_modifier": null}}],
                 "crf": {... optional: this task's CRF parameters over the model's ...}}],
      "crf": {... CRF parameters ...},
+     "inputs": ["image", "position", "prior"],        # the network's input channels, in order
+     "cascade": {... optional: stage 1, see StageSpec ...},
      "provenance": {... free-form: data, command, steps, metrics, date ...}}
+
+A *cascade* model (Roth et al. 2018) holds two networks: stage 1 runs on the whole volume at a
+coarse spacing per task; its probabilities, resampled to the task's spacing, are stage 2's
+``prior`` input channels, and stage 2 runs only inside stage 1's organ region plus a margin.
+Stage 1's tensors are stored under the ``stage1.`` prefix; ``prior`` is an input exactly when
+the file has a ``cascade``.
 
 The network has one output channel per label value over the union of all tasks (0 =
 background); a task restricts the output to its own labels at inference.
@@ -42,19 +50,30 @@ from .errors import ModelFileError
 from .volume import write_atomically
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "LabelSpec", "Normalization", "TaskSpec", "ModelMetadata",
-    "read_metadata", "load_model", "save_model", "LoadedModel", "check_format",
+    "FORMAT", "FORMAT_VERSION", "LabelSpec", "Normalization", "TaskSpec", "StageSpec",
+    "ModelMetadata", "read_metadata", "load_model", "save_model", "LoadedModel", "check_format",
+    "INPUT_CHANNELS", "input_channel_count", "STAGE1_PREFIX",
 ]
 
 FORMAT = "deeporganseg-model"
 FORMAT_VERSION = 1
 ARCHITECTURES = ("DSN3D",)
 #: What the network may take as input, and how many channels each adds: the normalised image,
-#: and the two position channels of ``preprocess.position_channels``.
-INPUT_CHANNELS = {"image": 1, "position": 2}
+#: the two position channels of ``preprocess.position_channels``, and (stage 2 of a cascade)
+#: stage 1's probability of every label of the model (``None``: one per label, see
+#: :func:`input_channel_count`).
+INPUT_CHANNELS = {"image": 1, "position": 2, "prior": None}
+#: Where a cascade file keeps stage 1's tensors.
+STAGE1_PREFIX = "stage1."
 _METADATA_KEY = "deeporganseg"
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
 _MAX_LEVELS = 8
+
+
+def input_channel_count(inputs: tuple[str, ...], num_classes: int) -> int:
+    """Input channels of a network taking ``inputs`` with ``num_classes`` outputs (background
+    included): ``prior`` adds one channel per label."""
+    return sum(num_classes - 1 if name == "prior" else INPUT_CHANNELS[name] for name in inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +237,65 @@ class TaskSpec:
         )
 
 
+def _inputs(data: Any, where: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    _require(isinstance(data, list) and data[:1] == ["image"]
+             and all(isinstance(n, str) and n in allowed for n in data)
+             and len(set(data)) == len(data), where,
+             f"must list 'image' first, then any of {', '.join(allowed[1:])}")
+    return tuple(data)
+
+
+def _patch_size(data: Any, where: str) -> tuple[int, int, int]:
+    _require(isinstance(data, list) and len(data) == 3
+             and all(isinstance(p, int) and not isinstance(p, bool) and 0 < p <= 1024
+                     for p in data), where, "must be 3 integers in 1..1024")
+    return tuple(data)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Stage 1 of a cascade: a network on the whole volume at a coarse ``spacing_mm`` per task
+    (i, j, k mm), taking ``inputs`` (never ``prior``), tiled at ``patch_size`` (i, j, k voxels).
+    Stage 2 runs only where stage 1 finds an organ, plus ``margin_mm`` on every side."""
+
+    parameters: dict[str, Any]
+    patch_size: tuple[int, int, int]
+    inputs: tuple[str, ...]
+    spacing_mm: dict[str, tuple[float, float, float]]
+    margin_mm: float = 30.0
+    architecture: str = "DSN3D"
+
+    def spacing_for(self, task: str) -> tuple[float, float, float]:
+        return self.spacing_mm[task]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": {"name": self.architecture, "parameters": self.parameters},
+                "patch_size": list(self.patch_size), "inputs": list(self.inputs),
+                "spacing_mm": {task: list(mm) for task, mm in self.spacing_mm.items()},
+                "margin_mm": self.margin_mm}
+
+    @classmethod
+    def from_dict(cls, data: Any, tasks: tuple[str, ...]) -> "StageSpec":
+        where = "cascade"
+        architecture = _get(data, "architecture", dict, where)
+        name = _get(architecture, "name", str, f"{where}.architecture")
+        _require(name in ARCHITECTURES, f"{where}.architecture.name",
+                 f"must be one of {', '.join(ARCHITECTURES)}")
+        spacing = _get(data, "spacing_mm", dict, where)
+        _require(set(spacing) == set(tasks), f"{where}.spacing_mm",
+                 f"must give a spacing for exactly the tasks {', '.join(tasks)}")
+        margin = _get(data, "margin_mm", (int, float), where)
+        _require(math.isfinite(margin) and 0 <= margin <= 500, f"{where}.margin_mm",
+                 "must be 0..500 mm")
+        return cls(
+            parameters=_get(architecture, "parameters", dict, f"{where}.architecture"),
+            patch_size=_patch_size(data.get("patch_size"), f"{where}.patch_size"),
+            inputs=_inputs(data.get("inputs"), f"{where}.inputs", ("image", "position")),
+            spacing_mm={task: _numbers(spacing[task], 3, f"{where}.spacing_mm.{task}",
+                                       positive=True) for task in tasks},
+            margin_mm=float(margin), architecture=name)
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """Everything a model file says about itself, validated."""
@@ -231,10 +309,16 @@ class ModelMetadata:
     format_version: int = FORMAT_VERSION
     #: The network's inputs in channel order (:data:`INPUT_CHANNELS`); files before them: image.
     inputs: tuple[str, ...] = ("image",)
+    #: Stage 1 of a cascade model; None for a single-stage model.
+    stage1: StageSpec | None = None
 
     @property
     def input_channels(self) -> int:
-        return sum(INPUT_CHANNELS[name] for name in self.inputs)
+        return input_channel_count(self.inputs, self.num_classes)
+
+    @property
+    def stage1_input_channels(self) -> int:
+        return input_channel_count(self.stage1.inputs, self.num_classes) if self.stage1 else 0
 
     @property
     def num_classes(self) -> int:
@@ -253,12 +337,15 @@ class ModelMetadata:
         return {**self.crf, **self.task(task).crf} if self.crf else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "format_version": self.format_version,
-                "architecture": {"name": self.architecture, "parameters": self.parameters},
-                "patch_size": list(self.patch_size),
-                "inputs": list(self.inputs),
-                "tasks": [task.to_dict() for task in self.tasks],
-                "crf": self.crf, "provenance": self.provenance}
+        document = {"format": FORMAT, "format_version": self.format_version,
+                    "architecture": {"name": self.architecture, "parameters": self.parameters},
+                    "patch_size": list(self.patch_size),
+                    "inputs": list(self.inputs),
+                    "tasks": [task.to_dict() for task in self.tasks],
+                    "crf": self.crf, "provenance": self.provenance}
+        if self.stage1 is not None:
+            document["cascade"] = self.stage1.to_dict()
+        return document
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelMetadata":
@@ -268,10 +355,7 @@ class ModelMetadata:
         if name not in ARCHITECTURES:
             raise ModelFileError(f"unknown architecture {name!r}; this DeepOrganSeg knows "
                                  f"{', '.join(ARCHITECTURES)}")
-        patch = data.get("patch_size")
-        _require(isinstance(patch, list) and len(patch) == 3
-                 and all(isinstance(p, int) and 0 < p <= 1024 for p in patch),
-                 "patch_size", "must be 3 integers in 1..1024")
+        patch = _patch_size(data.get("patch_size"), "patch_size")
         tasks_data = _get(data, "tasks", list, "")
         _require(len(tasks_data) > 0, "tasks", "must not be empty")
         tasks = tuple(TaskSpec.from_dict(task, f"tasks[{i}]") for i, task in enumerate(tasks_data))
@@ -283,20 +367,22 @@ class ModelMetadata:
         _require(len({task.name for task in tasks}) == len(tasks), "tasks", "has duplicate names")
         for optional in ("crf", "provenance"):
             _require(isinstance(data.get(optional) or {}, dict), optional, "must be an object")
-        inputs = data.get("inputs", ["image"])
-        _require(isinstance(inputs, list) and inputs[:1] == ["image"]
-                 and all(isinstance(n, str) and n in INPUT_CHANNELS for n in inputs)
-                 and len(set(inputs)) == len(inputs), "inputs",
-                 f"must list 'image' first, then any of {', '.join(list(INPUT_CHANNELS)[1:])}")
+        inputs = _inputs(data.get("inputs", ["image"]), "inputs", tuple(INPUT_CHANNELS))
+        stage1 = None
+        if data.get("cascade") is not None:
+            stage1 = StageSpec.from_dict(data["cascade"], tuple(task.name for task in tasks))
+        _require(("prior" in inputs) == (stage1 is not None), "inputs",
+                 "must include 'prior' exactly when the file has a 'cascade' (stage 1)")
         return cls(
             architecture=name,
             parameters=_get(architecture, "parameters", dict, "architecture"),
-            patch_size=tuple(patch),
+            patch_size=patch,
             tasks=tasks,
             crf=data.get("crf") or {},
             provenance=data.get("provenance") or {},
             format_version=version,
-            inputs=tuple(inputs),
+            inputs=inputs,
+            stage1=stage1,
         )
 
 
@@ -380,47 +466,69 @@ def _check_header_shapes(path: Path, header: dict, expected: dict) -> None:
 
 @dataclass
 class LoadedModel:
-    """A network in eval mode with the metadata of the file it came from."""
+    """A network in eval mode with the metadata of the file it came from (and, for a cascade,
+    its stage-1 network)."""
 
     network: "Any"  # DSN3D; typed loosely so that importing this module needs no torch
     metadata: ModelMetadata
     path: Path
+    stage1: "Any" = None
+
+
+def _architecture(parameters: dict, where: str, in_channels: int, inputs: tuple[str, ...],
+                  num_classes: int) -> tuple["Any", dict]:
+    """The DSN config of ``parameters`` and its state dict on the meta device (shapes only:
+    untrusted sizes allocate nothing), checked against the file's inputs and labels."""
+    import torch
+
+    from .network import DSN3D, DSNConfig
+
+    try:
+        config = DSNConfig.from_dict(parameters)
+        _require(len(config.widths) <= _MAX_LEVELS, f"{where}.widths",
+                 f"must have at most {_MAX_LEVELS} levels")
+        with torch.device("meta"):
+            expected = DSN3D(config).state_dict()
+    except ModelFileError:
+        raise
+    except Exception as error:  # untrusted hyper-parameters may fail anywhere in construction
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelFileError(f"{where} are invalid ({reason})") from None
+    if config.in_channels != in_channels:
+        raise ModelFileError(f"{where}: the network takes {config.in_channels} input channels "
+                             f"but the file's inputs ({', '.join(inputs)}) make {in_channels}")
+    if config.num_classes != num_classes:
+        raise ModelFileError(f"{where}: the network has {config.num_classes} outputs but the "
+                             f"tasks name labels up to {num_classes - 1}")
+    return config, expected
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
-    """Load a model file: validate metadata, build the architecture, load the weights."""
+    """Load a model file: validate metadata, build the architecture(s), load the weights."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load as load_tensors
 
-    from .network import DSN3D, DSNConfig
+    from .network import DSN3D
 
     path = Path(path)
     metadata = read_metadata(path)
     header, _ = _read_header(path)
     try:
-        config = DSNConfig.from_dict(metadata.parameters)
-        _require(len(config.widths) <= _MAX_LEVELS, "architecture.parameters.widths",
-                 f"must have at most {_MAX_LEVELS} levels")
-        with torch.device("meta"):  # shapes only: untrusted sizes allocate nothing
-            expected = DSN3D(config).state_dict()
-    except ModelFileError as error:
-        raise ModelFileError(f"{path}: {error}") from None
-    except Exception as error:  # untrusted hyper-parameters may fail anywhere in construction
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelFileError(f"{path}: architecture parameters are invalid ({reason})") from None
-    if config.in_channels != metadata.input_channels:
-        raise ModelFileError(f"{path}: network takes {config.in_channels} input channels but "
-                             f"the file's inputs ({', '.join(metadata.inputs)}) make "
-                             f"{metadata.input_channels}")
-    if config.num_classes != metadata.num_classes:
-        raise ModelFileError(f"{path}: network has {config.num_classes} outputs but the tasks "
-                             f"name labels up to {metadata.num_classes - 1}")
-    _check_header_shapes(path, header, expected)
-    try:
+        config, expected = _architecture(metadata.parameters, "architecture parameters",
+                                         metadata.input_channels, metadata.inputs,
+                                         metadata.num_classes)
+        stage1_config = None
+        if metadata.stage1 is not None:
+            stage1_config, stage1_expected = _architecture(
+                metadata.stage1.parameters, "cascade stage-1 parameters",
+                metadata.stage1_input_channels, metadata.stage1.inputs, metadata.num_classes)
+            expected.update({STAGE1_PREFIX + name: tensor
+                             for name, tensor in stage1_expected.items()})
         _check_crf(metadata)
     except ModelFileError as error:
         raise ModelFileError(f"{path}: {error}") from None
+    _check_header_shapes(path, header, expected)
     try:
         tensors = load_tensors(path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as error:
@@ -432,11 +540,16 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
                                  f"architecture needs {tuple(expected[name].shape)}")
         if not torch.isfinite(tensor.float()).all():
             raise ModelFileError(f"{path}: weight {name} holds NaN or Inf values")
-    network = DSN3D(config)
-    network.load_state_dict({name: tensor.to(expected[name].dtype)
-                             for name, tensor in tensors.items()})
-    network.eval().to(device)
-    return LoadedModel(network, metadata, path)
+
+    def build(network_config, prefix: str) -> DSN3D:
+        network = DSN3D(network_config)
+        network.load_state_dict({name[len(prefix):]: tensor.to(expected[name].dtype)
+                                 for name, tensor in tensors.items()
+                                 if name.startswith(STAGE1_PREFIX) == bool(prefix)})
+        return network.eval().to(device)
+
+    stage1 = build(stage1_config, STAGE1_PREFIX) if stage1_config is not None else None
+    return LoadedModel(build(config, ""), metadata, path, stage1)
 
 
 def _check_crf(metadata: ModelMetadata) -> None:
@@ -456,8 +569,9 @@ def _check_crf(metadata: ModelMetadata) -> None:
 
 
 def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
-               half_precision: bool = False) -> Path:
-    """Write ``network``'s weights and ``metadata`` as a model file, atomically.
+               half_precision: bool = False, stage1: "Any" = None) -> Path:
+    """Write ``network``'s weights (and a cascade's ``stage1`` network's) and ``metadata`` as a
+    model file, atomically.
 
     ``half_precision`` stores floating-point weights as float16 (half the size; the loader
     casts them back to float32).
@@ -467,8 +581,13 @@ def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
 
     document = metadata.to_dict()
     _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))  # refuse invalid files
+    if (stage1 is None) != (metadata.stage1 is None):
+        raise ValueError("a cascade model file needs both its stage-1 network and metadata")
+    state = dict(network.state_dict())
+    if stage1 is not None:
+        state.update({STAGE1_PREFIX + name: tensor for name, tensor in stage1.state_dict().items()})
     tensors = {}
-    for name, tensor in network.state_dict().items():
+    for name, tensor in state.items():
         tensor = tensor.detach().cpu().contiguous()
         if half_precision and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)

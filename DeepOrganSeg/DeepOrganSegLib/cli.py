@@ -462,10 +462,19 @@ def _run_info(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
     if args.json:
         print(json.dumps(metadata.to_dict(), indent=2))
         return EXIT_OK
-    print(f"{path.name}: {metadata.architecture} {metadata.parameters.get('widths')}, "
-          f"patch {metadata.patch_size}, format v{metadata.format_version}")
-    print(f"  inputs: {' + '.join(metadata.inputs)} ({metadata.input_channels} channel"
-          f"{'s' if metadata.input_channels > 1 else ''})")
+    stage1 = metadata.stage1
+    kind = "cascade of 2 stages" if stage1 else "single stage"
+    print(f"{path.name}: {kind}, format v{metadata.format_version}")
+    if stage1:
+        spacings = ", ".join(f"{task} {list(mm)} mm" for task, mm in stage1.spacing_mm.items())
+        print(f"  stage 1 (whole volume, coarse): {stage1.architecture} "
+              f"{stage1.parameters.get('widths')}, patch {stage1.patch_size}, inputs "
+              f"{' + '.join(stage1.inputs)} ({metadata.stage1_input_channels} channel"
+              f"{'s' if metadata.stage1_input_channels > 1 else ''}); {spacings}")
+    print(f"  {'stage 2 (organ region + ' + str(stage1.margin_mm) + ' mm)' if stage1 else 'network'}"
+          f": {metadata.architecture} {metadata.parameters.get('widths')}, patch "
+          f"{metadata.patch_size}, inputs {' + '.join(metadata.inputs)} "
+          f"({metadata.input_channels} channel{'s' if metadata.input_channels > 1 else ''})")
     for task in metadata.tasks:
         organs = ", ".join(label.display_name for label in task.labels)
         print(f"  {task.name} ({task.modality}, {task.spacing_mm} mm): {organs}")

@@ -22,7 +22,7 @@ from .errors import InputError
 from .volume import Volume
 
 __all__ = ["WorkingGrid", "working_grid", "resample_to_grid", "normalize_intensities",
-           "resample_probabilities_to", "iter_slabs", "prepare_image", "position_channels",
+           "resample_probabilities_to", "probabilities_on_grid", "iter_slabs", "prepare_image", "position_channels",
            "CT_FILL_HU", "POSITION_SCALE_MM"]
 
 #: What the working grid holds outside a CT's extent: air, in HU.
@@ -187,5 +187,24 @@ def resample_probabilities_to(probabilities: torch.Tensor, grid: WorkingGrid, ta
     points = torch.as_tensor(target.origin, dtype=torch.float64) + ijk @ matrix.T
     sample_at = _physical_to_grid_normalized(points, grid).to(torch.float32)
     sampled = F.grid_sample(probabilities[None].float(), sample_at[None], mode="bilinear",
+                            padding_mode="border", align_corners=True)
+    return sampled[0]
+
+
+def probabilities_on_grid(probabilities: torch.Tensor, source: WorkingGrid,
+                          target: WorkingGrid) -> torch.Tensor:
+    """Trilinearly sample ``probabilities`` [C, k, j, i] on ``source`` at the voxel centres of
+    the axis-aligned ``target`` grid: [C, k, j, i] float32 (edge values outside ``source``).
+    Both grids are LPS-aligned, so each axis maps on its own (a cascade's coarse stage-1 grid
+    onto stage 2's)."""
+    axes = []
+    for axis in (2, 1, 0):  # k, j, i: grid_sample wants (z, y, x) order in the grid's last dim
+        positions = target.origin[axis] + torch.arange(target.size[axis], dtype=torch.float64) \
+            * target.spacing[axis]
+        index = (positions - source.origin[axis]) / source.spacing[axis]
+        axes.append((index / max(source.size[axis] - 1, 1) * 2 - 1).to(torch.float32))
+    kk, jj, ii = torch.meshgrid(*axes, indexing="ij")
+    sample_at = torch.stack((ii, jj, kk), dim=-1)[None]
+    sampled = F.grid_sample(probabilities[None].float(), sample_at, mode="bilinear",
                             padding_mode="border", align_corners=True)
     return sampled[0]

@@ -16,10 +16,10 @@ import torch
 from .bodypart.profile import AutoChoice, auto_choice
 from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
-from .inference import InferenceSettings, predict, resolve_device
+from .cascade import network_probabilities
+from .inference import InferenceSettings, resolve_device
 from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
-from .preprocess import (WorkingGrid, iter_slabs, prepare_image, resample_probabilities_to,
-                         working_grid)
+from .preprocess import WorkingGrid, iter_slabs, resample_probabilities_to, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import check_volume, check_working_memory, geometry_warnings, task_warnings
 from .volume import Volume
@@ -146,7 +146,7 @@ def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: 
     unary = prediction_main
     if sides and parameters.side_output_weights:
         unary = fuse_side_outputs(prediction_main, sides, parameters.side_output_weights)
-    return dense_crf_roi(unary, torch.from_numpy(image[0]), grid.spacing[::-1], parameters,
+    return dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
                          progress=progress, cancel=cancel)
 
 
@@ -176,7 +176,6 @@ def segment_volume(volume: Volume, model: LoadedModel,
     check_working_memory(grid.size, task.spacing_mm, len(task.labels) + 1,
                          len(model.network.config.side_output_levels) if use_crf else 0,
                          use_crf, options.max_working_voxels)
-    image = prepare_image(volume, task, grid, model.metadata.inputs)
     if cancel is not None:
         cancel.raise_if_cancelled()
     progress("preprocess", 1.0, f"working grid {grid.size} voxels")
@@ -184,14 +183,14 @@ def segment_volume(volume: Volume, model: LoadedModel,
     channels = [0] + [label.value for label in task.labels]
     settings = replace(options.inference, side_outputs=options.inference.side_outputs or (
         use_crf and bool(crf_settings.get("side_output_weights"))))
-    prediction = predict(model.network, torch.from_numpy(image), channels,
-                         tuple(model.metadata.patch_size[::-1]), settings, progress=progress,
-                         cancel=cancel)
+    output = network_probabilities(volume, model, task, grid, settings, progress=progress,
+                                   cancel=cancel)
+    prediction = output.prediction
     probabilities = prediction.main
     if use_crf:
-        probabilities = _apply_crf(probabilities, prediction.sides, image, grid, crf_settings,
-                                   progress, cancel)
-    del prediction, image
+        probabilities = _apply_crf(probabilities, prediction.sides, output.image, grid,
+                                   crf_settings, progress, cancel)
+    del prediction, output
 
     progress("postprocess", 0.0, "resampling to the input grid")
     labels, confidence, kept_probabilities = _labels_on_input_grid(
