@@ -254,3 +254,20 @@ def test_info_shows_both_stages_of_a_cascade(tmp_path, capsys):
     assert "cascade of 2 stages" in out
     assert "stage 1 (whole volume, coarse)" in out and "abdomen-ct [9.0, 9.0, 9.0] mm" in out
     assert "stage 2 (organ region + 20.0 mm)" in out and "image + prior (3 channels)" in out
+
+
+def test_warm_start_from_a_cascade_as_a_single_stage_drops_the_prior_and_keeps_the_rest(tmp_path):
+    from training.train import initial_weights
+
+    cascade_path = _cascade_file(tmp_path)
+    raw = yaml.safe_load((ROOT / "training" / "configs" / "tiny.yaml").read_text())
+    raw["tasks"] = raw["tasks"][:1]
+    raw["labels"] = raw["tasks"][0]["labels"] = ["liver", "spleen"]
+    config = TrainConfig.from_dict(raw)  # inputs: image only
+    network = DSN3D(config.dsn_config())
+    assert initial_weights(network, config, str(cascade_path)) == []
+    source = load_model(cascade_path).network
+    image = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():  # the cascade's stage 2 with an empty prior computes the same
+        expected = source(torch.cat([image, torch.zeros(1, 2, 16, 16, 16)], dim=1))
+        torch.testing.assert_close(network.eval()(image), expected)

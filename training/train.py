@@ -355,42 +355,61 @@ def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> lis
     """Load a model file's weights into ``network`` (warm start, fine-tuning); returns the
     config's labels that the model file did not have.
 
-    The architecture must be the model file's, except that the config may add input channels
-    (position: their first-layer weights start at zero) and may have other labels. Output
-    channels are matched by label name: a label of both keeps the model file's weights for its
-    channel (wherever the config puts it), a new label keeps ``network``'s fresh initialisation,
-    a label only the model file has is dropped. With the same inputs and labels the
-    warm-started network computes exactly what the model file did. Anything else is an
-    InputError."""
+    The architecture must be the model file's, except that the config may have other inputs
+    and other labels. Input channels are matched by input name: an input of both keeps the
+    model file's first-layer weights, a new one (position, a cascade's prior) starts at zero,
+    one only the model file has is dropped (fine-tuning a cascade's stage 2 as a single-stage
+    model). Output channels are matched by label name: a label of both keeps the model
+    file's weights for its channel (wherever the config puts it), a new label keeps
+    ``network``'s fresh initialisation, a label only the model file has is dropped. With the
+    same inputs and labels the warm-started network computes exactly what the model file
+    did. Anything else is an InputError."""
     from dataclasses import replace
 
-    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.bundle import input_channel_count, load_model
 
     model = load_model(model_path)
     names = {label.value: label.name for task in model.metadata.tasks for label in task.labels}
     ours, source = network.config, model.network.config
-    if (model.metadata.inputs != tuple(config.inputs[:len(model.metadata.inputs)])
-            or replace(source, in_channels=ours.in_channels, num_classes=ours.num_classes)
-            != ours):
-        raise InputError(f"--init {model_path}: its architecture or inputs differ from the "
-                         f"config's; use the model's architecture or train from scratch")
+    if replace(source, in_channels=ours.in_channels, num_classes=ours.num_classes) != ours:
+        raise InputError(f"--init {model_path}: its architecture differs from the config's; "
+                         f"use the model's architecture or train from scratch")
     # Output channel of ours -> output channel of theirs (background is 0 in both).
     their_channel = {name: value for value, name in names.items()}
     rows = {0: 0, **{config.label_value(name): their_channel[name] for name in config.labels
                      if name in their_channel}}
+    # Input channels of ours -> theirs, by input name (a prior's channels by label name).
+    def layout(inputs: tuple[str, ...], num_classes: int) -> dict[str, int]:
+        starts, used = {}, 0
+        for name in inputs:
+            starts[name] = used
+            used += input_channel_count((name,), num_classes)
+        return starts
+    mine_at = layout(tuple(config.inputs), config.num_classes)
+    theirs_at = layout(model.metadata.inputs, model.metadata.num_classes)
+    columns = {}
+    for name in set(mine_at) & set(theirs_at):
+        if name == "prior":  # channel value - 1 of each label both know
+            columns.update({mine_at[name] + mine - 1: theirs_at[name] + theirs - 1
+                            for mine, theirs in rows.items() if mine})
+        else:
+            columns.update({mine_at[name] + n: theirs_at[name] + n
+                            for n in range(input_channel_count((name,), 2))})
     class_tensors = {f"{layer}.{kind}" for layer in network.class_layers()
                      for kind in ("weight", "bias")}
+    first = network.first_layer_weight()
     state = network.state_dict()
     with torch.no_grad():
         for name, tensor in model.network.state_dict().items():
             if name in class_tensors:
                 for mine, theirs in rows.items():
                     state[name][mine].copy_(tensor[theirs])
-            elif tensor.shape == state[name].shape:
-                state[name].copy_(tensor)
-            else:  # the first convolution: [out, in, 3, 3, 3] gains input channels
+            elif name == first:  # [out, in, 3, 3, 3]: input channels matched by name
                 state[name].zero_()
-                state[name][:, : tensor.shape[1]].copy_(tensor)
+                for mine, theirs in columns.items():
+                    state[name][:, mine].copy_(tensor[:, theirs])
+            else:
+                state[name].copy_(tensor)
     network.load_state_dict(state)
     return [name for name in config.labels if name not in their_channel]
 

@@ -162,6 +162,11 @@ class DSN3D(nn.Module):
                  for head, level in zip(self.side_outputs, self.config.side_output_levels)]
         return main, sides
 
+    def first_layer_weight(self) -> str:
+        """The state-dict name of the first convolution's weight, the one tensor whose shape
+        the input channels set ([out, in_channels, 3, 3, 3])."""
+        return "encoder.0.0.weight"
+
     def class_layers(self) -> dict[str, nn.Conv3d]:
         """The 1x1x1 convolutions whose output channels are the classes (main classifier and
         each side output's), by module name: the layers a change of label set touches."""
