@@ -115,7 +115,8 @@ def test_fine_tuning_plan_keeps_the_start_models_architecture_scale_and_ct_windo
     abdomen = next(t for t in bundled.metadata.tasks if t.name == "abdomen-ct")
     assert task["spacing_mm"] == list(abdomen.spacing_mm)
     assert task["normalization"] == abdomen.normalization.to_dict()
-    assert document["inputs"] == list(bundled.metadata.inputs)
+    # a cascade's stage 2 is fine-tuned without its prior (stage 1 knows only its own tasks)
+    assert document["inputs"] == [n for n in bundled.metadata.inputs if n != "prior"]
     assert document["network"]["widths"] == list(bundled.network.config.widths)
     assert document["init_from"] == str(default_model_path())
 

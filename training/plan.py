@@ -250,7 +250,12 @@ def plan_config(folder: str | Path, *, task_name: str | None = None, start: str 
         parameters = model.network.config.to_dict()
         network = {key: list(parameters[key]) if isinstance(parameters[key], tuple)
                    else parameters[key] for key in SCRATCH_NETWORK}
-        inputs = list(model.metadata.inputs)
+        # a cascade's stage 2 is fine-tuned as a single-stage model: its stage 1 knows only
+        # its own tasks, so the new task gets no prior (initial_weights drops those channels)
+        inputs = [name for name in model.metadata.inputs if name != "prior"]
+        if model.metadata.stage1 is not None:
+            notes.append("the start model is a cascade: its stage 2 is fine-tuned as a "
+                         "single-stage model (stage 1 knows only its own tasks)")
         same = [task for task in model.metadata.tasks if task.modality == data.modality]
         overlap = sorted(same, key=lambda task: -len({spec.name for spec in task.labels}
                                                     & set(labels)))
