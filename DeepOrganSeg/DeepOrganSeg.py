@@ -23,6 +23,7 @@ import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest,
@@ -70,7 +71,9 @@ class DeepOrganSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("DeepOrganSeg")
-        self.parent.categories = [_("Segmentation")]
+        # the context Slicer translates its own categories in: one "Segmentation" entry in
+        # every language, ours inside it
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["DeepOrganSeg developers"]
         self.parent.helpText = _("""

@@ -407,3 +407,17 @@ def test_the_module_never_imports_torch_into_slicers_process():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert "torch" not in imported
+
+
+def test_module_category_is_translated_in_slicers_own_category_context():
+    """Slicer translates category names in the ``qSlicerAbstractCoreModule`` context (e.g.
+    v5.8.0 SegmentStatistics.py); a module-local ``tr`` would make a second, untranslated
+    "Segmentation" category in a translated Slicer."""
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    assignments = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and any(isinstance(t, ast.Attribute) and t.attr == "categories"
+                           for t in node.targets)]
+    assert len(assignments) == 1
+    (call,) = assignments[0].value.elts
+    assert isinstance(call, ast.Call) and call.func.id == "translate"
+    assert [arg.value for arg in call.args] == ["qSlicerAbstractCoreModule", "Segmentation"]
