@@ -228,7 +228,8 @@ def test_train_and_export_a_cascade_from_two_configs_then_segment_with_it(tmp_pa
 
     stage2_raw = _tiny_raw(tmp_path, "stage2", 7.0)
     stage2_raw["inputs"] = ["image", "position", "prior"]
-    stage2_raw["prior"] = {"stage1_model": str(stage1_file), "margin_mm": 21.0}
+    stage2_raw["prior"] = {"stage1_model": str(stage1_file), "margin_mm": 21.0,
+                           "stage1_share": 0.5}  # half the patches: stage 1's own prediction
     stage2_config = TrainConfig.from_dict(stage2_raw)
     train(stage2_config, CPU, show_progress=False)
     cascade_file = export_checkpoint(tmp_path / "stage2" / "last.pt",

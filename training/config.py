@@ -133,7 +133,7 @@ class PriorConfig:
     """Stage 2 of a cascade (``inputs`` lists ``prior``): the stage-1 model file whose coarse
     spacings the prior is made at, and how its training stand-in is perturbed.
 
-    Training does not run stage 1: each patch's prior is its *perturbed truth*, the reference
+    By default training does not run stage 1: each patch's prior is its *perturbed truth*, the reference
     labels averaged down to stage 1's spacing (as coarse as stage 1's output), organs dropped
     (``organ_dropout``: stage 1 missed them), shifted by up to ``shift_mm`` and scaled in
     confidence (``confidence`` range), then interpolated back. Stage 2 so learns to use the
@@ -146,6 +146,9 @@ class PriorConfig:
     confidence: tuple[float, float] = (0.5, 1.0)
     #: Stage 2 runs inside stage 1's organ box widened by this much (mm) on every side.
     margin_mm: float = 30.0
+    #: Share of the patches whose prior is stage 1's own prediction of the training case
+    #: (computed once before training) instead of the perturbed truth.
+    stage1_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ class TrainConfig:
         if ("prior" in self.inputs) != bool(self.prior.stage1_model):
             raise ConfigError("a cascade stage 2 lists 'prior' in 'inputs' and names its stage-1 "
                               "model file in 'prior.stage1_model'; give both or neither")
+        if not 0 <= self.prior.stage1_share <= 1:
+            raise ConfigError("'prior.stage1_share' must be in [0, 1]")
         if not 0 <= self.prior.organ_dropout < 1 or self.prior.shift_mm < 0 or not (
                 0 < self.prior.confidence[0] <= self.prior.confidence[1] <= 1):
             raise ConfigError("'prior': organ_dropout must be in [0, 1), shift_mm >= 0 and "

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from DeepOrganSegLib.bundle import INPUT_CHANNELS
+from DeepOrganSegLib.bundle import INPUT_CHANNELS, input_channel_count
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import Volume, read_volume
@@ -34,7 +34,7 @@ from .prior import coarse_factors, perturbed_prior, stage1_spacings
 __all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
            "read_header", "load_case",
            "working_arrays", "CaseCache", "sample_patch", "build_augmentation", "cached_sample",
-           "task_prior", "assemble_inputs",
+           "task_prior", "assemble_inputs", "stage1_case_prior",
            "PatchBatchDataset", "sample_seed"]
 
 
@@ -297,13 +297,14 @@ def sample_seed(seed: int, step: int, rank: int, slot: int) -> int:
 
 
 def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, int],
-                 rng: np.random.Generator, foreground_ratio: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """A ``patch``-sized crop (k, j, i) of ``image`` [C, k, j, i] and ``labels`` [k, j, i];
+                 rng: np.random.Generator, foreground_ratio: float,
+                 extra: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """A ``patch``-sized crop (k, j, i) of ``image`` [C, k, j, i] and ``labels`` [k, j, i]
+    (and of ``extra`` [C', k, j, i], e.g. stage-1 priors, when given: returned third);
     with probability ``foreground_ratio`` it is centred on a voxel of a random present label
     (rare organs as often as large ones). Volumes smaller than the patch are padded (the image
     channel with its minimum, position channels with their edge values as inference pads,
-    labels with background)."""
+    labels and ``extra`` with zeros)."""
     pad = [(max(0, (p - s + 1) // 2), max(0, p - s - (p - s + 1) // 2))
            for s, p in zip(labels.shape, patch)]
     if any(sum(width) for width in pad):
@@ -311,6 +312,8 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, i
         image = np.concatenate([np.pad(image[:1], [(0, 0)] + pad, constant_values=floor),
                                 np.pad(image[1:], [(0, 0)] + pad, mode="edge")])
         labels = np.pad(labels, pad, constant_values=0)
+        if extra is not None:
+            extra = np.pad(extra, [(0, 0)] + pad, constant_values=0)
     present = np.unique(labels[::2, ::2, ::2])
     present = present[present > 0]
     if present.size and rng.random() < foreground_ratio:
@@ -321,7 +324,8 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, i
     else:
         start = [int(rng.integers(0, s - p + 1)) for s, p in zip(labels.shape, patch)]
     region = tuple(slice(b, b + p) for b, p in zip(start, patch))
-    return image[(slice(None), *region)], labels[region]
+    crops = (image[(slice(None), *region)], labels[region])
+    return crops if extra is None else (*crops, extra[(slice(None), *region)])
 
 
 def build_augmentation(task: TaskConfig):
@@ -378,6 +382,32 @@ def task_prior(config: TrainConfig, task: TaskConfig, labels: np.ndarray,
     return perturbed_prior(labels, values, factors, task.spacing_mm, config.prior, rng)
 
 
+def stage1_case_prior(image: np.ndarray, task: TaskConfig, config: TrainConfig, stage1,
+                      stage1_spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Stage 1's prediction of one cached case (``image`` [C, k, j, i] on the task's working
+    grid) as the prior rows of the task's labels on that grid: uint8, probability x 255.
+
+    The coarse input is the cached input averaged down to stage 1's spacing (not re-read from
+    the source: the same anatomy, within the interpolation), so stage 2 meets the errors stage
+    1 really makes, blocky edges and missed small organs included."""
+    import torch.nn.functional as F
+
+    from DeepOrganSegLib.inference import InferenceSettings, predict
+
+    factors = coarse_factors(stage1_spacing_mm, task.spacing_mm)
+    coarse = tuple(max(1, round(n / f)) for n, f in zip(image.shape[1:], factors))
+    source = torch.from_numpy(np.ascontiguousarray(image[:input_channel_count(
+        stage1.metadata.inputs, 2)]))
+    coarse_input = F.interpolate(source[None], size=coarse, mode="area")[0]
+    channels = config.task_channels(task)
+    probabilities = predict(stage1.network, coarse_input, channels,
+                            tuple(stage1.metadata.patch_size[::-1]),
+                            InferenceSettings(device="cpu")).main
+    fine = F.interpolate(probabilities[None, 1:], size=image.shape[1:], mode="trilinear",
+                         align_corners=False)[0]
+    return (fine.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
 def assemble_inputs(config: TrainConfig, task: TaskConfig, sample: dict) -> np.ndarray:
     """The network input [C, k, j, i] in ``config.inputs`` order from ``sample``'s arrays;
     the task's prior rows go to their labels' channels (value - 1), the other labels' stay
@@ -400,10 +430,16 @@ class PatchBatchDataset(Dataset):
     "label": [B, k, j, i] int64, "task": [names]}``. Cases are sharded by rank."""
 
     def __init__(self, config: TrainConfig, cases: dict[str, list[tuple[np.ndarray, np.ndarray]]],
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1,
+                 stage1_priors: dict[str, list[np.ndarray]] | None = None):
         self.config = config
         self.rank = rank
         self.cases = {name: items[rank::world_size] or items for name, items in cases.items()}
+        #: Stage 1's own prediction of each training case (uint8 probabilities x 255 of the
+        #: task's labels on the case's working grid), used for ``prior.stage1_share`` of the
+        #: patches instead of the perturbed truth.
+        self.stage1_priors = {name: items[rank::world_size] or items
+                              for name, items in (stage1_priors or {}).items()}
         self.augment = ({task.name: build_augmentation(task) for task in config.tasks}
                         if config.data.augment else {})
         self.stage1_spacings = stage1_spacings(config) if "prior" in config.inputs else {}
@@ -426,13 +462,22 @@ class PatchBatchDataset(Dataset):
                 ) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
         items = self.cases[task.name]
-        image, labels = items[rng.integers(len(items))]
-        x, y = sample_patch(image, labels, patch, rng, self.config.data.foreground_ratio)
+        index = int(rng.integers(len(items)))
+        image, labels = items[index]
+        predicted = self.stage1_priors.get(task.name)
+        if predicted is not None:
+            x, y, stage1 = sample_patch(image, labels, patch, rng,
+                                        self.config.data.foreground_ratio, predicted[index])
+        else:
+            x, y = sample_patch(image, labels, patch, rng, self.config.data.foreground_ratio)
         sample = {**cached_sample(x.astype(np.float32), self.config),
                   "label": y[None].astype(np.float32)}
         if self.stage1_spacings:
-            sample["prior"] = task_prior(self.config, task, y, self.stage1_spacings[task.name],
-                                         rng)
+            if predicted is not None and rng.random() < self.config.prior.stage1_share:
+                sample["prior"] = stage1.astype(np.float32) / 255.0
+            else:
+                sample["prior"] = task_prior(self.config, task, y,
+                                             self.stage1_spacings[task.name], rng)
         if task.name in self.augment:
             augment = self.augment[task.name]
             augment.set_random_state(seed=int(rng.integers(2**31)))

@@ -45,7 +45,7 @@ from DeepOrganSegLib.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
 from training.data import (CaseCache, PatchBatchDataset, assemble_inputs, cached_sample, check_data,
-                           list_cases, task_prior)
+                           list_cases, stage1_case_prior, task_prior)
 from training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
@@ -234,6 +234,18 @@ def _prepare(config: TrainConfig, ctx: DistributedContext, cache_workers: int
     val_arrays = {name: [(case.case_id, *cache.load(case)) for case in cases]
                   for name, cases in val.items()} if ctx.is_main else {}
     return train_arrays, val_arrays
+
+
+def _stage1_priors(config: TrainConfig, train_arrays: dict) -> dict | None:
+    """Stage 1's prediction of every training case, when ``prior.stage1_share`` asks for it."""
+    if "prior" not in config.inputs or config.prior.stage1_share <= 0:
+        return None
+    from DeepOrganSegLib.bundle import load_model
+
+    stage1 = load_model(config.prior.stage1_model)
+    spacings = stage1_spacings(config)
+    return {task.name: [stage1_case_prior(image, task, config, stage1, spacings[task.name])
+                        for image, _ in train_arrays[task.name]] for task in config.tasks}
 
 
 def _worker_init(worker_id: int) -> None:
@@ -443,7 +455,8 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
              if ctx.distributed else network)
 
     train_arrays, val_arrays = _prepare(config, ctx, cache_workers)
-    dataset = PatchBatchDataset(config, train_arrays, ctx.rank, ctx.world_size)
+    dataset = PatchBatchDataset(config, train_arrays, ctx.rank, ctx.world_size,
+                                _stage1_priors(config, train_arrays))
     workers = config.data.num_workers
     end = config.schedule.steps if stop_after is None else min(config.schedule.steps,
                                                                start + stop_after)
