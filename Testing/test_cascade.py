@@ -23,6 +23,7 @@ from test_geometry import _flip_axis, _oblique_copy  # noqa: E402
 from DeepOrganSegLib import cascade  # noqa: E402
 from DeepOrganSegLib.bundle import (ModelFileError, StageSpec, load_model,  # noqa: E402
                                     read_metadata, save_model)
+from DeepOrganSegLib.errors import InputError  # noqa: E402
 from DeepOrganSegLib.inference import InferenceSettings, Prediction  # noqa: E402
 from DeepOrganSegLib.network import DSN3D  # noqa: E402
 from DeepOrganSegLib.preprocess import WorkingGrid, working_grid  # noqa: E402
@@ -235,6 +236,10 @@ def test_train_and_export_a_cascade_from_two_configs_then_segment_with_it(tmp_pa
     cascade_file = export_checkpoint(tmp_path / "stage2" / "last.pt",
                                      tmp_path / "cascade.safetensors")
 
+    before = stage1_file.read_bytes()
+    with pytest.raises(InputError, match="destroy the input"):  # the stage-1 file is an input
+        export_checkpoint(tmp_path / "stage2" / "last.pt", stage1_file)
+    assert stage1_file.read_bytes() == before
     model = load_model(cascade_file)
     assert model.metadata.stage1.spacing_mm == {"abdomen-ct": (14.0, 14.0, 14.0)}
     assert model.metadata.stage1.margin_mm == 21.0

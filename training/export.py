@@ -142,7 +142,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "license": _license(config),
     }
     stage1 = spec = None
-    if config.prior.stage1_model:
+    if config.prior.stage1_model:  # an input too: never write the cascade over it
+        check_outputs_spare_inputs([Path(output)], [Path(config.prior.stage1_model)])
         stage1 = load_model(config.prior.stage1_model)
         spec = stage1_spec(config, stage1)
         theirs = stage1.metadata.provenance
