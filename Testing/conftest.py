@@ -152,9 +152,3 @@ def tiny_model_path() -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         train_tiny_model(cached)
     return cached
-
-
-def dice(a: np.ndarray, b: np.ndarray, value: int) -> float:
-    x, y = a == value, b == value
-    total = x.sum() + y.sum()
-    return float(2 * (x & y).sum() / total) if total else 1.0

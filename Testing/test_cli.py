@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import dice, ellipsoid_scene
+from conftest import ellipsoid_scene
 from DeepOrganSegLib.cli import main
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.volume import read_volume, write_volume
 
 

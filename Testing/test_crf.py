@@ -13,6 +13,7 @@ from DeepOrganSegLib.crf.meanfield import (PROBABILITY_FLOOR, dense_crf, dense_c
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.crf.permutohedral import PermutohedralLattice
 from DeepOrganSegLib.errors import Cancelled, InputError
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.progress import CancelToken
 
 #: densecrf's NormalizationType values (NO_NORMALIZATION 0, NORMALIZE_BEFORE 1, NORMALIZE_AFTER 2,
@@ -36,11 +37,6 @@ def ellipsoid_scene(shape=(24, 40, 40), spacing=SPACING, seed=0, noise=1.5):
     logits = 1.5 * torch.nn.functional.one_hot(labels, 3).permute(3, 0, 1, 2).float()
     logits += noise * torch.randn(logits.shape, generator=generator)
     return labels, image, torch.softmax(logits, 0)
-
-
-def dice(a: torch.Tensor, b: torch.Tensor, label: int) -> float:
-    a, b = a == label, b == label
-    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
 def brute_force_filter(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -129,8 +125,8 @@ def test_crf_raises_dice_on_noisy_prediction():
     labels, image, probabilities = ellipsoid_scene()
     refined = dense_crf(probabilities, image, SPACING, CRFParameters())
     for organ in (1, 2):
-        before = dice(probabilities.argmax(0), labels, organ)
-        after = dice(refined.argmax(0), labels, organ)
+        before = dice(probabilities.argmax(0).numpy(), labels.numpy(), organ, empty=0.0)
+        after = dice(refined.argmax(0).numpy(), labels.numpy(), organ, empty=0.0)
         assert after > before + 0.1, (organ, before, after)
         assert after > 0.9
 

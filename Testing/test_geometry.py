@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import dice, ellipsoid_scene
+from conftest import ellipsoid_scene
 from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import working_grid
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume, read_volume, write_volume

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from DeepOrganSegLib import phantoms
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIONS, Phantom,
                                       add_phantom_command, hvsmr_labels, make_phantom,
                                       merge_labels)
+from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
 from DeepOrganSegLib.volume import read_volume
 
 SMALL = {"abdomen-ct": (40, 64, 64), "heart-mr": (40, 48, 48), "brain-mr": (40, 48, 48),
@@ -274,8 +274,8 @@ def test_brain_t1_contrast_orders_white_over_grey_over_csf(brain):
 def test_brain_grey_white_contrast_resembles_the_icbm152_t1(brain):
     import SimpleITK as sitk
 
-    atlas = phantoms._icbm152()
-    folder = phantoms._nilearn_data_folder()
+    atlas = icbm152()
+    folder = nilearn_data_folder()
     t1 = sitk.GetArrayFromImage(sitk.ReadImage(
         str(folder / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))).astype(float)
     real = np.median(t1[atlas["gm"] > 0.7]) / np.median(t1[atlas["wm"] > 0.7])

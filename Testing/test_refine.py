@@ -4,9 +4,10 @@ missed organ and cut a false one, only that organ changes, stroked voxels keep t
 import numpy as np
 import pytest
 
-from conftest import CT_NORMALIZATION, dice, ellipsoid_scene
+from conftest import CT_NORMALIZATION, ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.labelmap_io import REMOVE_OFFSET
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.refine import Scribbles, refine
 from DeepOrganSegLib.volume import write_volume
 

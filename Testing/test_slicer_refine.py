@@ -14,7 +14,8 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
 
-from conftest import dice, ellipsoid_scene, mrml_scene  # noqa: E402
+from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
+from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.mrml import (RefineJob, RefinementSession, RunState,  # noqa: E402
                                   SegmentationRequest, add_volume_node, run_segmentation,
                                   segment_mask_on_grid)

@@ -29,6 +29,7 @@ from DeepOrganSegLib.bodypart.profile import region_profile, viterbi_profile
 from DeepOrganSegLib.bodypart.slices import slice_stack
 from DeepOrganSegLib.bundle import load_model
 from DeepOrganSegLib.cli import default_model_path
+from DeepOrganSegLib.metrics import dice as dice_of
 from DeepOrganSegLib.phantoms import make_phantom
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume
@@ -106,13 +107,8 @@ def slab_coverage(cases: int) -> None:
 
 
 def dice_per_organ(predicted: np.ndarray, truth: np.ndarray, values: list[int]) -> list[float]:
-    """Dice of each label value present in ``truth``."""
-    out = []
-    for value in values:
-        x, y = predicted == value, truth == value
-        if y.any():
-            out.append(2 * float((x & y).sum()) / float(x.sum() + y.sum()))
-    return out
+    """Dice of each label value present in ``truth`` (values absent from it are skipped)."""
+    return [dice_of(predicted, truth, value) for value in values if np.any(truth == value)]
 
 
 def slab_benchmark(model_path: Path, cases: int, crf: bool) -> None:

@@ -182,7 +182,8 @@ def evaluation_cases() -> list[tuple[str, str, object, np.ndarray, dict[int, str
     ICBM152 2009 T1 template (nilearn) with its tissue maps' argmax as the truth."""
     import SimpleITK as sitk
 
-    from DeepOrganSegLib.phantoms import LABELS, _icbm152, _nilearn_data_folder, make_phantom
+    from DeepOrganSegLib.phantoms import LABELS, make_phantom
+    from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
     from DeepOrganSegLib.volume import Volume
 
     cases = []
@@ -190,8 +191,8 @@ def evaluation_cases() -> list[tuple[str, str, object, np.ndarray, dict[int, str
         phantom = make_phantom(kind, seed)
         cases.append((f"{kind} phantom", kind, phantom.image, phantom.labels.array,
                       phantom.label_names))
-    maps = _icbm152()
-    t1 = sitk.ReadImage(str(_nilearn_data_folder() / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    maps = icbm152()
+    t1 = sitk.ReadImage(str(nilearn_data_folder() / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
     tissue = np.stack([np.full_like(maps["gm"], 0.5), maps["csf"], maps["gm"], maps["wm"]])
     cases.append(("ICBM152 T1 (real)", "brain-mr", Volume.from_sitk(sitk.Cast(t1, sitk.sitkFloat32)),
                   tissue.argmax(0), LABELS["brain-mr"]))
@@ -204,6 +205,7 @@ def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, objec
     from dataclasses import replace
 
     from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.metrics import dice
     from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 
     model = load_model(model_path)
@@ -217,7 +219,7 @@ def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, objec
             if label.name in true_value:
                 truth_mask = truth == true_value[label.name]
                 rows.append({"case": case, "organ": label.name, **{
-                    key: dice(results[crf].labels.array == label.value, truth_mask, True)
+                    key: dice(results[crf].labels.array == label.value, truth_mask, empty=0.0)
                     for key, crf in (("without", False), ("with", True))}})
     return rows
 
@@ -254,13 +256,10 @@ def measure(implementation: str, data: Path, out: Path, env: dict[str, str]) -> 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
-    a, b = a == label, b == label
-    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
-
 def benchmark_size(shape: tuple[int, int, int], repeats: int, implementations: list[str],
                    workdir: Path, env: dict[str, str]) -> list[dict[str, object]]:
+    from DeepOrganSegLib.metrics import dice
+
     scene = make_scene(shape, seed=0)
     data = workdir / f"scene_{'x'.join(map(str, shape))}.npz"
     np.savez(data, **scene)
@@ -279,10 +278,11 @@ def benchmark_size(shape: tuple[int, int, int], repeats: int, implementations: l
                "peak_mb": max(r["peak_mb"] for r in runs[name]),
                "bytes_per_voxel": max(r["peak_mb"] for r in runs[name]) * 2 ** 20 / np.prod(shape),
                "agreement": None if reference is None else float((labels[name] == reference).mean()),
-               "dice": [round(dice(labels[name], scene["labels"], k), 4) for k in (1, 2)]}
+               "dice": [round(dice(labels[name], scene["labels"], k, empty=0.0), 4)
+                        for k in (1, 2)]}
         rows.append(row)
     rows.append({"size": "×".join(map(str, shape)), "implementation": "(no CRF)",
-                 "dice": [round(dice(before, scene["labels"], k), 4) for k in (1, 2)]})
+                 "dice": [round(dice(before, scene["labels"], k, empty=0.0), 4) for k in (1, 2)]})
     return rows
 
 

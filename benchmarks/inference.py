@@ -31,6 +31,7 @@ from scipy import ndimage
 from DeepOrganSegLib.bundle import load_model
 from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import prepare_image, working_grid
 from DeepOrganSegLib.volume import Volume, write_volume
 
@@ -50,14 +51,11 @@ def working_grid_volume(shape_kji: tuple[int, int, int], spacing_mm: tuple[float
 
 def mean_dice(probabilities: torch.Tensor, channels: list[int], names: dict[int, str],
               masks: dict[str, np.ndarray]) -> float:
-    """Mean Dice of the argmax of ``probabilities`` (over ``channels``) against ``masks``."""
+    """Mean Dice of the argmax of ``probabilities`` (over ``channels``) against ``masks`` (an
+    organ absent from both scores 0)."""
     labels = probabilities.argmax(0).numpy()
-    scores = []
-    for index, value in enumerate(channels[1:], start=1):
-        truth, predicted = masks[names[value]], labels == index
-        scores.append(2 * np.logical_and(truth, predicted).sum()
-                      / max(truth.sum() + predicted.sum(), 1))
-    return float(np.mean(scores))
+    return float(np.mean([dice(labels == index, masks[names[value]], empty=0.0)
+                          for index, value in enumerate(channels[1:], start=1)]))
 
 
 def ct_like_volume(shape_kji: tuple[int, int, int], seed: int = 0) -> np.ndarray:

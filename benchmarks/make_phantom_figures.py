@@ -21,9 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg"))
 
-from DeepOrganSegLib import phantoms  # noqa: E402
 from DeepOrganSegLib.bodypart import REGIONS  # noqa: E402
+from DeepOrganSegLib.errors import InputError  # noqa: E402
 from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
+from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder  # noqa: E402
 from DeepOrganSegLib.qc import save_overlay_png  # noqa: E402
 from DeepOrganSegLib.volume import Volume, write_atomically  # noqa: E402
 
@@ -121,13 +122,13 @@ def real_figures(out: Path) -> list[Path]:
     else:
         print(f"skipped the real head CT: {CRANIUM} absent (apt-get install invesalius-examples)")
     try:
-        atlas = phantoms._icbm152()
-    except phantoms.InputError as error:
+        atlas = icbm152()
+    except InputError as error:
         print(f"skipped the ICBM152 T1: {error}")
         return written
     import SimpleITK as sitk
 
-    t1 = sitk.ReadImage(str(phantoms._nilearn_data_folder()
+    t1 = sitk.ReadImage(str(nilearn_data_folder()
                             / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
     image = Volume.from_sitk(sitk.Cast(t1, sitk.sitkFloat32))
     stacked = np.stack([atlas["csf"], atlas["gm"], atlas["wm"]])

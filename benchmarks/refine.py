@@ -27,16 +27,12 @@ from scipy import ndimage  # noqa: E402
 from DeepOrganSegLib.bundle import load_model  # noqa: E402
 from DeepOrganSegLib.cli import default_model_path  # noqa: E402
 from DeepOrganSegLib.crf.parameters import CRFParameters  # noqa: E402
+from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.refine import Scribbles, refine  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
 from training.evaluate import _truth_in_model_values, iter_cases  # noqa: E402
 
 STROKE_RADIUS_MM = 4.0
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
 
 
 def next_stroke(truth: np.ndarray, predicted: np.ndarray, spacing_zyx: tuple[float, ...]

@@ -240,11 +240,16 @@ def working_arrays(image: Volume, labels: Volume, names: dict[int, str], task: T
 
 
 def _phantom_generator_fingerprint() -> str:
-    """Digest of the phantom generator's source: a changed generator must not reuse old cases."""
+    """Digest of the phantom generator's source, every module of the package in sorted order:
+    a change to any of them must not reuse old cases."""
     import importlib.util
 
-    origin = importlib.util.find_spec("DeepOrganSegLib.phantoms").origin
-    return hashlib.sha1(Path(origin).read_bytes()).hexdigest()[:10]
+    package = Path(importlib.util.find_spec("DeepOrganSegLib.phantoms").origin).parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def _cache_key(case: CaseRef, task: TaskConfig, config: TrainConfig) -> str:

@@ -41,11 +41,11 @@ from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.cascade import network_probabilities
 from DeepOrganSegLib.inference import InferenceSettings
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
+from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
 from DeepOrganSegLib.volume import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
-from training.metrics import organ_metrics
 
 __all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "mean_dice",
            "tune", "main"]
@@ -110,10 +110,8 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
 
 def mean_dice(labels: np.ndarray, truth: np.ndarray, scored: Iterable[int]) -> float:
     """Mean Dice over the ``scored`` labels of two label arrays on the same grid (an organ
-    absent from both scores 1), by :func:`training.metrics.organ_metrics`."""
-    scored = list(scored)
-    dice = organ_metrics(labels, truth, scored, (1.0, 1.0, 1.0), surface=False)
-    return float(np.mean([dice[value]["dice"] for value in scored]))
+    absent from both scores 1), by :func:`DeepOrganSegLib.metrics.dice`."""
+    return float(np.mean([dice(labels, truth, value, empty=1.0) for value in scored]))
 
 
 def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:

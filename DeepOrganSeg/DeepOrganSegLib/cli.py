@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_command(subparsers)
     from .bodypart.command import add_regions_command
     from .demo import add_demo_command
-    from .phantoms import add_phantom_command
+    from .phantoms.command import add_phantom_command
 
     for add in (add_phantom_command, add_demo_command, add_regions_command):
         add(subparsers)

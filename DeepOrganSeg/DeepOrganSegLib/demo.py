@@ -18,6 +18,7 @@ import numpy as np
 
 from .devices import DEVICES
 from .errors import EXIT_OK, InputError
+from .metrics import dice as dice_of
 from .progress import CancelToken
 
 __all__ = ["add_demo_command", "run_demo", "DEMO_SEED"]
@@ -48,11 +49,6 @@ def _handle(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
                       crf=not args.no_crf, device=args.device, progress=progress, cancel=cancel)
     print(format_report(report))
     return EXIT_OK
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 #: The files the demo writes into its folder.
@@ -97,8 +93,8 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
     organs = []
     for stats in result.statistics:
         truth_value = truth_by_name.get(stats.label.name)
-        dice = (_dice(result.labels.array == stats.label.value,
-                      phantom.labels.array == truth_value)
+        dice = (dice_of(result.labels.array == stats.label.value,
+                        phantom.labels.array == truth_value)
                 if truth_value is not None else None)
         organs.append({"name": stats.label.name, "display_name": stats.label.display_name,
                        "volume_ml": round(float(stats.volume_ml), 2),

@@ -21,7 +21,8 @@ from .inference import InferenceSettings, resolve_device
 from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
 from .preprocess import WorkingGrid, iter_slabs, resample_probabilities_to, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
-from .validation import check_volume, check_working_memory, geometry_warnings, task_warnings
+from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
+                         task_warnings)
 from .volume import Volume
 
 __all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "choose_task",
@@ -93,8 +94,9 @@ def choose_task(volume: Volume, metadata: ModelMetadata, requested: str) -> Task
     """The task to run: the requested one, or for ``auto`` the one matching the volume.
 
     ``auto`` with a multi-task model uses the body-part classifier when its file is installed
-    (:mod:`.bodypart`: modality and body regions), otherwise the modality alone (CT intensities
-    reach air at about -1000 HU, MR intensities are non-negative)."""
+    (:mod:`.bodypart`: modality and body regions), otherwise the modality alone
+    (:func:`.validation.guess_modality`: CT intensities reach air at about -1000 HU, MR
+    intensities are non-negative)."""
     return _choose_task(volume, metadata, requested)[0]
 
 
@@ -115,13 +117,6 @@ def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
     names = ", ".join(task.name for task in (candidates or metadata.tasks))
     raise InputError(f"task auto cannot tell which {modality} task fits this volume; "
                      f"give --task (one of: {names})")
-
-
-def guess_modality(volume: Volume) -> str:
-    """'CT' when a good share of voxels sit at air/fat Hounsfield values, else 'MR'."""
-    sample = volume.array[:: max(1, volume.array.shape[0] // 32)].ravel()
-    low = np.percentile(sample, 5)
-    return "CT" if low < -500 else "MR"
 
 
 def _crf_has_weight(crf_settings: dict) -> bool:

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from .volume import Volume
 
 __all__ = ["available_memory_bytes", "check_readable_size", "check_geometry",
-           "check_intensities", "check_volume", "task_warnings", "working_memory_bytes",
+           "check_intensities", "check_volume", "guess_modality", "task_warnings",
+           "working_memory_bytes",
            "check_working_memory", "geometry_warnings", "MAX_ANISOTROPY", "MIN_VOXELS_PER_AXIS",
            "THIN_SLAB_VOXELS", "THIN_SLAB_MM", "LABELMAP_MAX_VALUES",
-           "MEMORY_SHARE"]
+           "MEMORY_SHARE", "CT_AIR_HU", "MODALITY_PERCENTILE"]
 
 #: Largest ratio of the coarsest to the finest voxel spacing that is segmented.
 MAX_ANISOTROPY = 50.0
@@ -51,6 +52,16 @@ DIRECTION_TOLERANCE = 1e-3
 MEMORY_SHARE = 0.8
 #: Voxels sampled (evenly) for the statistics of large images.
 _SAMPLE_VOXELS = 2_000_000
+#: Below this value a CT voxel is air (Hounsfield units): air is about -1000 HU and aerated lung
+#: -900 to -700, while fat is about -100, water 0 and soft tissue 20 to 80; -500 is halfway
+#: between air and water, the line the engine also draws between patient and air in CT. MR
+#: intensities are non-negative (magnitude images, any scale), so no MR voxel lies below it.
+CT_AIR_HU = -500.0
+#: The percentile of the (sampled) voxel values that decides the modality, in percent: a CT has
+#: at least this share of its voxels at air (the air around the patient, the lungs, bowel gas,
+#: the padding outside the reconstruction circle), even when its field of view is cropped close
+#: to the body, which a 5th percentile would miss; an MR has none.
+MODALITY_PERCENTILE = 1.0
 
 
 def available_memory_bytes() -> int:
@@ -200,20 +211,42 @@ def geometry_warnings(volume: Volume) -> list[str]:
             f"across it, so organs may be missed or cut short; check the result"]
 
 
+def _low_and_high(volume: Volume) -> tuple[float, float]:
+    """The :data:`MODALITY_PERCENTILE` and 99th percentiles of the sampled voxel values."""
+    sample = _sample(volume.array).astype(np.float64)
+    low, high = np.percentile(sample, [MODALITY_PERCENTILE, 99])
+    return float(low), float(high)
+
+
+def _modality_of(low: float) -> str:
+    return "CT" if low < CT_AIR_HU else "MR"
+
+
+def guess_modality(volume: Volume) -> str:
+    """'CT' when the :data:`MODALITY_PERCENTILE` of the voxel values lies below
+    :data:`CT_AIR_HU` (at least 1 % of the voxels are air in Hounsfield units), else 'MR'.
+
+    The one modality guess of the engine: task ``auto`` picks a task by it when the body-part
+    classifier is not installed, and :func:`task_warnings` warns exactly when it differs from
+    the task's modality."""
+    return _modality_of(_low_and_high(volume)[0])
+
+
 def task_warnings(volume: Volume, task: TaskSpec) -> list[str]:
     """Doubts about the image for ``task`` that should not stop the run, one line each.
 
     CT images reach air (about -1000 HU) at their low percentiles; MR intensities are
-    non-negative and arbitrary. An image on the wrong side of that line probably is another
-    modality than the task expects, or a CT without its rescale slope/intercept."""
-    sample = _sample(volume.array).astype(np.float64)
-    low, high = np.percentile(sample, [1, 99])
+    non-negative and arbitrary. An image whose :func:`guess_modality` is not the task's
+    modality probably is another modality than the task expects, or a CT without its rescale
+    slope/intercept."""
+    low, high = _low_and_high(volume)
+    modality = _modality_of(low)
     seen = f"the intensities ({low:.0f} to {high:.0f} at the 1st/99th percentiles)"
-    if task.modality == "CT" and low > -500:
+    if task.modality == "CT" and modality != "CT":
         return [f"{seen} do not look like CT in Hounsfield units (air at about -1000) but task "
                 f"{task.name} expects CT; check the task and the image's rescale "
                 f"slope/intercept"]
-    if task.modality == "MR" and low < -500:
+    if task.modality == "MR" and modality != "MR":
         return [f"{seen} look like CT in Hounsfield units but task {task.name} expects MR; "
                 f"check the task"]
     return []

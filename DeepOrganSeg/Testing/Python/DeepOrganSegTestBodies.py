@@ -28,6 +28,7 @@ from vtk.util import numpy_support
 
 from DeepOrganSegLib.bundle import read_metadata
 from DeepOrganSegLib.errors import InputError
+from DeepOrganSegLib.metrics import dice  # Dice of two masks, 1.0 when both are empty
 from DeepOrganSegLib.mrml import (ORGAN_TAG, RunState, SegmentationFailed, SegmentationJob,
                                   SegmentationRequest, add_volume_node, hand_drawn_matches,
                                   segment_tag, volume_from_node)
@@ -89,12 +90,6 @@ def deserialize_terminology_entry(serialized: str, logic_class=None):
     logic_class = logic_class or slicer.vtkSlicerTerminologiesModuleLogic
     entry = slicer.vtkSlicerTerminologyEntry()
     return entry if logic_class().DeserializeTerminologyEntry(serialized, entry) else None
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks (1.0 when both are empty)."""
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def _matrix(vtk_matrix: vtk.vtkMatrix4x4) -> np.ndarray:

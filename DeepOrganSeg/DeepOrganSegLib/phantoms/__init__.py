@@ -1,0 +1,68 @@
+"""Synthetic anatomical phantoms: label maps from a parametric anatomy, images synthesised on them.
+
+No labelled data set can be downloaded where DeepOrganSeg is developed, so the engine brings its
+own.
+Four kinds are generated (:data:`KINDS`):
+
+``abdomen-ct``
+    Abdominal CT from above the liver dome to the pelvis, in Hounsfield units, in one of three
+    contrast phases (non-contrast, arterial, portal-venous).
+``heart-mr``
+    Whole-heart balanced-SSFP MR around the heart (bright blood, as in HVSMR 2016).
+``brain-mr``
+    T1-weighted brain MR made by deforming the ICBM152 2009 grey/white-matter maps bundled in the
+    PyPI package ``nilearn``.
+``body-ct``
+    Whole-body CT from the neck (optionally the head) to the thighs, with a body-region label for
+    every axial slice (:data:`REGIONS`), for the body-part classifier.
+
+How a case is made
+------------------
+1. *Anatomy.* One parametric human body (:class:`~.body.Body`) in patient LPS millimetres serves
+   abdomen-ct, body-ct and heart-mr: each organ is an analytic primitive (ellipsoid, capsule
+   chain along a spline, superellipse cross-section) with random size, shape and position,
+   painted in anatomical order so that organs touch (the kidney carves the liver, the psoas
+   carves the kidney). A smooth random displacement field deforms every primitive, and a
+   breathing shift moves the diaphragm and the upper-abdominal organs together.
+2. *Maps.* Painting yields a *tissue* map (what sets the intensity: cortex vs medulla, gas vs
+   gastric content) and an *organ* map (what the networks learn); the label map is the organ map
+   restricted to the kind's label table.
+3. *Image.* Each tissue gets a random mean intensity from published ranges for the modality and
+   phase, plus a correlated texture; the image is rendered on a grid that is three times finer
+   through-plane when slices are thick, blurred by the slice profile and the in-plane point-spread
+   function, downsampled (partial volume), then given scanner noise (and an MR bias field).
+4. *Geometry.* Optionally the array is re-oriented (flipped/permuted/oblique direction matrix) with
+   the anatomy unchanged in patient coordinates.
+
+Everything is deterministic from ``seed``: the anatomy, the intensities and the noise come from
+independent streams, so changing the contrast phase changes the image but not the labels.
+
+Modules
+-------
+The public API is this package's ``__all__``; the modules behind it import one way, from the
+recipe down to the building blocks:
+
+* ``generator`` (:func:`make_phantom`, :class:`Phantom`) and ``command`` (``deeporganseg
+  phantom``);
+* the kinds: ``torso`` (abdomen-ct, body-ct, heart-mr: field of view and painting order) and
+  ``brain`` (brain-mr, from the ICBM152 atlas);
+* the torso's organ painters, one per system: ``wall`` (skin, muscle, cavities, lungs, arms,
+  table), ``abdomen``, ``vessels``, ``heart``, ``thorax``, ``head_neck``, ``skeleton``, sharing a
+  ``painter.TorsoPainter``;
+* the anatomy's building blocks: ``body`` (the parametric adult), ``canvas`` (the maps being
+  painted), ``shapes`` (primitives in mm), ``fields`` (smooth random fields), ``geometry``
+  (grids and frames);
+* image formation: ``appearance`` (intensities per tissue), ``acquisition`` (grid choice, slice
+  profile, blur, noise), ``orientation`` (direction matrices);
+* ``labels``: kinds, label tables, organ and tissue ids, label merging.
+"""
+
+from ..bodypart import REGIONS
+from .command import add_phantom_command, run_phantom_command
+from .generator import Phantom, make_phantom
+from .labels import HVSMR_LABELS, KINDS, LABELS, MODALITIES, PHASES, hvsmr_labels, merge_labels
+
+__all__ = [
+    "KINDS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "REGIONS", "Phantom",
+    "make_phantom", "merge_labels", "hvsmr_labels", "add_phantom_command", "run_phantom_command",
+]

@@ -1,0 +1,213 @@
+"""The abdominal and pelvic organs: colon and small bowel, liver, gallbladder, spleen, stomach,
+pancreas with the duodenum, kidneys, bladder and the pelvic soft tissue.
+
+Each organ is a random primitive placed on the :class:`~.body.Body` (mm), painted *within* the
+free abdominal space (fat, bowel) so that it pushes the bowel aside and stops at the organs
+painted before it. The upper-abdominal organs move with the breathing shift and stay under the
+diaphragm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import frame, unit
+from .labels import TISSUE_ID
+from .painter import TorsoPainter
+from .shapes import View, ellipsoid, random_walk, solid, tube
+
+#: The tissues of the abdominal cavity a solid organ may be painted over: fat, bowel and the
+#: other abdominal organs (never muscle, bone or lung).
+_ABDOMINAL_SPACE = ("fat", "bowel_wall", "bowel_content", "gas", "liver", "liver_vessel",
+                    "liver_lesion", "spleen", "stomach_wall", "gastric_content", "pancreas",
+                    "bile", "kidney_cortex", "kidney_medulla", "urine", "soft_tissue",
+                    "portal_blood", "caval_blood", "arterial_blood")
+
+
+def paint_bowel(torso: TorsoPainter) -> None:
+    """Colon along its frame, then small-bowel loops as random walks through the free space."""
+    b, c, rng = torso.body, torso.canvas, torso.rng
+    up = dict(upper_abdomen=True)
+    colon = [b.p(-90, 0, -130), b.p(-102, 15, -60), b.p(-98, -5, 5, **up),
+             b.p(-60, -55, 0, **up), b.p(0, -72, -25), b.p(55, -55, 15, **up),
+             b.p(95, 15, 50, **up), b.p(105, 35, 0), b.p(102, 30, -100),
+             b.p(70, 0, -150), b.p(35, 20, -185), b.p(5, 55, -215), b.p(0, 62, -265),
+             b.p(0, 50, -305)]
+    radius = rng.uniform(17, 26) * np.ones(len(colon))
+    radius[-3:] *= 0.8
+    c.paint(tube(colon, radius + 2.5), "bowel_wall", within=("fat",))
+    c.paint(tube(colon, radius), "bowel_content", within=("bowel_wall",))
+    texture = torso.field("texture", 4.0)
+    bubbles = rng.uniform(0.6, 1.6)
+    y_gas = b.p(0, -50, 0)[1] + rng.uniform(-20, 40)
+    lo, hi = np.min(colon, axis=0) - 30, np.max(colon, axis=0) + 30
+    c.paint(solid(lo, hi, lambda v: (texture[v.box] > bubbles) | (v.y < y_gas)), "gas",
+            within=("bowel_content",))
+
+    centre = b.p(-5, -30, -95)
+    semi = np.array([85 * b.w, 55 * b.d, 80 * b.h])
+    for _ in range(int(rng.integers(14, 20))):
+        path = random_walk(rng, centre + rng.uniform(-0.8, 0.8, 3) * semi, centre, semi,
+                           steps=int(rng.integers(30, 50)), step_mm=10.0)
+        r = rng.uniform(9.0, 14.0)
+        c.paint(tube(path, r + 2.5, 10.0), "bowel_wall", within=("fat",))
+        c.paint(tube(path, r, 10.0), "bowel_content", within=("bowel_wall",))
+        if rng.random() < 0.2:
+            c.paint(tube(path[: len(path) // 3], r, 10.0), "gas", within=("bowel_content",))
+
+
+def paint_liver(torso: TorsoPainter) -> None:
+    """Right lobe, left lobe and caudate lobe, with vessels and occasional lesions."""
+    b, c = torso.body, torso.canvas
+    up = dict(upper_abdomen=True)
+    lobes = [
+        ellipsoid(b.p(-72, -5, 55, 6, **up), b.scale([74, 88, 86])),
+        ellipsoid(b.p(15, -48, 78, 6, **up), b.scale([60, 38, 34], 0.2)),
+        ellipsoid(b.p(-15, 22, 62, 4, **up), b.scale([18, 22, 30])),
+    ]
+    space = ("fat", "bowel_wall", "bowel_content", "gas")
+    tip = b.p(-130, 0, -30, upper_abdomen=True)
+    slope = torso.rng.uniform(0.45, 0.75)
+
+    bend = torso.rng.uniform(0.002, 0.006)
+
+    def wedge(v: View) -> np.ndarray:
+        """Above the visceral surface, which rises to the left and sags posteriorly."""
+        floor = tip[2] + slope * (v.x - tip[0]) - bend * (v.y - tip[1]) ** 2
+        return torso.under_diaphragm(v) & (v.z > floor)
+    for lobe in lobes:
+        c.paint(lobe.where(wedge), "liver", "liver", within=space)
+    box = c.box(np.array([-250, -250, -150.0]), np.array([150, 150, 250.0]))
+    if box is not None:
+        liver = c.tissue[box] == TISSUE_ID["liver"]
+        f1 = torso.field("sheets", 9.0)[box]
+        f2 = torso.field("texture", 4.0)[box]
+        vessel = liver & (np.abs(f1) < 0.15) & (np.abs(f2) < 0.45)
+        c.tissue[box][vessel] = TISSUE_ID["liver_vessel"]
+    for _ in range(torso.rng.poisson(1.5) if torso.rng.random() < 0.35 else 0):
+        centre = b.p(-70, -10, 50, 30, **up)
+        c.paint(ellipsoid(centre, [torso.rng.uniform(5, 20)] * 3), "liver_lesion", "liver",
+                within=("liver", "liver_vessel"))
+
+
+def paint_gallbladder(torso: TorsoPainter) -> None:
+    """A tilted ellipsoid under the liver: a 2 mm wall around bile."""
+    b, c = torso.body, torso.canvas
+    axes = frame(unit([0.15, -0.45, -0.88]) + torso.rng.normal(0, 0.1, 3), [1, 0, 0])
+    size = torso.rng.uniform(0.75, 1.25)
+    centre = b.p(-45, -50, 10, 6, upper_abdomen=True)
+    semi = np.array([38, 15, 15]) * size
+    c.paint(ellipsoid(centre, semi, axes), "bowel_wall", "gallbladder",
+            within=_ABDOMINAL_SPACE)
+    c.paint(ellipsoid(centre, semi - 2.0, axes), "bile", "gallbladder",
+            within=("bowel_wall",))
+
+
+def paint_spleen(torso: TorsoPainter) -> None:
+    """A crescent against the left posterolateral ribs (not an ellipsoid): a shell under the
+    inner abdominal wall whose thickness (mm) peaks mid-height and mid-arc, with a concave
+    visceral surface facing the stomach and the left kidney. Adult volumes 0.1-0.5 L
+    (tested), spanning about T10-L1 under the left diaphragm dome."""
+    b, c, rng = torso.body, torso.canvas, torso.rng
+    thickness = rng.uniform(35.0, 65.0) * b.w  # mm, at the thickest point
+    height = rng.uniform(85.0, 135.0) * b.h  # cranio-caudal extent, mm
+    z_mid = b.z_dome_left - 0.48 * height + rng.normal(0, 6)
+    z_low, z_high = z_mid - height / 2, z_mid + height / 2
+    # arc of the crescent, angles in the axial plane from the patient's left (+x) towards
+    # posterior (+y), in degrees
+    arc_low = rng.uniform(-35.0, -10.0)
+    arc_high = rng.uniform(55.0, 80.0)
+    twist = rng.uniform(-0.12, 0.12)  # degrees of arc per mm of height (the long axis tilt)
+    gap = rng.uniform(1.0, 6.0)  # mm between the inner wall and the splenic capsule
+
+    def crescent(v: View) -> np.ndarray:
+        a, bb, yc = b.wall_ellipse(v.z)
+        cav = np.maximum(b.cavity_scale(v.z), 1e-3)
+        semi_x, semi_y = (a - b.wall) * cav, (bb - b.wall) * cav
+        dy = v.y - yc
+        rho = np.sqrt(v.x * v.x + dy * dy) + 1e-3
+        r = np.sqrt((v.x / semi_x) ** 2 + (dy / semi_y) ** 2)
+        depth = rho * (1.0 / np.maximum(r, 1e-3) - 1.0) - gap  # mm inside the inner wall
+        angle = np.degrees(np.arctan2(dy, v.x)) - twist * (v.z - z_mid)
+        u = np.clip((v.z - z_low) / height, 0.0, 1.0)
+        w = np.clip((angle - arc_low) / (arc_high - arc_low), 0.0, 1.0)
+        profile = (np.clip(np.sin(np.pi * u), 0.0, None) ** 0.7
+                   * np.clip(np.sin(np.pi * w), 0.0, None) ** 0.6)
+        return (depth > 0) & (depth < thickness * profile) & (v.x > 0)
+    lo = [0.0, -160.0 * b.d, z_low]
+    hi = [260.0 * b.w, 200.0 * b.d, z_high]
+    c.paint(solid(lo, hi, crescent).where(torso.under_diaphragm), "spleen", "spleen",
+            within=_ABDOMINAL_SPACE)
+
+
+def paint_stomach(torso: TorsoPainter) -> None:
+    """J-shaped tube from the fundus to the pylorus: wall, contents, and a gas cap."""
+    b, c = torso.body, torso.canvas
+    up = dict(upper_abdomen=True)
+    path = [b.p(45, 25, 108, 5, **up), b.p(60, 5, 85, 5, **up), b.p(62, -30, 52, 5, **up),
+            b.p(45, -55, 20, 5, **up), b.p(15, -65, 4, 5, **up), b.p(-15, -58, 10, 4, **up),
+            b.p(-32, -45, 15, 3, **up)]
+    radius = np.array([36, 38, 34, 28, 20, 14, 10]) * torso.rng.uniform(0.6, 1.15)
+    wall = [s.where(torso.under_diaphragm) for s in tube(path, radius + 4)]
+    beside_spleen = tuple(t for t in _ABDOMINAL_SPACE if t != "spleen")  # it fills the gap
+    c.paint(wall, "stomach_wall", "stomach", within=beside_spleen)
+    c.paint(tube(path, radius), "gastric_content", "stomach", within=("stomach_wall",))
+    front = min(p[1] - r for p, r in zip(path, radius))
+    y_level = front + torso.rng.uniform(0.0, 0.35) * 2 * radius.mean()
+    gas_cap = solid(np.array(path).min(0) - 45, np.array(path).max(0) + 45,
+                    lambda v: v.y < y_level)
+    c.paint(gas_cap, "gas", "stomach", within=("gastric_content",))
+
+
+def paint_pancreas(torso: TorsoPainter) -> None:
+    """Head to tail along the splenic vein, with fatty clefts between the lobules, and the
+    duodenal C-loop around the head."""
+    b, c = torso.body, torso.canvas
+    path = [b.p(-38, -5, -12, 4), b.p(-20, -22, 0, 3), b.p(5, -28, 8, 3),
+            b.p(40, -12, 20, 4), b.p(68, 12, 30, 4), b.p(84, 26, 38, 4)]
+    radius = np.array([18, 14, 12, 11, 10, 8]) * torso.rng.uniform(0.8, 1.2)
+    c.paint(tube(path, radius, 6.0), "pancreas", "pancreas", within=_ABDOMINAL_SPACE)
+    # fatty clefts between the lobules
+    lo = np.array(path).min(0) - 30
+    hi = np.array(path).max(0) + 30
+    texture = torso.field("texture", 4.0)
+    level = torso.rng.uniform(1.0, 2.0)
+    c.paint(solid(lo, hi, lambda v: texture[v.box] > level), "fat", "none",
+            within=("pancreas",))
+    # duodenal C-loop around the head
+    duodenum = [b.p(-32, -45, 15), b.p(-52, -25, 5), b.p(-55, -8, -28), b.p(-32, 0, -48),
+                b.p(0, -8, -48), b.p(22, -18, -35)]
+    c.paint(tube(duodenum, 13.0), "bowel_wall", within=("fat", "bowel_wall", "bowel_content"))
+    c.paint(tube(duodenum, 10.0), "bowel_content", within=("bowel_wall",))
+
+
+def paint_kidneys(torso: TorsoPainter) -> None:
+    """Retroperitoneal kidneys beside the spine: perirenal fat, cortex, medulla, sinus."""
+    b, c = torso.body, torso.canvas
+    for side, organ, z in ((-1, "right_kidney", 0.0), (1, "left_kidney", 18.0)):
+        centre = b.p(62 * side, 0, z, 5, upper_abdomen=False)
+        centre[1] = b.y_spine(centre[2]) + 12.0 * b.d + torso.rng.normal(0, 4)
+        centre[2] += 0.5 * b.breath
+        long_axis = unit([-0.25 * side, 0.3, 1.0]) + torso.rng.normal(0, 0.08, 3)
+        hilum = np.array([-0.75 * side, -0.65, 0.0])
+        axes = frame(long_axis, hilum)
+        semi = b.scale([55, 27, 25], 0.12)
+        c.paint(ellipsoid(centre, semi + 10.0, axes), "fat",
+                within=("fat", "bowel_wall", "bowel_content", "gas"))
+        c.paint(ellipsoid(centre, semi, axes), "kidney_cortex", organ)
+        c.paint(ellipsoid(centre, semi * [0.8, 0.62, 0.62], axes), "kidney_medulla",
+                organ)
+        sinus = centre + axes[:, 1] * semi[1] * 0.75
+        c.paint(ellipsoid(sinus, semi * [0.45, 0.45, 0.4], axes), "fat")
+        c.paint(ellipsoid(sinus - axes[:, 1] * 4, semi * [0.3, 0.22, 0.22], axes),
+                "urine")
+
+
+def paint_pelvic_organs(torso: TorsoPainter) -> None:
+    """The bladder (filled to a random degree) and the soft tissue of the pelvic floor."""
+    b, c = torso.body, torso.canvas
+    fill = torso.rng.uniform(0.4, 1.3)
+    bladder = ellipsoid(b.p(0, -50, -245 + 15 * fill, 5), b.scale([45, 35, 32]) * fill)
+    c.paint(bladder, "urine", within=_ABDOMINAL_SPACE)
+    c.paint(ellipsoid(b.p(0, 5, -285, 4), b.scale([22, 20, 22])), "soft_tissue",
+            within=_ABDOMINAL_SPACE)

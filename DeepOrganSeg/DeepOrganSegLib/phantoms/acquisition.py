@@ -1,0 +1,131 @@
+"""The scanner: where and how finely a case is sampled, and how the image is formed on it.
+
+:func:`choose_acquisition` picks the output grid (field of view in mm, voxel spacing, slice
+thickness) and whether the scene is rendered three times finer through-plane (thick slices).
+:func:`acquire` then turns an intensity map on that render grid into the scanner's image: slice
+profile (a box of the slice thickness), in-plane point-spread function, downsampling (partial
+volume), and noise: correlated Gaussian noise in HU for CT, a bias field and Rician noise for MR,
+or the SynthSeg corruption (bias, noise, gamma, rescaled to [0, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .fields import upsample
+from .geometry import Grid
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Where and how finely a case is sampled."""
+
+    grid: Grid
+    thickness: float  # slice thickness (FWHM-equivalent box), mm
+    subslices: int  # 1 or 3 render sub-slices per output slice
+
+
+def choose_acquisition(rng: np.random.Generator, default_shape: tuple[int, int, int],
+                       fov_range: tuple[tuple[float, float], ...], centre: np.ndarray,
+                       shape: tuple[int, int, int] | None,
+                       spacing: tuple[float, float, float] | None) -> Acquisition:
+    """Grid from the user's shape/spacing, filling the gaps from a random field of view (mm).
+
+    ``fov_range`` gives (low, high) extents in mm along x, y, z. With no spacing the grid spans a
+    random field of view and the slice thickness is drawn from 0.7-5 mm; with a spacing the slices
+    are contiguous (thickness = slice spacing).
+    """
+    fov = np.array([rng.uniform(lo, hi) for lo, hi in fov_range])
+    fov[1] = fov[0] if fov_range[0] == fov_range[1] else fov[1]
+    thickness = float(rng.uniform(0.7, 5.0))
+    if spacing is None:
+        shape = shape or default_shape
+        spacing_xyz = fov / np.array(shape[::-1])
+    else:
+        spacing_xyz = np.asarray(spacing, dtype=float)
+        if shape is None:
+            mid = np.array([(lo + hi) / 2 for lo, hi in fov_range])
+            shape = tuple(int(v) for v in np.clip(np.round(mid / spacing_xyz), 16, 512)[::-1])
+        thickness = float(spacing_xyz[2])
+    in_plane = float(min(spacing_xyz[0], spacing_xyz[1]))
+    subslices = 3 if spacing_xyz[2] >= 2.0 * in_plane else 1
+    grid = Grid.centred(shape, spacing_xyz, centre)
+    return Acquisition(grid, thickness, subslices)
+
+
+@dataclass
+class Scene:
+    """What a kind's builder hands to image synthesis: its acquisition and, on the acquisition's
+    render grid, the tissue and organ maps (ids of :mod:`.labels`)."""
+
+    acquisition: Acquisition
+    tissue: np.ndarray
+    organ: np.ndarray
+    region_of: Callable[[float], int] | None = None
+    fractions: dict[str, np.ndarray] | None = None  # brain: tissue probabilities (partial volume)
+    arms_down: bool = False
+
+
+def acquire(image: np.ndarray, acquisition: Acquisition, rng: np.random.Generator,
+            modality: str, synthseg: bool) -> np.ndarray:
+    """Slice profile, in-plane PSF, downsampling (partial volume), bias field and noise."""
+    n = acquisition.subslices
+    dz = acquisition.grid.spacing[2] / n
+    sigma_z = max(acquisition.thickness, dz) / np.sqrt(12.0) / dz
+    psf_sigma = rng.uniform(0.3, 1.2) if synthseg else rng.uniform(0.4, 0.7)
+    if n == 1:
+        image = ndi.gaussian_filter(image, (sigma_z, psf_sigma, psf_sigma), truncate=3.0)
+    else:
+        image = ndi.gaussian_filter1d(image, sigma_z, axis=0, truncate=3.0)
+        image = np.ascontiguousarray(image[n // 2::n])
+        image = ndi.gaussian_filter(image, (0.0, psf_sigma, psf_sigma), truncate=3.0)
+    grid = acquisition.grid
+    if synthseg:
+        return _synthseg_corruption(image, grid, rng)
+    if modality == "CT":
+        noise = rng.standard_normal(image.shape, dtype=np.float32)
+        noise = ndi.gaussian_filter(noise, (0.0, 0.7, 0.7))
+        noise *= rng.uniform(6.0, 20.0) / max(float(noise.std()), 1e-6)
+        return np.clip(image + noise, -1024.0, 3071.0)
+    bias = np.exp(_bias_field(rng, grid, rng.uniform(0.1, 0.35)))
+    gain = rng.uniform(300.0, 1500.0)
+    signal = image * bias * gain
+    sigma = rng.uniform(0.01, 0.04) * gain
+    real = signal + rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    imaginary = rng.standard_normal(image.shape, dtype=np.float32) * sigma
+    return np.sqrt(real * real + imaginary * imaginary)  # Rician magnitude
+
+
+def _bias_field(rng: np.random.Generator, grid: Grid, sd: float) -> np.ndarray:
+    """Smooth log-bias field (SD ``sd``) varying over ~ the whole field of view."""
+    coarse = rng.standard_normal((4, 4, 4)).astype(np.float32) * sd
+    return upsample(coarse, grid.shape)
+
+
+def _synthseg_corruption(image: np.ndarray, grid: Grid, rng: np.random.Generator) -> np.ndarray:
+    """Bias field, noise and gamma on a SynthSeg-style image, rescaled to [0, 1]."""
+    image = image * np.exp(_bias_field(rng, grid, rng.uniform(0.0, 0.4)))
+    image += rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(0.0, 0.05)
+    low, high = np.percentile(image, [0.5, 99.5])
+    image = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
+    return image ** np.float32(np.exp(rng.normal(0.0, 0.3)))
+
+
+def decimate(volume: np.ndarray, n: int) -> np.ndarray:
+    """The centre sub-slice of each slice (labels are not averaged)."""
+    return np.ascontiguousarray(volume[n // 2::n]) if n > 1 else volume
+
+
+def pad_outside_reconstruction_circle(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Set voxels outside the inscribed reconstruction circle to a scanner padding value (HU)."""
+    _, rows, cols = image.shape
+    jj, ii = np.ogrid[:rows, :cols]
+    radius2 = ((jj - (rows - 1) / 2) / (rows / 2)) ** 2 + ((ii - (cols - 1) / 2) / (cols / 2)) ** 2
+    outside = radius2 > 1.0
+    image = image.copy()
+    image[:, outside] = float(rng.choice([-1024.0, -2048.0, -3024.0]))
+    return image

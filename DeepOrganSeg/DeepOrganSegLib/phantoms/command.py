@@ -1,0 +1,69 @@
+"""``deeporganseg phantom``: write one synthetic phantom image and its label map.
+
+The CLI (:mod:`DeepOrganSegLib.cli`) registers the sub-command with
+:func:`add_phantom_command`; the generator modules know nothing of argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+from ..volume import write_volume
+from .generator import make_phantom
+from .labels import KINDS, PHASES
+
+
+def add_phantom_command(subparsers) -> None:
+    """Register ``deeporganseg phantom`` on an argparse sub-parser collection."""
+    parser = subparsers.add_parser(
+        "phantom", help="write a synthetic phantom image and its label map",
+        description="Generate a synthetic anatomical phantom (deterministic from --seed).")
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, type=Path, metavar="IMG",
+                        help="image file (.nii.gz, .nrrd, .mha)")
+    parser.add_argument("--labels", required=True, type=Path, metavar="LBL",
+                        help="label map file (.nii.gz, .nrrd, .mha)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("K", "J", "I"))
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SI", "SJ", "SK"),
+                        help="voxel spacing in mm")
+    parser.add_argument("--oblique", action="store_true",
+                        help="random flipped/permuted/oblique direction matrix")
+    parser.add_argument("--synthseg", action="store_true",
+                        help="random intensity per tissue (contrast-agnostic training)")
+    parser.add_argument("--phase", choices=PHASES, help="CT contrast phase (random if omitted)")
+    parser.add_argument("--fov-cutoff", action="store_true",
+                        help="tight, off-centre field of view that cuts anatomy off")
+    parser.set_defaults(handler=run_phantom_command)
+
+
+def run_phantom_command(args: argparse.Namespace, progress: Callable | None = None,
+                        cancel: object | None = None) -> int:
+    """Handler of ``deeporganseg phantom``: generate, then write both volumes atomically.
+
+    ``progress(stage, fraction, message)`` and ``cancel`` follow the CLI's handler convention;
+    generation takes about a second, so it is not cancellable midway.
+    """
+    from ..labelmap_io import check_outputs_spare_inputs
+
+    report = progress or (lambda stage, fraction, message="": None)
+    check_outputs_spare_inputs([args.out, args.labels], [])
+    for path in (args.out, args.labels):
+        if not path.parent.exists():
+            raise InputError(f"{path.parent}: output folder does not exist")
+    report("phantom", 0.0, f"generating a {args.kind} phantom (seed {args.seed})")
+    phantom = make_phantom(args.kind, args.seed, shape=args.shape, spacing=args.spacing,
+                           random_orientation=args.oblique, contrast_phase=args.phase,
+                           synthseg=args.synthseg, field_of_view_cutoff=args.fov_cutoff)
+    report("phantom", 0.8, "writing")
+    write_volume(phantom.image, args.out)
+    write_volume(phantom.labels, args.labels)
+    report("phantom", 1.0, "done")
+    names = ", ".join(f"{v}={n}" for v, n in phantom.label_names.items())
+    print(f"{args.kind} seed {args.seed}: {phantom.image.size} voxels, spacing "
+          f"{tuple(round(s, 2) for s in phantom.image.spacing)} mm -> {args.out}, {args.labels} "
+          f"({names})")
+    return 0

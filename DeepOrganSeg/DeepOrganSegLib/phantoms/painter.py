@@ -1,0 +1,43 @@
+"""What the torso's organ painters share while they paint one body onto one canvas.
+
+The painters (:mod:`.wall`, :mod:`.abdomen`, :mod:`.vessels`, :mod:`.heart`, :mod:`.thorax`,
+:mod:`.head_neck`, :mod:`.skeleton`) are functions of a :class:`TorsoPainter`; :mod:`.torso`
+calls them in anatomical order. Two random streams keep a case's anatomy independent of its
+grid: ``rng`` makes a fixed number of draws whatever the grid, ``textures`` the grid-sized ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .body import Body
+from .canvas import Canvas
+from .fields import noise_field
+from .shapes import View
+
+
+class TorsoPainter:
+    """One :class:`~.body.Body` being painted onto a :class:`~.canvas.Canvas`."""
+
+    def __init__(self, body: Body, canvas: Canvas, rng: np.random.Generator,
+                 textures: np.random.Generator):
+        """``rng`` draws the anatomy (a fixed number of draws, whatever the grid); ``textures``
+        draws the grid-sized random fields (vessels, bowel gas, pancreatic lobulation)."""
+        self.body = body
+        self.canvas = canvas
+        self.rng = rng
+        self.textures = textures
+        self.fields: dict[str, np.ndarray] = {}
+        self.z_dia = np.zeros(canvas.grid.shape, dtype=np.float32)  # set by paint_body_wall()
+        self.aorta_scale = rng.uniform(0.85, 1.2)  # aortic calibre factor
+        self.ivc_radius = 11.0 * rng.uniform(0.8, 1.2)  # mm
+
+    def field(self, name: str, correlation_mm: float) -> np.ndarray:
+        """A cached unit-SD random field (for bowel loops, vessels and gas)."""
+        if name not in self.fields:
+            self.fields[name] = noise_field(self.textures, self.canvas.grid, correlation_mm)
+        return self.fields[name]
+
+    def under_diaphragm(self, v: View) -> np.ndarray:
+        """Below the diaphragm's upper surface, with 5 mm to spare (the upper abdominal organs)."""
+        return v.z < self.z_dia[v.box] - 5.0
