@@ -31,12 +31,13 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
+from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml import (RefinementSession, RefineJob, RunState, SegmentationJob,
                                   SegmentationRequest, hand_drawn_matches,
                                   load_terminology_context, run_segmentation, set_show_3d)
 from DeepOrganSegLib.resources import user_model_folder, user_models
-from DeepOrganSegLib.runner import bundled_models, probe_cuda, slicer_python
+from DeepOrganSegLib.runner import TERMINATE_GRACE_S, bundled_models, probe_cuda, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
 CRF_PARAMETERS = {
@@ -121,12 +122,21 @@ class DeepOrganSegParameterNode:
     excludedOrgans: list[str]
     device: Device = Device.AUTO
     useCrf: bool = True
-    crfIterations: Annotated[int, WithinRange(1, 20)] = 5
-    crfAppearanceWeight: Annotated[float, WithinRange(0.0, 20.0)] = 10.0
-    crfAppearanceSpatialMm: Annotated[float, WithinRange(0.5, 50.0)] = 5.0
-    crfAppearanceIntensity: Annotated[float, WithinRange(0.01, 2.0)] = 0.05
-    crfSmoothnessWeight: Annotated[float, WithinRange(0.0, 20.0)] = 1.0
-    crfSmoothnessSpatialMm: Annotated[float, WithinRange(0.5, 20.0)] = 2.0
+    crfIterations: Annotated[int, WithinRange(*PANEL_RANGES["iterations"])] = \
+        CRFParameters.iterations
+    crfAppearanceWeight: Annotated[float, WithinRange(*PANEL_RANGES["appearance_weight"])] = \
+        CRFParameters.appearance_weight
+    crfAppearanceSpatialMm: Annotated[
+        float, WithinRange(*PANEL_RANGES["appearance_spatial_mm"])] = \
+        CRFParameters.appearance_spatial_mm
+    crfAppearanceIntensity: Annotated[
+        float, WithinRange(*PANEL_RANGES["appearance_intensity"])] = \
+        CRFParameters.appearance_intensity
+    crfSmoothnessWeight: Annotated[float, WithinRange(*PANEL_RANGES["smoothness_weight"])] = \
+        CRFParameters.smoothness_weight
+    crfSmoothnessSpatialMm: Annotated[
+        float, WithinRange(*PANEL_RANGES["smoothness_spatial_mm"])] = \
+        CRFParameters.smoothness_spatial_mm
     show3D: bool = False
     #: Keep the run's probabilities so that its organs can be refined with strokes.
     keepForRefinement: bool = True
@@ -163,6 +173,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DeepOrganSegLogic()
         self._crfToolTip = self.ui.crfCheckBox.toolTip
+        self._setCrfRanges(uiWidget)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -178,6 +189,15 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
         self._populateModels()
         self._probeDevices()
+
+    @staticmethod
+    def _setCrfRanges(uiWidget) -> None:
+        """Bound each CRF field by the engine's ``PANEL_RANGES`` (the .ui file sets none), before
+        the parameter node is connected, so that no value is clamped by a stale range."""
+        for widget in slicer.util.findChildren(uiWidget):
+            field = widget.property("SlicerParameterName")
+            if field in CRF_PARAMETERS:
+                widget.minimum, widget.maximum = PANEL_RANGES[CRF_PARAMETERS[field]]
 
     def cleanup(self) -> None:
         """Called when the application closes or the module is reloaded: stop a running job,
@@ -898,8 +918,8 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
         """Cancel the running job (kills the engine's process tree; the scene is unchanged)."""
         if self.isRunning:
             self._job.cancel()
-            if wait:
-                self._job.wait(timeout=30)
+            if wait:  # the engine gets TERMINATE_GRACE_S on SIGTERM, then it is killed
+                self._job.wait(timeout=TERMINATE_GRACE_S + 1.0)
                 self._timer.stop()
 
 

@@ -264,18 +264,40 @@ def test_panel_layout_is_as_specified():
     assert output.find("property[@name='addEnabled']/bool").text == "false"
 
 
-def test_crf_parameter_defaults_match_the_engine():
-    """The panel's CRF defaults are the engine's (a model's own values replace both)."""
-    pytest.importorskip("torch")
-    from DeepOrganSegLib.crf.parameters import CRFParameters
+def test_crf_fields_take_their_defaults_and_bounds_from_the_engine():
+    """One place for each fact: every CRF field of the parameter node defaults to
+    ``CRFParameters.<name>`` and is bounded by ``PANEL_RANGES[<name>]`` (the .ui file sets no
+    range of its own; the widget gets it in ``setup``), the engine accepts both ends of every
+    range, and every value the CRF tuner may put in a model file lies inside it."""
+    from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 
-    defaults = parameter_node_defaults()
-    module_globals = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
-    mapping = next(ast.literal_eval(node.value) for node in module_globals.body
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    mapping = next(ast.literal_eval(node.value) for node in tree.body
                    if isinstance(node, ast.Assign) and node.targets[0].id == "CRF_PARAMETERS")
-    engine = CRFParameters().to_dict()
+    wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef)
+                   and node.name.endswith("ParameterNode"))
+    fields = {statement.target.id: statement for statement in wrapper.body
+              if isinstance(statement, ast.AnnAssign)}
     for field, name in mapping.items():
-        assert defaults[field] == engine[name], field
+        default, annotation = fields[field].value, ast.unparse(fields[field].annotation)
+        assert ast.unparse(default) == f"CRFParameters.{name}", field
+        assert f"WithinRange(*PANEL_RANGES['{name}'])" in annotation, field
+        low, high = PANEL_RANGES[name]
+        assert low <= getattr(CRFParameters(), name) <= high, name
+        CRFParameters.from_dict({name: low})
+        CRFParameters.from_dict({name: high})
+    for widget in ui_widgets().values():
+        parameter = widget.find("property[@name='SlicerParameterName']/string")
+        if parameter is not None and parameter.text in mapping:
+            assert widget.find("property[@name='minimum']") is None, widget.get("name")
+            assert widget.find("property[@name='maximum']") is None, widget.get("name")
+    pytest.importorskip("torch")
+    from training.tune_crf import parameter_grid
+
+    for modality in ("CT", "MR"):
+        for parameters in parameter_grid(modality):
+            for name, (low, high) in PANEL_RANGES.items():
+                assert low <= getattr(parameters, name) <= high, (modality, name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,23 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["CRFParameters", "MAX_ITERATIONS"]
+__all__ = ["CRFParameters", "MAX_ITERATIONS", "PANEL_RANGES"]
 
 #: Most mean-field iterations a run may ask for (each costs about as much as the first).
 MAX_ITERATIONS = 100
+
+#: (minimum, maximum) the Slicer panel offers for each parameter. Its spin boxes and sliders
+#: need finite bounds where the engine only needs a value >= 0 (or > 0): wide enough for every
+#: tuned model (training/tune_crf.py's grid) and a user's corrections, the rest of the engine's
+#: range left to the command line.
+PANEL_RANGES: dict[str, tuple[float, float]] = {
+    "iterations": (1, MAX_ITERATIONS),
+    "appearance_weight": (0.0, 20.0),
+    "appearance_spatial_mm": (0.5, 50.0),
+    "appearance_intensity": (0.01, 2.0),
+    "smoothness_weight": (0.0, 20.0),
+    "smoothness_spatial_mm": (0.5, 20.0),
+}
 
 
 @dataclass(frozen=True)
