@@ -21,7 +21,8 @@ from DeepOrganSegLib.preprocess import prepare_image, working_grid  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
 from training.config import TrainConfig, apply_overrides, load_config  # noqa: E402
 from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,  # noqa: E402
-                           read_msd_folder, read_nnunet_folder, sample_patch, working_arrays)
+                           read_msd_folder, read_nnunet_folder, sample_patch,
+                           shift_label_intensities, working_arrays)
 from training.distributed import DistributedContext  # noqa: E402
 from training.export import main as export_main  # noqa: E402
 from training.losses import (MarginalDiceCELoss, merge_unlabelled,  # noqa: E402
@@ -255,6 +256,19 @@ def test_a_few_training_steps_reduce_the_loss(phantom_cache, tmp_path):
     assert len(log) == 31 and (tmp_path / "training_curves.png").exists()
 
 
+def test_bf16_autocast_on_cpu_trains_float32_weights_that_reduce_the_loss(phantom_cache,
+                                                                          tmp_path):
+    config = tiny_config(phantom_cache, tmp_path, "schedule.steps=30", "data.augment=false",
+                         "schedule.cpu_amp=true")
+    untrained = train(tiny_config(phantom_cache, tmp_path / "zero", "schedule.steps=0"), CPU,
+                      show_progress=False).network
+    trained = train(config, CPU, show_progress=False).network
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
+    before = _fixed_batch_loss(untrained, config, phantom_cache)
+    after = _fixed_batch_loss(trained, config, phantom_cache)
+    assert after < 0.9 * before, (before, after)
+
+
 def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
     whole = tiny_config(phantom_cache, tmp_path / "whole", "schedule.steps=4")
     pieces = tiny_config(phantom_cache, tmp_path / "pieces", "schedule.steps=4")
@@ -394,3 +408,36 @@ def test_thin_slab_batches_cut_every_patch_to_one_slab_depth(phantom_cache, tmp_
     depths = [dataset[step]["image"].shape[2] for step in range(12)]
     assert set(depths) == {8, 16}  # some batches thin, the rest the configured patch
     assert all(dataset[step]["label"].shape[1] == depth for step, depth in enumerate(depths))
+
+
+def test_label_shift_moves_each_organ_by_its_own_offset_and_leaves_background_alone():
+    labels = np.zeros((24, 24, 24), np.uint8)
+    labels[2:10, 2:22, 2:22] = 1
+    labels[16:22, 2:22, 2:22] = 3
+    image = np.random.default_rng(0).normal(0.0, 0.1, (2, 24, 24, 24)).astype(np.float32)
+    shifted = shift_label_intensities(image, labels, 0.2, np.random.default_rng(1))
+    offset = shifted - image
+    assert shifted.dtype == np.float32 and shifted.shape == image.shape
+    np.testing.assert_allclose(offset[0], offset[1], atol=1e-6)  # every channel alike
+    first, second = offset[0, 5, 8:16, 8:16], offset[0, 19, 8:16, 8:16]
+    assert np.ptp(first) < 1e-5 and np.ptp(second) < 1e-5  # one offset per organ inside it
+    largest = max(abs(first.mean()), abs(second.mean()))
+    assert np.abs(offset[0, 12]).max() < 0.02 * largest  # background 3 voxels from organs
+    assert abs(first.mean() - second.mean()) > 1e-3  # drawn independently
+    ramp = offset[0, 8:12, 12, 12]  # the edge is smoothed (partial volume), not a step
+    assert np.all(np.abs(np.diff(ramp)) < abs(first.mean()))
+
+
+def test_label_shift_is_drawn_into_the_batches_only_when_configured(phantom_cache, tmp_path):
+    shifted = tiny_config(phantom_cache, tmp_path, "data.label_shift_sd=0.3",
+                          "data.label_shift_probability=1.0", "data.augment=false")
+    plain = tiny_config(phantom_cache, tmp_path, "data.augment=false")
+    arrays = {t.name: [CaseCache(phantom_cache, plain).load(c) for c in list_cases(t, "train")]
+              for t in plain.tasks}
+    a, b = PatchBatchDataset(plain, arrays)[0], PatchBatchDataset(shifted, arrays)[0]
+    torch.testing.assert_close(a["label"], b["label"])  # same patches, same labels
+    background = a["label"] == 0
+    inside = ~background
+    assert inside.any()
+    difference = (b["image"][:, 0] - a["image"][:, 0]).abs()
+    assert float(difference[inside].mean()) > 0.05

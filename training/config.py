@@ -97,7 +97,10 @@ class ScheduleConfig:
     """Steps, validation/checkpoint cadence and deep-supervision weights.
 
     ``side_weights``: initial η_d per side output; ``side_decay``: ``linear`` (to 0 at the last
-    step), ``exponential`` (η_d · 0.01^(t/T)) or ``fixed``."""
+    step), ``exponential`` (η_d · 0.01^(t/T)) or ``fixed``. ``amp``: mixed precision of the
+    forward pass on CUDA (``bf16``, ``fp16`` or ``none``); ``cpu_amp``: also autocast to bf16 on
+    CPU (1.65x faster on CPUs with AVX-512 BF16 at equal validation Dice, docs/model-card.md;
+    slower on CPUs without it)."""
 
     steps: int = 1000
     val_every: int = 100
@@ -105,6 +108,7 @@ class ScheduleConfig:
     side_weights: tuple[float, ...] = (0.4, 0.2)
     side_decay: str = "linear"
     amp: str = "bf16"
+    cpu_amp: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,14 @@ class DataConfig:
     #: its receptive field, as it never does in a patch of a long phantom.
     thin_slab_probability: float = 0.0
     thin_slab_depths: tuple[int, ...] = (16, 24, 32)
+    #: SD of a random intensity offset drawn for each labelled organ of a patch, in units of the
+    #: normalised image (CT: times ``scale_hu``, so 0.07 is about 25 HU), on
+    #: ``label_shift_probability`` of the patches. Patients differ beyond one HU table per phase
+    #: (contrast timing, fatty or iron-loaded organs, calibration: the real CT's spleen is
+    #: darker than its liver), so organs must be told apart by shape and context, not by one HU
+    #: ordering: a mild form of SynthSeg's random intensity per label (Billot et al. 2023).
+    label_shift_sd: float = 0.0
+    label_shift_probability: float = 0.5
 
 
 @dataclass(frozen=True)
