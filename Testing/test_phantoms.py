@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from DeepOrganSegLib.cli import phantom as phantom_command
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIONS, Phantom,
-                                      add_phantom_command, hvsmr_labels, make_phantom,
-                                      merge_labels)
+                                      hvsmr_labels, make_phantom, merge_labels)
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
 from DeepOrganSegLib.volume import read_volume
 
@@ -392,7 +392,7 @@ def test_bad_arguments_raise_one_line_input_errors(arguments, message):
 
 def test_phantom_command_writes_image_and_labels_on_the_same_grid(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="deeporganseg")
-    add_phantom_command(parser.add_subparsers(dest="command"))
+    phantom_command.add_parser(parser.add_subparsers(dest="command"))
     image_path, label_path = tmp_path / "ct.nii.gz", tmp_path / "ct_labels.nii.gz"
     args = parser.parse_args(["phantom", "--kind", "abdomen-ct", "--seed", "2", "--out",
                               str(image_path), "--labels", str(label_path), "--shape", "24", "32",
@@ -410,7 +410,7 @@ def test_phantom_command_writes_image_and_labels_on_the_same_grid(tmp_path, caps
 
 def test_phantom_command_refuses_a_missing_output_folder(tmp_path):
     parser = argparse.ArgumentParser(prog="deeporganseg")
-    add_phantom_command(parser.add_subparsers(dest="command"))
+    phantom_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["phantom", "--kind", "heart-mr", "--out",
                               str(tmp_path / "no" / "a.nii"), "--labels", str(tmp_path / "b.nii")])
     with pytest.raises(InputError, match="does not exist"):
@@ -455,3 +455,4 @@ def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
         columns = np.nonzero(body.any(axis=(0, 1)))[0]
         trunk = np.nonzero(tissue_mask(phantom, "liver", "spleen").any(axis=(0, 1)))[0]
         assert columns.min() < trunk.min() - 10 and columns.max() > trunk.max() + 10
+

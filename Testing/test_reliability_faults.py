@@ -160,8 +160,8 @@ def test_cuda_out_of_memory_falls_back_to_smaller_tiles_then_cpu(monkeypatch, fa
     model = SimpleNamespace(network=torch.nn.Linear(1, 1))
     options = SegmentationOptions(inference=segment.InferenceSettings(
         device="cuda", memory_budget_bytes=1_000_000_000))
-    result = cli.segment_with_fallback(None, model, options,
-                                       lambda *event: events.append(event), CancelToken())
+    result = segment.segment_with_fallback(None, model, options,
+                                           lambda *event: events.append(event), CancelToken())
     assert [budget for budget, _ in attempts] == budgets
     assert attempts[-1][1] == result.device == device
     warnings = [message for stage, _, message in events if stage == "warning"]

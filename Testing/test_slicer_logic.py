@@ -195,7 +195,7 @@ def test_segment_command_passes_every_choice():
 def test_engine_environment_puts_the_lib_first_on_the_path():
     environment = runner.engine_environment({"PYTHONPATH": "/elsewhere"})
     assert environment["PYTHONPATH"].split(os.pathsep) == [str(runner.LIB_PARENT), "/elsewhere"]
-    assert (runner.LIB_PARENT / "DeepOrganSegLib" / "cli.py").is_file()
+    assert (runner.LIB_PARENT / "DeepOrganSegLib" / "cli" / "__main__.py").is_file()
 
 
 def test_progress_reaches_the_poller_while_the_engine_runs():

@@ -1,54 +1,29 @@
-"""``deeporganseg demo``: a synthetic phantom, segmented by the bundled model, scored against
-its known truth.
+"""The offline demo: a synthetic phantom, segmented by the bundled model, scored against its
+known truth (``deeporganseg demo``, :mod:`DeepOrganSegLib.cli.demo`, runs it).
 
     deeporganseg demo [--out DIR] [--kind abdomen-ct|heart-mr|brain-mr] [--seed N] [--no-crf]
 
 Writes ``image.nii.gz``, ``labels.nii.gz``, ``labels.seg.nrrd`` (named, coloured, SNOMED-coded
 segments for Slicer), ``truth.nii.gz``, ``qc.png`` and ``stats.json`` (organ volumes in mL,
-per-organ Dice) to ``--out`` and prints the organ volumes and Dice scores.
+per-organ Dice) to ``--out``; :func:`format_report` is the table the command prints.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from .devices import DEVICES
-from .errors import EXIT_OK, InputError
+from .errors import InputError
 from .metrics import dice as dice_of
 from .progress import CancelToken
 
-__all__ = ["add_demo_command", "run_demo", "DEMO_SEED"]
+__all__ = ["run_demo", "format_report", "DEMO_SEED", "DEMO_KINDS", "DEMO_OUTPUTS"]
 
 #: The default phantom seed: a held-out case (training used seeds below 10 000).
 DEMO_SEED = 20_000
 DEMO_KINDS = ("abdomen-ct", "heart-mr", "brain-mr")
-
-
-def add_demo_command(subparsers) -> None:
-    """Register ``deeporganseg demo``."""
-    parser = subparsers.add_parser(
-        "demo", help="segment a synthetic phantom with the bundled model and score it",
-        description="Make a phantom, segment it with the bundled model, write the labelmap, a "
-                    "QC picture and organ volumes, and print Dice against the phantom's truth.")
-    parser.add_argument("--out", default="deeporganseg-demo", help="output folder (created)")
-    parser.add_argument("--kind", default="brain-mr", choices=DEMO_KINDS)
-    parser.add_argument("--seed", type=int, default=DEMO_SEED, help="phantom seed")
-    parser.add_argument("--model", help="model file; default: the bundled model")
-    parser.add_argument("--no-crf", action="store_true", help="skip the dense CRF refinement")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--progress", choices=("bar", "json", "none"), default="none")
-    parser.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace, progress, cancel: CancelToken) -> int:
-    report = run_demo(Path(args.out), kind=args.kind, seed=args.seed, model_path=args.model,
-                      crf=not args.no_crf, device=args.device, progress=progress, cancel=cancel)
-    print(format_report(report))
-    return EXIT_OK
 
 
 #: The files the demo writes into its folder.

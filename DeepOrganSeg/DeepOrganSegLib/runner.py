@@ -7,7 +7,8 @@ the very code Slicer runs: the module only calls :meth:`EngineProcess.poll` from
   --progress json``).
 * :class:`EngineProcess` starts it in its own process group/session, reads its stdout and stderr
   on two daemon threads (so that neither pipe can fill up and stall the engine), and hands the
-  parsed progress lines to whoever polls.
+  parsed progress lines (:func:`.progress.parse_progress_line`, re-exported here) to whoever
+  polls.
 * :func:`kill_process_tree` ends the engine *and* anything it started (DataLoader workers,
   OpenMP helpers), politely first (SIGTERM: the engine exits with code 3 within one unit of
   work), then by force.
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DeepOrganSegError
+from .progress import ProgressEvent, parse_progress_line
 from .resources import bundled_models
 
 __all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
@@ -52,45 +54,12 @@ STDERR_LINES_KEPT = 200
 
 
 @dataclass(frozen=True)
-class ProgressEvent:
-    """One ``--progress json`` line: stage, overall fraction (0-1) and a message.
-
-    The engine's last line on failure has ``stage == "error"`` and carries its exit code."""
-
-    stage: str
-    fraction: float
-    message: str = ""
-    exit_code: int | None = None
-
-
-@dataclass(frozen=True)
 class EngineFailure:
     """Why a run failed: the engine's one-line message, its exit code and the details (stderr)."""
 
     message: str
     exit_code: int | None
     details: str = ""
-
-
-def parse_progress_line(line: str) -> ProgressEvent | None:
-    """The progress event on ``line``, or None for anything else (warnings, library chatter)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("stage"), str):
-        return None
-    try:
-        fraction = min(max(float(data.get("fraction", 0.0)), 0.0), 1.0)
-    except (TypeError, ValueError):
-        fraction = 0.0
-    exit_code = data.get("exit_code")
-    return ProgressEvent(stage=data["stage"], fraction=fraction,
-                         message=str(data.get("message", "")),
-                         exit_code=exit_code if isinstance(exit_code, int) else None)
 
 
 def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLike,
@@ -181,7 +150,7 @@ def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     environment["PYTHONPATH"] = (str(LIB_PARENT) if not existing
                                  else os.pathsep.join([str(LIB_PARENT), existing]))
     environment["PYTHONUNBUFFERED"] = "1"
-    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli.main
+    environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see cli.app.main
     return environment
 
 

@@ -25,8 +25,8 @@ from .validation import (check_volume, check_working_memory, geometry_warnings, 
                          task_warnings)
 from .volume import Volume
 
-__all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "choose_task",
-           "StagedProgress", "check_input_volume", "guess_modality"]
+__all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "segment_with_fallback",
+           "choose_task", "StagedProgress", "check_input_volume", "guess_modality"]
 
 #: Share of the overall progress bar each stage takes.
 STAGE_WEIGHTS = {"load": 0.05, "preprocess": 0.10, "inference": 0.55, "crf": 0.15,
@@ -204,6 +204,30 @@ def segment_volume(volume: Volume, model: LoadedModel,
         elapsed_s=time.perf_counter() - started,
         device=str(resolve_device(options.inference.device)), crf_applied=use_crf,
         probabilities=kept_probabilities, channels=channels)
+
+
+def segment_with_fallback(volume: Volume, model: LoadedModel, options: SegmentationOptions,
+                          progress: ProgressFunction, cancel: CancelToken | None
+                          ) -> SegmentationResult:
+    """Run :func:`segment_volume`; on CUDA out-of-memory retry with half the memory budget
+    (smaller tiles; twice), then on the CPU, saying so in ``warning`` progress events."""
+    attempt = options
+    for retry in range(3):
+        try:
+            return segment_volume(volume, model, attempt, progress=progress, cancel=cancel)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if retry == 2:
+                break
+            budget = attempt.inference.memory_budget_bytes // 2
+            progress("warning", 0.0,
+                     f"GPU out of memory: retrying with smaller tiles ({budget / 1e9:.2f} GB)")
+            attempt = replace(attempt, inference=replace(attempt.inference,
+                                                         memory_budget_bytes=budget))
+    progress("warning", 0.0, "GPU out of memory: falling back to the CPU (slower)")
+    model.network.to("cpu")
+    return segment_volume(volume, model, replace(attempt, inference=replace(
+        attempt.inference, device="cpu")), progress=progress, cancel=cancel)
 
 
 def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: SegmentationOptions,

@@ -30,8 +30,8 @@ import SimpleITK as sitk
 from .errors import InputError
 from .validation import MEMORY_SHARE, available_memory_bytes, check_readable_size
 
-__all__ = ["Volume", "grid_differences", "read_volume", "write_volume", "write_atomically",
-           "remove_pending_temporaries"]
+__all__ = ["Volume", "grid_differences", "read_volume", "write_volume", "write_probabilities",
+           "write_atomically", "remove_pending_temporaries"]
 
 _READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
@@ -486,3 +486,13 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     return write_atomically(
         path, lambda tmp: sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
     )
+
+
+def write_probabilities(probabilities: np.ndarray, grid: Volume, path: str | os.PathLike) -> Path:
+    """Write class probabilities ``[k, j, i, C]`` on ``grid``'s geometry as a compressed vector
+    image, one component per class (what ``deeporganseg refine`` reads back), atomically."""
+    image = sitk.GetImageFromArray(probabilities, isVector=True)
+    image.SetSpacing(grid.spacing)
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction.flatten().tolist())
+    return write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp), True))

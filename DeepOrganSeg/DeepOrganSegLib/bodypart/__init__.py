@@ -21,8 +21,9 @@ whereas an appearance-based modality head trained on phantoms took the real head
 ``invesalius-examples`` for MR (p = 0.975).
 
 Modules: ``slices`` (what the network sees), ``classifier`` (the network and its model file),
-``profile`` (region profile and task Auto), ``command`` (``deeporganseg regions``). This package
-itself is torch-free: the phantom generator takes :data:`REGIONS` from here.
+``profile`` (region profile and task Auto); ``deeporganseg regions`` is
+:mod:`DeepOrganSegLib.cli.regions`. This package itself is torch-free: the phantom generator
+takes :data:`REGIONS` from here.
 
 The classifier lives in its own small model file beside the segmentation model
 (:data:`CLASSIFIER_FILE`, safetensors + JSON metadata, format ``deeporganseg-bodypart``). Its

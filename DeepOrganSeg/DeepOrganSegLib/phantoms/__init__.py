@@ -42,8 +42,8 @@ Modules
 The public API is this package's ``__all__``; the modules behind it import one way, from the
 recipe down to the building blocks:
 
-* ``generator`` (:func:`make_phantom`, :class:`Phantom`) and ``command`` (``deeporganseg
-  phantom``);
+* ``generator`` (:func:`make_phantom`, :class:`Phantom`; ``deeporganseg phantom`` is
+  :mod:`DeepOrganSegLib.cli.phantom`);
 * the kinds: ``torso`` (abdomen-ct, body-ct, heart-mr: field of view and painting order) and
   ``brain`` (brain-mr, from the ICBM152 atlas);
 * the torso's organ painters, one per system: ``wall`` (skin, muscle, cavities, lungs, arms,
@@ -58,11 +58,10 @@ recipe down to the building blocks:
 """
 
 from ..bodypart import REGIONS
-from .command import add_phantom_command, run_phantom_command
 from .generator import Phantom, make_phantom
 from .labels import HVSMR_LABELS, KINDS, LABELS, MODALITIES, PHASES, hvsmr_labels, merge_labels
 
 __all__ = [
     "KINDS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "REGIONS", "Phantom",
-    "make_phantom", "merge_labels", "hvsmr_labels", "add_phantom_command", "run_phantom_command",
+    "make_phantom", "merge_labels", "hvsmr_labels",
 ]

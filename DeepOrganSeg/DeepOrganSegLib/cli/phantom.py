@@ -1,23 +1,21 @@
-"""``deeporganseg phantom``: write one synthetic phantom image and its label map.
-
-The CLI (:mod:`DeepOrganSegLib.cli`) registers the sub-command with
-:func:`add_phantom_command`; the generator modules know nothing of argparse.
-"""
+"""``deeporganseg phantom``: write one synthetic phantom image and its label map; the
+generator (:mod:`DeepOrganSegLib.phantoms`) knows nothing of argparse."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
 
 from ..errors import InputError
+from ..phantoms import KINDS, PHASES, make_phantom
+from ..progress import CancelToken, ProgressFunction, no_progress
 from ..volume import write_volume
-from .generator import make_phantom
-from .labels import KINDS, PHASES
+
+__all__ = ["add_parser", "run"]
 
 
-def add_phantom_command(subparsers) -> None:
-    """Register ``deeporganseg phantom`` on an argparse sub-parser collection."""
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``deeporganseg phantom``."""
     parser = subparsers.add_parser(
         "phantom", help="write a synthetic phantom image and its label map",
         description="Generate a synthetic anatomical phantom (deterministic from --seed).")
@@ -37,19 +35,19 @@ def add_phantom_command(subparsers) -> None:
     parser.add_argument("--phase", choices=PHASES, help="CT contrast phase (random if omitted)")
     parser.add_argument("--fov-cutoff", action="store_true",
                         help="tight, off-centre field of view that cuts anatomy off")
-    parser.set_defaults(handler=run_phantom_command)
+    parser.set_defaults(handler=run)
 
 
-def run_phantom_command(args: argparse.Namespace, progress: Callable | None = None,
-                        cancel: object | None = None) -> int:
-    """Handler of ``deeporganseg phantom``: generate, then write both volumes atomically.
+def run(args: argparse.Namespace, progress: ProgressFunction | None = None,
+        cancel: CancelToken | None = None) -> int:
+    """Generate, then write both volumes atomically.
 
-    ``progress(stage, fraction, message)`` and ``cancel`` follow the CLI's handler convention;
-    generation takes about a second, so it is not cancellable midway.
+    Generation takes about a second, so it is not cancellable midway; ``progress`` and
+    ``cancel`` may be left out (tests call the handler directly).
     """
     from ..labelmap_io import check_outputs_spare_inputs
 
-    report = progress or (lambda stage, fraction, message="": None)
+    report = progress or no_progress
     check_outputs_spare_inputs([args.out, args.labels], [])
     for path in (args.out, args.labels):
         if not path.parent.exists():

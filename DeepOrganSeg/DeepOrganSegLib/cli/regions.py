@@ -1,4 +1,5 @@
-"""``deeporganseg regions``: the body regions a volume shows, as a table or JSON."""
+"""``deeporganseg regions``: the body regions (and modality) a volume shows, as the body-part
+classifier sees them, and what task Auto would choose; a table or JSON."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-
+from ..bodypart.classifier import CLASSIFIER_FILE, bundled_classifier, load_classifier
+from ..bodypart.profile import abdomen_slab, choose_auto_task, region_profile
 from ..errors import InputError
-from .classifier import CLASSIFIER_FILE, bundled_classifier, load_classifier
-from .profile import abdomen_slab, choose_auto_task, region_profile
+from ..progress import CancelToken, ProgressFunction
+from ..resources import default_model_path
+
+__all__ = ["add_parser", "run"]
 
 
-__all__ = ["add_regions_command"]
-
-def add_regions_command(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``deeporganseg regions INPUT [--json]``."""
     parser = subparsers.add_parser(
         "regions", help="show which body regions (and modality) a volume covers",
@@ -27,12 +29,12 @@ def add_regions_command(subparsers) -> None:
     parser.add_argument("--model", help="segmentation model whose tasks Auto chooses from; "
                                         "default: the bundled model (if any)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(handler=_run_regions)
+    parser.set_defaults(handler=run)
 
 
 def _available_tasks(model: str | None) -> tuple[str, ...]:
+    """The tasks of ``--model`` (or the bundled model); the standard three without one."""
     from ..bundle import read_metadata
-    from ..resources import default_model_path
 
     try:
         path = Path(model) if model else default_model_path()
@@ -41,7 +43,8 @@ def _available_tasks(model: str | None) -> tuple[str, ...]:
     return tuple(task.name for task in read_metadata(path).tasks)
 
 
-def _run_regions(args: argparse.Namespace, progress, cancel) -> int:
+def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
+    """Classify the slices, build the regions document, print it."""
     from ..volume import read_volume
 
     classifier = (load_classifier(args.classifier) if args.classifier else bundled_classifier())

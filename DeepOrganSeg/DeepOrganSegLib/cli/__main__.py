@@ -1,0 +1,8 @@
+"""``python -m DeepOrganSegLib.cli``: what the Slicer module (:mod:`DeepOrganSegLib.runner`)
+launches."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

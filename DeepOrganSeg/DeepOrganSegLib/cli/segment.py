@@ -1,0 +1,170 @@
+"""``deeporganseg segment``: one volume in, its labelmap (and optionally the class
+probabilities and the organ statistics) out, all or nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..devices import DEVICES
+from ..errors import EXIT_OK, InputError
+from ..progress import CancelToken, ProgressFunction
+from ..resources import default_model_path
+from .native_stderr import native_stderr_silenced
+from .reporters import add_progress_option
+
+if TYPE_CHECKING:
+    from ..segment import SegmentationResult
+    from ..volume import Volume
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``deeporganseg segment``."""
+    parser = subparsers.add_parser(
+        "segment", help="segment a volume (NIfTI/NRRD/MHA/DICOM folder)",
+        epilog="An existing output file is replaced, atomically and only when the run succeeds; "
+               "an output that is the input (or the model, or a file inside an input DICOM "
+               "folder) is refused before any work, with exit code 2.")
+    parser.add_argument("input", help="input volume file or DICOM series folder")
+    parser.add_argument("output", help="output labelmap (.nii.gz, .nrrd, .seg.nrrd, .mha)")
+    parser.add_argument("--model", help="model file (.safetensors); default: the bundled model")
+    parser.add_argument("--task", default="auto", help="task name from the model, or auto")
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--no-crf", action="store_true", help="skip the dense CRF refinement")
+    parser.add_argument("--crf-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a CRF parameter of the model file (repeatable)")
+    parser.add_argument("--organs", nargs="+", metavar="NAME", help="only these organs")
+    parser.add_argument("--no-cleanup", action="store_true",
+                        help="keep all connected components and holes")
+    parser.add_argument("--overlap", type=float, default=0.25,
+                        help="tile overlap as a fraction of the model patch size (default 0.25)")
+    parser.add_argument("--memory-budget-gb", type=float, default=1.5,
+                        help="activation memory per forward pass; larger volumes are tiled")
+    parser.add_argument("--probabilities", metavar="FILE",
+                        help="also write class probabilities on the input grid (vector image)")
+    parser.add_argument("--stats", metavar="FILE.json", help="write organ volumes (mL) as JSON")
+    add_progress_option(parser, default="bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
+    """Check every output location, read, segment (with the out-of-memory fallback), write."""
+    from ..bundle import load_model
+    from ..inference import InferenceSettings
+    from ..labelmap_io import check_free_space, check_output_path, check_outputs_spare_inputs
+    from ..segment import (SegmentationOptions, StagedProgress, check_input_volume,
+                           segment_with_fallback)
+    from ..volume import read_volume
+
+    if not 0 <= args.overlap < 1:
+        raise InputError(f"--overlap {args.overlap}: must be in [0, 1)")
+    if args.memory_budget_gb <= 0:
+        raise InputError("--memory-budget-gb must be positive")
+    check_outputs_spare_inputs([args.output, args.stats, args.probabilities],
+                               [args.input, args.model or default_model_path()])
+    output = check_output_path(args.output)
+    if args.stats:
+        check_output_path(args.stats, (".json",))
+    if args.probabilities:
+        check_output_path(args.probabilities, (".nrrd", ".nii.gz", ".nii", ".mha"))
+    staged = StagedProgress(progress)
+    staged("load", 0.0, "reading the model")
+    model = load_model(args.model or default_model_path())
+    cancel.raise_if_cancelled()
+    staged("load", 0.5, f"reading {args.input}")
+    with native_stderr_silenced():
+        volume = read_volume(args.input)
+    try:
+        check_input_volume(volume)
+    except InputError as error:
+        raise InputError(f"{args.input}: {error}") from None
+    cancel.raise_if_cancelled()
+    labelmap_bytes = volume.array.size + 65536  # uncompressed uint8 + header: an upper bound
+    check_free_space(output, labelmap_bytes)
+    staged("load", 1.0, f"{volume.size} voxels, spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
+    options = SegmentationOptions(
+        task=args.task, organs=tuple(args.organs) if args.organs else None, crf=not args.no_crf,
+        crf_overrides=_parse_crf_overrides(args.crf_param),
+        largest_component=not args.no_cleanup, fill_holes=not args.no_cleanup,
+        keep_probabilities=bool(args.probabilities),
+        inference=InferenceSettings(device=args.device, overlap=args.overlap,
+                                    memory_budget_bytes=int(args.memory_budget_gb * 1e9)))
+    result = segment_with_fallback(volume, model, options, staged, cancel)
+
+    cancel.raise_if_cancelled()
+    staged("write", 0.0, f"writing {output}")
+    _write_outputs(args, output, volume, result, cancel)
+    staged("write", 1.0, "done")
+    progress("done", 1.0, f"{result.task.name} in {result.elapsed_s:.1f} s on {result.device}")
+    if args.progress != "json":
+        _print_statistics(result)
+    return EXIT_OK
+
+
+def _parse_crf_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--crf-param NAME=VALUE`` pairs as a dict; each VALUE is JSON (a number or a list)."""
+    overrides = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator:
+            raise InputError(f"--crf-param {pair}: expected NAME=VALUE")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError(f"--crf-param {pair}: value is not a number or list") from None
+    return overrides
+
+
+def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
+                   result: SegmentationResult, cancel: CancelToken) -> None:
+    """The labelmap, then the probabilities and statistics asked for: all or nothing, a failure
+    or cancel removes the outputs already written."""
+    from ..labelmap_io import write_labelmap
+    from ..volume import write_atomically, write_probabilities
+
+    specs = [s.label for s in result.statistics]
+    written = []
+    try:
+        written.append(write_labelmap(result.labels, output, specs))
+        cancel.raise_if_cancelled()
+        if args.probabilities:
+            written.append(write_probabilities(result.probabilities, volume, args.probabilities))
+            cancel.raise_if_cancelled()
+        if args.stats:
+            document = json.dumps(_json_safe(result.stats_dict()), indent=2, allow_nan=False)
+            written.append(write_atomically(args.stats, lambda tmp: tmp.write_text(document)))
+        cancel.raise_if_cancelled()
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NumPy scalars as Python numbers and NaN/Inf (e.g. the mean intensity of
+    an organ that was not found) as None, which strict JSON allows."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_statistics(result: SegmentationResult) -> None:
+    """The organ table a person sees: volume, mean intensity, confidence, review flags."""
+    print(f"{result.task.title}: {result.elapsed_s:.1f} s on {result.device}"
+          f"{' with CRF' if result.crf_applied else ''}")
+    print(f"{'organ':<24}{'volume (mL)':>12}{'mean':>10}{'confidence':>12}")
+    for stats in result.statistics:
+        flag = "  review" if stats.review else "  not found" if not stats.voxels else ""
+        print(f"{stats.label.display_name:<24}{stats.volume_ml:>12.1f}{stats.mean_intensity:>10.1f}"
+              f"{stats.confidence:>12.2f}{flag}")
