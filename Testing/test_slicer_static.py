@@ -369,7 +369,7 @@ def test_every_test_body_is_registered_once():
               if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
     registered = []
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Tuple):
+        if isinstance(node, (ast.AnnAssign, ast.Assign)) and isinstance(node.value, ast.Tuple):
             registered += [element.id for element in node.value.elts]
     assert sorted(registered) == sorted(bodies)
 
