@@ -18,6 +18,7 @@ from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIONS, Phantom,
                                       hvsmr_labels, make_phantom, merge_labels)
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
+from DeepOrganSegLib.phantoms import variants as variants_module
 from DeepOrganSegLib.volume import read_volume
 
 SMALL = {"abdomen-ct": (40, 64, 64), "heart-mr": (40, 48, 48), "brain-mr": (40, 48, 48),
@@ -456,3 +457,73 @@ def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
         trunk = np.nonzero(tissue_mask(phantom, "liver", "spleen").any(axis=(0, 1)))[0]
         assert columns.min() < trunk.min() - 10 and columns.max() > trunk.max() + 10
 
+
+# ---------------------------------------------------------------------------------------------
+# Variants and findings (docs/phantoms.md, "Variants").
+
+#: The organs each variant may change (DeepOrganSegLib/phantoms/variants.py).
+VARIANT_ORGANS = {"splenomegaly": ("spleen",), "hepatomegaly": ("liver",),
+                  "no_gallbladder": ("gallbladder",), "no_right_kidney": ("right_kidney",),
+                  "no_left_kidney": ("left_kidney",),
+                  "renal_cysts": ("right_kidney", "left_kidney")}
+
+
+@pytest.mark.parametrize("seed", [2, 5, 13, 35])  # each variant at least once in these four
+def test_variants_change_only_their_organs_and_keep_the_rest_of_the_body(seed):
+    varied = make_phantom("abdomen-ct", seed, shape=(48, 56, 56))
+    textbook = make_phantom("abdomen-ct", seed, shape=(48, 56, 56), variants=False)
+    assert varied.info["variants"] and textbook.info["variants"] == []
+    values = {name: value for value, name in LABELS["abdomen-ct"].items()}
+    allowed = np.zeros(varied.labels.array.shape, bool)
+    for variant in varied.info["variants"]:
+        for organ in VARIANT_ORGANS[variant]:
+            allowed |= (varied.labels.array == values[organ]) | \
+                (textbook.labels.array == values[organ])
+    changed = varied.labels.array != textbook.labels.array
+    assert changed.any() and not (changed & ~allowed).any()
+
+
+def test_a_case_without_variants_is_the_textbook_body_bit_for_bit():
+    varied = make_phantom("abdomen-ct", 1, shape=(48, 56, 56))
+    textbook = make_phantom("abdomen-ct", 1, shape=(48, 56, 56), variants=False)
+    assert varied.info["variants"] == []
+    assert np.array_equal(varied.image.array, textbook.image.array)
+    assert np.array_equal(varied.labels.array, textbook.labels.array)
+
+
+def test_absent_organs_are_absent_and_enlarged_ones_enlarged():
+    values = {name: value for value, name in LABELS["abdomen-ct"].items()}
+    shape = (56, 112, 112)
+
+    def millilitres(phantom, organ):
+        return (phantom.labels.array == values[organ]).sum() * phantom.labels.voxel_volume_ml
+
+    for seed, variant, organ in ((3, "no_gallbladder", "gallbladder"),
+                                 (35, "no_right_kidney", "right_kidney")):
+        case = make_phantom("abdomen-ct", seed, shape=shape)
+        assert variant in case.info["variants"] and millilitres(case, organ) == 0
+        assert millilitres(make_phantom("abdomen-ct", seed, shape=shape, variants=False),
+                           organ) > 5
+    for seed in (5, 21):  # splenomegaly: beyond the adult range of 0.1-0.5 L
+        case = make_phantom("abdomen-ct", seed, shape=shape)
+        assert "splenomegaly" in case.info["variants"]
+        assert 450 <= millilitres(case, "spleen") <= 1200
+    for seed in (13, 16):  # hepatomegaly: beyond about 1.8 L
+        case = make_phantom("abdomen-ct", seed, shape=shape)
+        normal = make_phantom("abdomen-ct", seed, shape=shape, variants=False)
+        assert "hepatomegaly" in case.info["variants"]
+        assert millilitres(case, "liver") >= 1.3 * millilitres(normal, "liver")
+
+
+def test_variants_are_drawn_at_their_documented_prevalences():
+    drawn = [variants_module.draw_variants(np.random.default_rng(seed)).names()
+             for seed in range(4000)]
+    share = {name: np.mean([name in names for names in drawn])
+             for name in ("splenomegaly", "hepatomegaly", "no_gallbladder", "renal_cysts")}
+    assert share["splenomegaly"] == pytest.approx(variants_module.SPLENOMEGALY, abs=0.02)
+    assert share["hepatomegaly"] == pytest.approx(variants_module.HEPATOMEGALY, abs=0.02)
+    assert share["no_gallbladder"] == pytest.approx(variants_module.NO_GALLBLADDER, abs=0.02)
+    assert share["renal_cysts"] == pytest.approx(variants_module.RENAL_CYSTS, abs=0.03)
+    one_kidney = np.mean([any(n.startswith("no_") and n.endswith("kidney") for n in names)
+                          for names in drawn])
+    assert one_kidney == pytest.approx(variants_module.ONE_KIDNEY, abs=0.01)

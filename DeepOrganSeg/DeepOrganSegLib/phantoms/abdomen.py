@@ -57,16 +57,18 @@ def paint_bowel(torso: TorsoPainter) -> None:
 
 
 def paint_liver(torso: TorsoPainter) -> None:
-    """Right lobe, left lobe and caudate lobe, with vessels and occasional lesions."""
+    """Right lobe, left lobe and caudate lobe, with vessels and occasional lesions; in
+    hepatomegaly every lobe grows by ``variants.liver_scale``."""
     b, c = torso.body, torso.canvas
     up = dict(upper_abdomen=True)
+    grow = torso.variants.liver_scale
     lobes = [
-        ellipsoid(b.p(-72, -5, 55, 6, **up), b.scale([74, 88, 86])),
-        ellipsoid(b.p(15, -48, 78, 6, **up), b.scale([60, 38, 34], 0.2)),
-        ellipsoid(b.p(-15, 22, 62, 4, **up), b.scale([18, 22, 30])),
+        ellipsoid(b.p(-72, -5, 55, 6, **up), b.scale([74, 88, 86]) * grow),
+        ellipsoid(b.p(15, -48, 78, 6, **up), b.scale([60, 38, 34], 0.2) * grow),
+        ellipsoid(b.p(-15, 22, 62, 4, **up), b.scale([18, 22, 30]) * grow),
     ]
     space = ("fat", "bowel_wall", "bowel_content", "gas")
-    tip = b.p(-130, 0, -30, upper_abdomen=True)
+    tip = b.p(-130, 0, -30 - 150 * (grow - 1), upper_abdomen=True)  # a big liver reaches lower
     slope = torso.rng.uniform(0.45, 0.75)
 
     bend = torso.rng.uniform(0.002, 0.006)
@@ -91,12 +93,15 @@ def paint_liver(torso: TorsoPainter) -> None:
 
 
 def paint_gallbladder(torso: TorsoPainter) -> None:
-    """A tilted ellipsoid under the liver: a 2 mm wall around bile."""
+    """A tilted ellipsoid under the liver: a 2 mm wall around bile (none after
+    cholecystectomy: the fossa keeps its fat and bowel)."""
     b, c = torso.body, torso.canvas
     axes = frame(unit([0.15, -0.45, -0.88]) + torso.rng.normal(0, 0.1, 3), [1, 0, 0])
     size = torso.rng.uniform(0.75, 1.25)
     centre = b.p(-45, -50, 10, 6, upper_abdomen=True)
     semi = np.array([38, 15, 15]) * size
+    if not torso.variants.gallbladder:  # drawn anyway: the anatomy stream stays aligned
+        return
     c.paint(ellipsoid(centre, semi, axes), "bowel_wall", "gallbladder",
             within=_ABDOMINAL_SPACE)
     c.paint(ellipsoid(centre, semi - 2.0, axes), "bile", "gallbladder",
@@ -107,10 +112,12 @@ def paint_spleen(torso: TorsoPainter) -> None:
     """A crescent against the left posterolateral ribs (not an ellipsoid): a shell under the
     inner abdominal wall whose thickness (mm) peaks mid-height and mid-arc, with a concave
     visceral surface facing the stomach and the left kidney. Adult volumes 0.1-0.5 L
-    (tested), spanning about T10-L1 under the left diaphragm dome."""
+    (tested), spanning about T10-L1 under the left diaphragm dome; in splenomegaly thicker and
+    taller by ``variants.spleen_scale``, reaching further below the ribs."""
     b, c, rng = torso.body, torso.canvas, torso.rng
-    thickness = rng.uniform(35.0, 65.0) * b.w  # mm, at the thickest point
-    height = rng.uniform(85.0, 135.0) * b.h  # cranio-caudal extent, mm
+    grow = torso.variants.spleen_scale
+    thickness = rng.uniform(35.0, 65.0) * b.w * grow  # mm, at the thickest point
+    height = rng.uniform(85.0, 135.0) * b.h * grow  # cranio-caudal extent, mm
     z_mid = b.z_dome_left - 0.48 * height + rng.normal(0, 6)
     z_low, z_high = z_mid - height / 2, z_mid + height / 2
     # arc of the crescent, angles in the axial plane from the patient's left (+x) towards
@@ -182,8 +189,10 @@ def paint_pancreas(torso: TorsoPainter) -> None:
 
 
 def paint_kidneys(torso: TorsoPainter) -> None:
-    """Retroperitoneal kidneys beside the spine: perirenal fat, cortex, medulla, sinus."""
+    """Retroperitoneal kidneys beside the spine: perirenal fat, cortex, medulla, sinus; the
+    variants may remove one (its fossa keeps fat and bowel) and add simple cysts."""
     b, c = torso.body, torso.canvas
+    present = []
     for side, organ, z in ((-1, "right_kidney", 0.0), (1, "left_kidney", 18.0)):
         centre = b.p(62 * side, 0, z, 5, upper_abdomen=False)
         centre[1] = b.y_spine(centre[2]) + 12.0 * b.d + torso.rng.normal(0, 4)
@@ -192,6 +201,9 @@ def paint_kidneys(torso: TorsoPainter) -> None:
         hilum = np.array([-0.75 * side, -0.65, 0.0])
         axes = frame(long_axis, hilum)
         semi = b.scale([55, 27, 25], 0.12)
+        if organ == torso.variants.missing_kidney:  # drawn anyway: the stream stays aligned
+            continue
+        present.append((organ, centre, semi, axes))
         c.paint(ellipsoid(centre, semi + 10.0, axes), "fat",
                 within=("fat", "bowel_wall", "bowel_content", "gas"))
         c.paint(ellipsoid(centre, semi, axes), "kidney_cortex", organ)
@@ -201,6 +213,21 @@ def paint_kidneys(torso: TorsoPainter) -> None:
         c.paint(ellipsoid(sinus, semi * [0.45, 0.45, 0.4], axes), "fat")
         c.paint(ellipsoid(sinus - axes[:, 1] * 4, semi * [0.3, 0.22, 0.22], axes),
                 "urine")
+    _paint_renal_cysts(torso, present)
+
+
+def _paint_renal_cysts(torso: TorsoPainter, kidneys: list) -> None:
+    """``variants.renal_cysts`` simple cysts (water density, 5-25 mm radius) centred in the
+    cortex of a kidney present, bulging out of it when large (exophytic), labelled as that
+    kidney. Their details come from ``rng_variants``."""
+    rng = torso.rng_variants
+    for _ in range(torso.variants.renal_cysts if kidneys else 0):
+        organ, centre, semi, axes = kidneys[int(rng.integers(len(kidneys)))]
+        direction = unit(rng.normal(0, 1, 3))
+        radius = float(rng.uniform(5.0, 25.0))
+        at = centre + axes @ (direction * semi * 0.85)  # near the surface, inside the cortex
+        torso.canvas.paint(ellipsoid(at, [radius] * 3), "urine", organ,
+                           within=("kidney_cortex", "kidney_medulla", "fat", "urine"))
 
 
 def paint_pelvic_organs(torso: TorsoPainter) -> None:

@@ -23,6 +23,7 @@ from .geometry import Grid
 from .labels import KINDS, LABELS, MODALITIES, PHASES, TISSUES, label_lut
 from .orientation import reorient
 from .torso import torso_scene
+from .variants import NO_VARIANTS, draw_variants
 
 
 @dataclass
@@ -58,7 +59,8 @@ def _check_arguments(kind: str, shape, spacing, contrast_phase) -> None:
 def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None,
                  random_orientation: bool = False, contrast_phase: str | None = None,
-                 synthseg: bool = False, field_of_view_cutoff: bool = False) -> Phantom:
+                 synthseg: bool = False, field_of_view_cutoff: bool = False,
+                 variants: bool = True) -> Phantom:
     """Generate one synthetic case, deterministically from ``seed``.
 
     Args:
@@ -74,6 +76,9 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
             and gamma, scaled to [0, 1] (for contrast-agnostic training). Labels are unchanged.
         field_of_view_cutoff: a tighter, off-centre field of view that cuts anatomy off (and for
             CT the padding outside the reconstruction circle).
+        variants: draw common variants and findings (enlarged spleen or liver, no gallbladder,
+            one kidney, renal cysts; :mod:`.variants`) at their oversampled prevalences; False
+            gives the same body with textbook anatomy. Listed in ``info["variants"]``.
 
     Returns:
         A :class:`Phantom`; image float32 (HU for CT), labels uint8 per :data:`LABELS`\\[kind].
@@ -83,9 +88,11 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         raise InputError(f"phantom seed must be a non-negative integer, got {seed}")
     shape = None if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
     spacing = None if spacing is None else tuple(float(s) for s in spacing)  # type: ignore
-    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(5)
-    rng_geometry, rng_anatomy, rng_intensity, rng_noise, rng_orientation = (
+    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(6)
+    rng_geometry, rng_anatomy, rng_intensity, rng_noise, rng_orientation, rng_variants = (
         np.random.default_rng(s) for s in streams)
+    drawn_variants = draw_variants(rng_variants) if variants and kind != "brain-mr" \
+        else NO_VARIANTS
     modality = MODALITIES[kind]
     if modality == "CT" and contrast_phase is None:
         contrast_phase = PHASES[int(rng_intensity.integers(len(PHASES)))]
@@ -93,7 +100,7 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         scene = brain_scene(rng_geometry, rng_anatomy, shape, spacing, field_of_view_cutoff)
     else:
         scene = torso_scene(kind, rng_geometry, rng_anatomy, shape, spacing,
-                            field_of_view_cutoff)
+                            field_of_view_cutoff, drawn_variants, rng_variants)
     means, texture, drawn = ((*synthseg_means(rng_intensity), {}) if synthseg
                              else tissue_means(kind, contrast_phase, rng_intensity))
     image = acquire(render_intensity(scene, means, texture, rng_noise), scene.acquisition,
@@ -117,7 +124,7 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         "slice_thickness_mm": round(scene.acquisition.thickness, 3),
         "synthseg": bool(synthseg), "random_orientation": bool(random_orientation),
         "field_of_view_cutoff": bool(field_of_view_cutoff),
-        "arms_down": bool(scene.arms_down), **drawn,
+        "arms_down": bool(scene.arms_down), "variants": drawn_variants.names(), **drawn,
     }
     return Phantom(image=image_v, labels=labels_v, label_names=dict(LABELS[kind]), kind=kind,
                    modality=modality, slice_regions=slice_regions, tissues=tissues_v,

@@ -14,16 +14,23 @@ from .body import Body
 from .canvas import Canvas
 from .fields import noise_field
 from .shapes import View
+from .variants import NO_VARIANTS, Variants
 
 
 class TorsoPainter:
     """One :class:`~.body.Body` being painted onto a :class:`~.canvas.Canvas`."""
 
     def __init__(self, body: Body, canvas: Canvas, rng: np.random.Generator,
-                 textures: np.random.Generator):
+                 textures: np.random.Generator, variants: Variants = NO_VARIANTS,
+                 rng_variants: np.random.Generator | None = None):
         """``rng`` draws the anatomy (a fixed number of draws, whatever the grid); ``textures``
-        draws the grid-sized random fields (vessels, bowel gas, pancreatic lobulation)."""
+        draws the grid-sized random fields (vessels, bowel gas, pancreatic lobulation);
+        ``variants`` says what the case has beyond textbook anatomy, and ``rng_variants`` draws
+        their details (cyst positions), so that ``rng``'s draws stay the same with or without
+        them."""
         self.body = body
+        self.variants = variants
+        self.rng_variants = rng_variants or np.random.default_rng(0)
         self.canvas = canvas
         self.rng = rng
         self.textures = textures

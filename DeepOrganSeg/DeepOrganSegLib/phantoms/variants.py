@@ -1,0 +1,91 @@
+"""Common variants and findings of adult abdomens: an enlarged spleen or liver, a gallbladder
+or a kidney that is not there, simple renal cysts.
+
+A model that has only seen textbook anatomy meets these in the first week of clinical use: after
+cholecystectomy the gallbladder fossa is empty, after nephrectomy the renal fossa holds bowel and
+fat, and an enlarged spleen reaches below the ribs and towards the midline. The prevalences are
+*oversampled* relative to adults in general so that a training set of about a hundred cases
+holds several of each:
+
+=====================  ==========  ==============================================================
+variant                drawn in    adults (for scale)
+=====================  ==========  ==============================================================
+splenomegaly           10 %        about 2-5 % in CT series; the phantom spleen grows 1.6-2.1x
+                                   in thickness and height, to about 0.45-0.75 L (normal
+                                   0.1-0.5 L)
+hepatomegaly           10 %        craniocaudal liver span above about 16 cm; here the lobes grow
+                                   by 20-40 % and reach lower (volume about x1.5-1.6, to
+                                   1.4-2.1 L)
+no gallbladder         10 %        cholecystectomy, about 6 % of adults
+one kidney             3 %         nephrectomy or agenesis, well under 1 %
+simple renal cysts     25 %        about a quarter of adults over 50 (1-3 cysts, 5-25 mm radius,
+                                   water density; labelled as the kidney, as lesions are part of
+                                   the liver label)
+=====================  ==========  ==============================================================
+
+The variants come from their own random stream and keep every draw of the anatomy's stream:
+a case without a variant is the same body as with ``variants=False``, and a variant changes
+only its organ and the tissue around it (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Variants", "NO_VARIANTS", "draw_variants"]
+
+SPLENOMEGALY = 0.10
+HEPATOMEGALY = 0.10
+NO_GALLBLADDER = 0.10
+ONE_KIDNEY = 0.03
+RENAL_CYSTS = 0.25
+
+
+@dataclass(frozen=True)
+class Variants:
+    """What one case has beyond textbook anatomy (defaults: nothing)."""
+
+    #: Linear factor on the spleen's thickness and height (1: normal; splenomegaly 1.6-2.1).
+    spleen_scale: float = 1.0
+    #: Linear factor on the liver lobes' semi-axes (1: normal; hepatomegaly 1.2-1.4).
+    liver_scale: float = 1.0
+    gallbladder: bool = True
+    #: The label of the absent kidney ("right_kidney" or "left_kidney"), or "".
+    missing_kidney: str = ""
+    #: Number of simple renal cysts (spread over the kidneys present).
+    renal_cysts: int = 0
+
+    def names(self) -> list[str]:
+        """The variants present, for a phantom's ``info["variants"]``."""
+        found = []
+        if self.spleen_scale > 1.0:
+            found.append("splenomegaly")
+        if self.liver_scale > 1.0:
+            found.append("hepatomegaly")
+        if not self.gallbladder:
+            found.append("no_gallbladder")
+        if self.missing_kidney:
+            found.append(f"no_{self.missing_kidney}")
+        if self.renal_cysts:
+            found.append("renal_cysts")
+        return found
+
+
+NO_VARIANTS = Variants()
+
+
+def draw_variants(rng: np.random.Generator) -> Variants:
+    """One case's variants at the prevalences above, independently of each other. Always the
+    same number of draws, so that the stream stays aligned whatever is drawn."""
+    u = rng.random(5)
+    spleen = rng.uniform(1.6, 2.1)
+    liver = rng.uniform(1.2, 1.4)
+    side = ("right_kidney", "left_kidney")[int(rng.integers(2))]
+    cysts = int(rng.integers(1, 4))
+    return Variants(spleen_scale=float(spleen) if u[0] < SPLENOMEGALY else 1.0,
+                    liver_scale=float(liver) if u[1] < HEPATOMEGALY else 1.0,
+                    gallbladder=bool(u[2] >= NO_GALLBLADDER),
+                    missing_kidney=side if u[3] < ONE_KIDNEY else "",
+                    renal_cysts=cysts if u[4] < RENAL_CYSTS else 0)
