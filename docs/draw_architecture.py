@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "Testing"))
 
-from test_architecture import APPLICATIONS, SLICER_SIDE, _imports, _modules  # noqa: E402
+from test_architecture import (APPLICATION_PACKAGES, APPLICATIONS, SLICER_SIDE,  # noqa: E402
+                               _imports, _modules)
 
 OUT = ROOT / "docs" / "images" / "architecture.png"
 
@@ -63,11 +64,13 @@ def main() -> int:
             axes.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
                           arrowprops=dict(arrowstyle="->", color="#9aa5b1", lw=0.7,
                                           shrinkA=2, shrinkB=2))
-    applications = {name.split(".")[0] for name in APPLICATIONS | SLICER_SIDE} - {"bodypart"}
+    applications = ({name.split(".")[0] for name in APPLICATIONS | SLICER_SIDE}
+                    | APPLICATION_PACKAGES) - {"mrml"}
+    packages = {name.split(".")[0] for name in _modules() if "." in name}
     for node, (x, y) in position.items():
-        colour = ("#f6c7a8" if node in SLICER_SIDE else "#f3e3a1" if node in applications
-                  else "#b9d7f0" if node in ("crf", "bodypart") else "#dde7d3")
-        axes.text(x, y, node + ("/" if node in ("crf", "bodypart") else ""), ha="center",
+        colour = ("#f6c7a8" if node in SLICER_SIDE or node == "runner" else "#f3e3a1"
+                  if node in applications else "#b9d7f0" if node in packages else "#dde7d3")
+        axes.text(x, y, node + ("/" if node in packages else ""), ha="center",
                   va="center", fontsize=10,
                   bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#52606d"))
     axes.set_xlim(min(x for x, _ in position.values()) - 1,
