@@ -1,6 +1,6 @@
 """Export a training checkpoint as the engine's model file (safetensors + metadata).
 
-    python training/export.py runs/cascade-stage2b/best.pt Resources/Models/DeepOrganSeg-multitask-v4.safetensors \
+    python training/export.py runs/cascade-v5/best.pt Resources/Models/DeepOrganSeg-multitask-v5.safetensors \
         --metrics runs/eval/*/summary.json --command "python training/train.py ..."
 
 The metadata is complete: architecture, patch size, per task its modality, spacing,
