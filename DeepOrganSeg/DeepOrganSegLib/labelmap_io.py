@@ -134,10 +134,7 @@ def _segment_metadata(labels: np.ndarray, specs: list[LabelSpec]) -> dict[str, s
 def write_labelmap(labels: Volume, path: str | os.PathLike, specs: list[LabelSpec]) -> Path:
     """Write a uint8 labelmap atomically; ``.seg.nrrd`` also stores segment names/colours."""
     path = Path(path)
-    image = sitk.GetImageFromArray(labels.array.astype(np.uint8, copy=False))
-    image.SetSpacing(labels.spacing)
-    image.SetOrigin(labels.origin)
-    image.SetDirection(labels.direction.flatten().tolist())
+    image = labels.to_sitk(labels.array.astype(np.uint8, copy=False))
     if path.name.lower().endswith(".seg.nrrd"):
         for key, value in _segment_metadata(labels.array, specs).items():
             image.SetMetaData(key, value)

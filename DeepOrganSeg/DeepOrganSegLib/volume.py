@@ -74,8 +74,10 @@ class Volume:
         ijk = np.asarray(ijk, dtype=np.float64)
         return np.asarray(self.origin) + (ijk * np.asarray(self.spacing)) @ self.direction.T
 
-    def to_sitk(self) -> sitk.Image:
-        image = sitk.GetImageFromArray(self.array)
+    def to_sitk(self, array: np.ndarray | None = None, is_vector: bool = False) -> sitk.Image:
+        """This volume as a SimpleITK image, or ``array`` ([k, j, i], or [k, j, i, C] with
+        ``is_vector``) on this volume's geometry."""
+        image = sitk.GetImageFromArray(self.array if array is None else array, isVector=is_vector)
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction.flatten().tolist())
@@ -491,8 +493,5 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
 def write_probabilities(probabilities: np.ndarray, grid: Volume, path: str | os.PathLike) -> Path:
     """Write class probabilities ``[k, j, i, C]`` on ``grid``'s geometry as a compressed vector
     image, one component per class (what ``deeporganseg refine`` reads back), atomically."""
-    image = sitk.GetImageFromArray(probabilities, isVector=True)
-    image.SetSpacing(grid.spacing)
-    image.SetOrigin(grid.origin)
-    image.SetDirection(grid.direction.flatten().tolist())
+    image = grid.to_sitk(probabilities, is_vector=True)
     return write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp), True))
