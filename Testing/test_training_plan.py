@@ -217,6 +217,9 @@ BAD_CONFIGS = {
     "task-label-not-in-labels": (["labels=[liver]"], "label 'spleen' is not in 'labels'"),
     "patch-not-a-multiple": (["data.patch_size=[18, 16, 16]"], "must be multiples of 4"),
     "unknown-network-parameter": (["network.dropout=0.1"], "unknown DSN hyper-parameters"),
+    "negative-label-shift": (["data.label_shift_sd=-0.1"], "'data.label_shift_sd' must be >= 0"),
+    "share-above-one": (["data.label_shift_probability=2"],
+                        "'data.label_shift_probability' must be in [0, 1], got 2"),
 }
 
 

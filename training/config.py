@@ -192,6 +192,13 @@ class TrainConfig:
                               "model file in 'prior.stage1_model'; give both or neither")
         if not 0 <= self.prior.stage1_share <= 1:
             raise ConfigError("'prior.stage1_share' must be in [0, 1]")
+        for key, share in (("data.thin_slab_probability", self.data.thin_slab_probability),
+                           ("data.label_shift_probability", self.data.label_shift_probability)):
+            if not 0 <= share <= 1:
+                raise ConfigError(f"'{key}' must be in [0, 1], got {share}")
+        if self.data.label_shift_sd < 0:
+            raise ConfigError(f"'data.label_shift_sd' must be >= 0 (an SD in normalised "
+                              f"units), got {self.data.label_shift_sd}")
         if not 0 <= self.prior.organ_dropout < 1 or self.prior.shift_mm < 0 or not (
                 0 < self.prior.confidence[0] <= self.prior.confidence[1] <= 1):
             raise ConfigError("'prior': organ_dropout must be in [0, 1), shift_mm >= 0 and "
