@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import json
 import math
 import random
@@ -468,12 +469,9 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
     schedule = config.schedule
     cuda = ctx.device.type == "cuda"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(schedule.amp)
-    if cuda and amp_dtype:
-        autocast = lambda: torch.autocast("cuda", dtype=amp_dtype)  # noqa: E731
-    elif not cuda and schedule.cpu_amp:
-        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    else:
-        autocast = contextlib.nullcontext
+    autocast = (functools.partial(torch.autocast, "cuda", dtype=amp_dtype) if cuda and amp_dtype
+                else functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+                if not cuda and schedule.cpu_amp else contextlib.nullcontext)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
     log = (RunLog(output, len(network.config.side_output_levels), start if resume else None)
            if ctx.is_main else None)

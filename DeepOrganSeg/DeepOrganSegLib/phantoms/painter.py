@@ -30,7 +30,7 @@ class TorsoPainter:
         them."""
         self.body = body
         self.variants = variants
-        self.rng_variants = rng_variants or np.random.default_rng(0)
+        self.rng_variants = rng_variants
         self.canvas = canvas
         self.rng = rng
         self.textures = textures
