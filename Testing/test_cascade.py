@@ -251,6 +251,19 @@ def test_train_and_export_a_cascade_from_two_configs_then_segment_with_it(tmp_pa
     result = segment_volume(case.image, model, SegmentationOptions(crf=False))
     assert result.labels.array.shape == case.image.array.shape
 
+    # Retraining stage 2 over the cascade's own stage 1: the cascade stands in for its stage-1 file
+    retrain_raw = copy.deepcopy(stage2_raw)
+    retrain_raw["prior"]["stage1_model"] = str(cascade_file)
+    retrain_raw["output_dir"] = str(tmp_path / "retrained")
+    train(TrainConfig.from_dict(retrain_raw), CPU, show_progress=False)
+    retrained = load_model(export_checkpoint(tmp_path / "retrained" / "last.pt",
+                                             tmp_path / "retrained.safetensors"))
+    assert retrained.metadata.stage1 == model.metadata.stage1
+    assert retrained.metadata.provenance["stage1"]["command"] == \
+        model.metadata.provenance["stage1"]["command"]
+    for name, weight in model.stage1.state_dict().items():
+        assert torch.equal(retrained.stage1.state_dict()[name], weight)
+
 
 def test_info_shows_both_stages_of_a_cascade(tmp_path, capsys):
     from DeepOrganSegLib.cli import main

@@ -23,14 +23,14 @@ if not __package__:  # run as a script: make ``import training`` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from DeepOrganSegLib.bundle import (LabelSpec, LoadedModel, ModelMetadata, StageSpec, TaskSpec,
-                                    load_model, save_model)
+                                    save_model)
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.network import DSN3D
 from DeepOrganSegLib.terminology import term_for
 from training.config import SourceConfig, TrainConfig
 from training.entry import run_script
-from training.prior import stage1_spacings
+from training.prior import load_stage1, stage1_spacings
 
 __all__ = ["build_metadata", "stage1_spec", "export_checkpoint", "main"]
 
@@ -144,7 +144,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
     stage1 = spec = None
     if config.prior.stage1_model:  # an input too: never write the cascade over it
         check_outputs_spare_inputs([Path(output)], [Path(config.prior.stage1_model)])
-        stage1 = load_model(config.prior.stage1_model)
+        stage1 = load_stage1(config.prior.stage1_model)
         spec = stage1_spec(config, stage1)
         theirs = stage1.metadata.provenance
         provenance["stage1"] = {"file": Path(config.prior.stage1_model).name,

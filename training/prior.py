@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from .config import PriorConfig
 
-__all__ = ["perturbed_prior", "coarse_factors"]
+__all__ = ["perturbed_prior", "coarse_factors", "stage1_metadata", "load_stage1",
+           "stage1_spacings"]
 
 
 def coarse_factors(stage1_spacing_mm: tuple[float, float, float],
@@ -61,22 +62,52 @@ def perturbed_prior(labels: np.ndarray, values: list[int], factors: tuple[float,
     return up.clamp_(0.0, 1.0).numpy()
 
 
-def stage1_spacings(config) -> dict[str, tuple[float, float, float]]:
-    """Stage 1's working spacing (mm, i, j, k) for each of ``config``'s tasks, read from the
-    stage-1 model file ``config.prior.stage1_model``; an InputError when that file is no
-    stage-1 model for these tasks and labels (it must know every task and give every label the
-    value the config gives it)."""
+def stage1_metadata(path: str):
+    """The metadata of the stage-1 network in model file ``path``: a stage-1 model file itself,
+    or a cascade's stage 1 (so a bundled cascade's stage 2 can be retrained over its own stage
+    1). The cascade's tasks keep their labels and get stage 1's coarse spacing, its inputs and
+    patch size; its provenance is the cascade's record of stage 1."""
+    from dataclasses import replace
+
     from DeepOrganSegLib.bundle import read_metadata
     from DeepOrganSegLib.errors import InputError, ModelFileError
 
-    path = config.prior.stage1_model
     try:
         metadata = read_metadata(path)
     except ModelFileError as error:
         raise InputError(f"prior.stage1_model: {error}") from None
-    if metadata.stage1 is not None or "prior" in metadata.inputs:
-        raise InputError(f"prior.stage1_model {path} is itself a cascade; give the stage-1 "
-                         f"model that training/configs/cascade-stage1.yaml makes")
+    stage = metadata.stage1
+    if stage is None:
+        return metadata
+    return replace(metadata, architecture=stage.architecture, parameters=stage.parameters,
+                   patch_size=stage.patch_size, inputs=stage.inputs, stage1=None, crf={},
+                   tasks=tuple(replace(task, spacing_mm=stage.spacing_for(task.name), crf={})
+                               for task in metadata.tasks),
+                   provenance=dict(metadata.provenance.get("stage1") or {}))
+
+
+def load_stage1(path: str):
+    """Stage 1 of ``path`` (:func:`stage1_metadata`) as a ``LoadedModel``, in eval mode on CPU."""
+    from DeepOrganSegLib.bundle import LoadedModel, load_model
+
+    model = load_model(path)
+    if model.stage1 is None:
+        return model
+    return LoadedModel(model.stage1, stage1_metadata(path), model.path)
+
+
+def stage1_spacings(config) -> dict[str, tuple[float, float, float]]:
+    """Stage 1's working spacing (mm, i, j, k) for each of ``config``'s tasks, read from
+    ``config.prior.stage1_model`` (a stage-1 model file or a cascade, :func:`stage1_metadata`);
+    an InputError when it has no stage 1 for these tasks and labels (it must know every task and
+    give every label the value the config gives it)."""
+    from DeepOrganSegLib.errors import InputError
+
+    path = config.prior.stage1_model
+    metadata = stage1_metadata(path)
+    if "prior" in metadata.inputs:
+        raise InputError(f"prior.stage1_model {path}: its stage 1 takes a prior; give a "
+                         f"stage-1 model or a cascade")
     spacings = {}
     for task in config.tasks:
         known = {spec.name: spec for spec in metadata.tasks}

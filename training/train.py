@@ -51,7 +51,7 @@ from training.distributed import DistributedContext, init_distributed, shutdown_
 from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
 from training.metrics import organ_metrics
-from training.prior import stage1_spacings
+from training.prior import load_stage1, stage1_spacings
 
 __all__ = ["main", "build_parser", "train", "TrainResult", "build_optimizer", "lr_factor",
            "validate", "Checkpoint"]
@@ -241,9 +241,7 @@ def _stage1_priors(config: TrainConfig, train_arrays: dict) -> dict | None:
     """Stage 1's prediction of every training case, when ``prior.stage1_share`` asks for it."""
     if "prior" not in config.inputs or config.prior.stage1_share <= 0:
         return None
-    from DeepOrganSegLib.bundle import load_model
-
-    stage1 = load_model(config.prior.stage1_model)
+    stage1 = load_stage1(config.prior.stage1_model)
     spacings = stage1_spacings(config)
     return {task.name: [stage1_case_prior(image, task, config, stage1, spacings[task.name])
                         for image, _ in train_arrays[task.name]] for task in config.tasks}

@@ -36,8 +36,11 @@ class TorsoPainter:
         self.textures = textures
         self.fields: dict[str, np.ndarray] = {}
         self.z_dia = np.zeros(canvas.grid.shape, dtype=np.float32)  # set by paint_body_wall()
-        self.aorta_scale = rng.uniform(0.85, 1.2)  # aortic calibre factor
-        self.ivc_radius = 11.0 * rng.uniform(0.8, 1.2)  # mm
+        # Calibres of the great vessels (docs/phantoms.md, sources 8-9): the aorta 19-30 mm at the
+        # diaphragm (path radii 10.5-11 mm times this factor; it widens with age), the cava
+        # 14-25 mm (narrower than the aorta in most scans)
+        self.aorta_scale = rng.uniform(0.9, 1.35)
+        self.ivc_radius = 11.0 * rng.uniform(0.65, 1.15)  # mm
 
     def field(self, name: str, correlation_mm: float) -> np.ndarray:
         """A cached unit-SD random field (for bowel loops, vessels and gas)."""
