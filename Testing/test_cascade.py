@@ -31,7 +31,7 @@ from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa:
 from training.config import ConfigError, PriorConfig, TrainConfig  # noqa: E402
 from training.distributed import DistributedContext  # noqa: E402
 from training.export import export_checkpoint  # noqa: E402
-from training.prior import perturbed_prior  # noqa: E402
+from training.prior import CoarsePrior, perturbed_prior  # noqa: E402
 from training.train import train  # noqa: E402
 
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -196,6 +196,22 @@ def test_perturbed_prior_is_the_coarse_truth_without_a_generator_and_drops_organ
     dropped = perturbed_prior(labels, [3], (2.0, 2.0, 2.0), (3.0, 3.0, 3.0), settings,
                               np.random.default_rng(0))
     assert dropped.max() == 0.0
+
+
+@pytest.mark.parametrize("origin", [(0, 0, 0), (3, 5, 2), (-4, 9, -1), (10, 14, 20)])
+def test_a_coarse_prior_crop_equals_the_crop_of_the_whole_resampled_prior(origin):
+    """Stage 1's priors are held coarse; a crop must read what the whole prior resampled to the
+    working grid (as inference resamples it) holds there, zero outside the case (padding)."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (2, 5, 7, 9)).astype(np.uint8)
+    shape, size = (12, 17, 22), (8, 8, 8)
+    whole = torch.nn.functional.interpolate(torch.from_numpy(coarse).float()[None], size=shape,
+                                            mode="trilinear", align_corners=False)[0].numpy()
+    padded = np.pad(whole, [(0, 0)] + [(8, 8)] * 3)
+    expected = padded[(slice(None), *(slice(o + 8, o + 8 + n) for o, n in zip(origin, size)))]
+    crop = CoarsePrior(coarse, shape).crop(origin, size)
+    assert crop.dtype == np.uint8 and crop.shape == (2, *size)
+    assert np.abs(crop.astype(float) - np.round(expected)).max() <= 1
 
 
 def test_a_prior_input_needs_its_stage_1_model_file():

@@ -29,7 +29,7 @@ from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_
 from DeepOrganSegLib.volume import Volume, read_volume
 
 from .config import SourceConfig, TaskConfig, TrainConfig
-from .prior import coarse_factors, perturbed_prior, stage1_spacings
+from .prior import CoarsePrior, coarse_factors, perturbed_prior, stage1_spacings
 
 __all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
            "read_header", "load_case",
@@ -303,15 +303,18 @@ def sample_seed(seed: int, step: int, rank: int, slot: int) -> int:
 
 def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, int],
                  rng: np.random.Generator, foreground_ratio: float,
-                 extra: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                 extra: np.ndarray | CoarsePrior | None = None) -> tuple[np.ndarray, ...]:
     """A ``patch``-sized crop (k, j, i) of ``image`` [C, k, j, i] and ``labels`` [k, j, i]
-    (and of ``extra`` [C', k, j, i], e.g. stage-1 priors, when given: returned third);
-    with probability ``foreground_ratio`` it is centred on a voxel of a random present label
-    (rare organs as often as large ones). Volumes smaller than the patch are padded (the image
-    channel with its minimum, position channels with their edge values as inference pads,
-    labels and ``extra`` with zeros)."""
+    (and of ``extra`` [C', k, j, i] or a stage-1 :class:`CoarsePrior`, when given: returned
+    third); with probability ``foreground_ratio`` it is centred on a voxel of a random present
+    label (rare organs as often as large ones). Volumes smaller than the patch are padded (the
+    image channel with its minimum, position channels with their edge values as inference
+    pads, labels and ``extra`` with zeros)."""
     pad = [(max(0, (p - s + 1) // 2), max(0, p - s - (p - s + 1) // 2))
            for s, p in zip(labels.shape, patch)]
+    coarse = extra if isinstance(extra, CoarsePrior) else None
+    if coarse is not None:
+        extra = None
     if any(sum(width) for width in pad):
         floor = float(image[0].min())
         image = np.concatenate([np.pad(image[:1], [(0, 0)] + pad, constant_values=floor),
@@ -330,6 +333,9 @@ def sample_patch(image: np.ndarray, labels: np.ndarray, patch: tuple[int, int, i
         start = [int(rng.integers(0, s - p + 1)) for s, p in zip(labels.shape, patch)]
     region = tuple(slice(b, b + p) for b, p in zip(start, patch))
     crops = (image[(slice(None), *region)], labels[region])
+    if coarse is not None:
+        return (*crops, coarse.crop(tuple(b - before for b, (before, _) in zip(start, pad)),
+                                    patch))
     return crops if extra is None else (*crops, extra[(slice(None), *region)])
 
 
@@ -406,9 +412,10 @@ def task_prior(config: TrainConfig, task: TaskConfig, labels: np.ndarray,
 
 
 def stage1_case_prior(image: np.ndarray, task: TaskConfig, config: TrainConfig, stage1,
-                      stage1_spacing_mm: tuple[float, float, float]) -> np.ndarray:
+                      stage1_spacing_mm: tuple[float, float, float]) -> CoarsePrior:
     """Stage 1's prediction of one cached case (``image`` [C, k, j, i] on the task's working
-    grid) as the prior rows of the task's labels on that grid: uint8, probability x 255.
+    grid) as the prior rows of the task's labels: held on stage 1's grid, read on the working
+    grid (:class:`.prior.CoarsePrior`; uint8, probability x 255).
 
     The coarse input is the cached input averaged down to stage 1's spacing (not re-read from
     the source: the same anatomy, within the interpolation), so stage 2 meets the errors stage
@@ -426,9 +433,8 @@ def stage1_case_prior(image: np.ndarray, task: TaskConfig, config: TrainConfig, 
     probabilities = predict(stage1.network, coarse_input, channels,
                             tuple(stage1.metadata.patch_size[::-1]),
                             InferenceSettings(device="cpu")).main
-    fine = F.interpolate(probabilities[None, 1:], size=image.shape[1:], mode="trilinear",
-                         align_corners=False)[0]
-    return (fine.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    coarse_prior = (probabilities[1:].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return CoarsePrior(coarse_prior, tuple(image.shape[1:]))
 
 
 def assemble_inputs(config: TrainConfig, task: TaskConfig, sample: dict) -> np.ndarray:
@@ -454,13 +460,13 @@ class PatchBatchDataset(Dataset):
 
     def __init__(self, config: TrainConfig, cases: dict[str, list[tuple[np.ndarray, np.ndarray]]],
                  rank: int = 0, world_size: int = 1,
-                 stage1_priors: dict[str, list[np.ndarray]] | None = None):
+                 stage1_priors: dict[str, list[CoarsePrior]] | None = None):
         self.config = config
         self.rank = rank
         self.cases = {name: items[rank::world_size] or items for name, items in cases.items()}
-        #: Stage 1's own prediction of each training case (uint8 probabilities x 255 of the
-        #: task's labels on the case's working grid), used for ``prior.stage1_share`` of the
-        #: patches instead of the perturbed truth.
+        #: Stage 1's own prediction of each training case (the task's labels, held on stage
+        #: 1's grid and cropped on the case's working grid), used for ``prior.stage1_share`` of
+        #: the patches instead of the perturbed truth.
         self.stage1_priors = {name: items[rank::world_size] or items
                               for name, items in (stage1_priors or {}).items()}
         self.augment = ({task.name: build_augmentation(task) for task in config.tasks}

@@ -299,6 +299,31 @@ def _mean_dice(metrics: dict) -> float:
 # Logging (rank 0 only).
 
 
+MAX_NON_FINITE_STEPS_IN_A_ROW = 20
+"""Steps in a row with non-finite gradients after which training stops (it has diverged)."""
+
+
+class TrainingDiverged(InputError):
+    """Training gave non-finite gradients step after step."""
+
+
+class _BufferSnapshot:
+    """A copy of a network's buffers (BatchNorm running statistics): a step whose gradients
+    are non-finite is skipped, and its forward pass must not leave NaN statistics behind."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self._buffers = [b for b in network.buffers() if b.is_floating_point()]
+        self._saved = [b.detach().clone() for b in self._buffers]
+
+    def save(self) -> None:
+        for saved, buffer in zip(self._saved, self._buffers):
+            saved.copy_(buffer)
+
+    def restore(self) -> None:
+        for saved, buffer in zip(self._saved, self._buffers):
+            buffer.copy_(saved)
+
+
 class RunLog:
     """``log.csv`` (one row per step), ``validation.csv`` and TensorBoard events."""
 
@@ -311,7 +336,8 @@ class RunLog:
         self.writer = SummaryWriter(str(folder / "tensorboard"))
         self.step_fields = (["step", "loss", "main"] + [f"side_{d + 1}" for d in
                                                        range(side_count)]
-                            + ["lr"] + [f"eta_{d + 1}" for d in range(side_count)] + ["seconds"])
+                            + ["lr"] + [f"eta_{d + 1}" for d in range(side_count)]
+                            + ["skipped", "seconds"])
         self.steps = self._open("log.csv", self.step_fields, resume_step)
         self.validation = self._open("validation.csv", ["step", "task", "label", "dice",
                                                         "hd95_mm"], resume_step)
@@ -482,6 +508,8 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
                         dynamic_ncols=True)
     network.train()
     done = start
+    statistics = _BufferSnapshot(network)
+    skipped = skipped_in_a_row = 0
     for step, batch in zip(range(start, end), loader):
         began = time.perf_counter()
         etas = side_output_weights(schedule.side_weights, step, schedule.steps,
@@ -494,15 +522,28 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(network.parameters(), config.optimizer.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), config.optimizer.grad_clip)
+        if torch.isfinite(norm) or scaler.is_enabled():  # the fp16 scaler skips such steps itself
+            scaler.step(optimizer)
+            scaler.update()
+            skipped_in_a_row = 0
+        else:  # one non-finite step would make every weight NaN: skip it (the same on every rank:
+            # the norm is of the all-reduced gradients), restore BatchNorm's running statistics
+            optimizer.zero_grad(set_to_none=True)
+            statistics.restore()
+            skipped += 1
+            skipped_in_a_row += 1
+            if skipped_in_a_row >= MAX_NON_FINITE_STEPS_IN_A_ROW:
+                raise TrainingDiverged(f"{skipped_in_a_row} training steps in a row (to step "
+                                       f"{step}) had non-finite gradients; lower optimizer.lr or "
+                                       f"turn off schedule.cpu_amp, and resume from last.pt")
+        statistics.save()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         done = step + 1
         if log is not None:
             row = {"step": step, "loss": float(loss.detach()), "main": terms[0], "lr": lr,
-                   "seconds": round(time.perf_counter() - began, 3)}
+                   "skipped": skipped, "seconds": round(time.perf_counter() - began, 3)}
             row.update({f"side_{d + 1}": t for d, t in enumerate(terms[1:])})
             row.update({f"eta_{d + 1}": e for d, e in enumerate(etas)})
             log.step(row)
