@@ -1,13 +1,21 @@
 """Dense 3D CRF benchmark: DeepOrganSeg's PyTorch CRF beside pydensecrf2 (and SimpleCRF if installed).
 
-    PYTHONPATH=DeepOrganSeg python benchmarks/crf.py [--sizes 128x128x128 96x256x256] [--repeats 3]
+    PYTHONPATH=DeepOrganSeg python benchmarks/crf.py [--scenes phantom ellipsoids]
+        [--sizes 128x128x128 96x256x256] [--repeats 3]
     PYTHONPATH=DeepOrganSeg python benchmarks/crf.py --model Resources/Models/<model>.safetensors
 
-The scene is a synthetic abdominal CT phantom (``DeepOrganSegLib.phantoms``) with three classes
-(background, liver, spleen), its image normalised as the CT models do ((HU - 40) / 350), and a noisy
-"network prediction" made from the true labels. Every implementation gets the same unary
-(``-log max(p, 1e-5)``), the same kernels (positions in mm over θ, intensity over θβ) and the
-default :class:`CRFParameters`; each run is a fresh subprocess, the implementations interleaved.
+Two scenes, each at every size, each with its own CRF parameters:
+
+* ``phantom``: a synthetic abdominal CT phantom (``DeepOrganSegLib.phantoms``) with three classes
+  (background, liver, spleen), its image normalised as the CT models do ((HU - 40) / 350), on a
+  2 mm grid (128³) or a 3 × 1.5 × 1.5 mm grid (96×256×256), the default :class:`CRFParameters`;
+* ``ellipsoids``: three classes (background and two nested ellipsoids) with image means
+  0 / 100 / 180 and Gaussian noise of SD 20, on a 1 mm grid, θα 5 mm, θβ 30 (image units),
+  w1 5, θγ 2 mm, w2 3, 5 iterations: fine voxels, a narrow intensity range.
+
+Both get a noisy "network prediction" made from the true labels. Every implementation gets the
+same unary (``-log max(p, 1e-5)``), the same kernels (positions in mm over θ, intensity over θβ)
+and the same parameters; each run is a fresh subprocess, the implementations interleaved.
 Reported: the median wall time from the input arrays to the refined marginals, the peak resident
 memory (Linux VmHWM, reset after imports and loading the inputs) above the resident memory at that
 point, and the share of voxels whose label agrees with pydensecrf's.
@@ -37,14 +45,31 @@ IMPLEMENTATIONS = ("deeporganseg", "pydensecrf2", "simplecrf")
 
 
 SPACING_ZYX = {(128, 128, 128): (2.0, 2.0, 2.0), (96, 256, 256): (3.0, 1.5, 1.5)}
-"""Working-grid spacings (mm) of the scenes: a 2 mm grid as the bundled models use, and a CT-like
-anisotropic grid; other sizes get 2 mm."""
+"""Working-grid spacings (mm) of the phantom scene: a 2 mm grid as the bundled models use, and a
+CT-like anisotropic grid; other sizes get 2 mm."""
+
+ELLIPSOID_CRF = {"iterations": 5, "appearance_weight": 5.0, "appearance_spatial_mm": 5.0,
+                 "appearance_intensity": 30.0, "smoothness_weight": 3.0,
+                 "smoothness_spatial_mm": 2.0}
+"""The ellipsoid scene's CRF parameters (intensity width in its image units)."""
 
 
-def make_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
-    """Phantom image (normalised), 3-class labels and a noisy prediction of them."""
+def _noisy_prediction(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Probabilities ``[3, Z, Y, X]`` of a noisy "network": smoothed one-hot logits plus
+    correlated noise."""
     from scipy import ndimage
 
+    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
+    logits = 3.0 * ndimage.gaussian_filter(one_hot, (0, 1.5, 1.5, 1.5))
+    logits += ndimage.gaussian_filter(rng.normal(0, 4.0, one_hot.shape), (0, 1, 1, 1))
+    probabilities = np.exp(logits - logits.max(0))
+    probabilities /= probabilities.sum(0)
+    return probabilities.astype(np.float32)
+
+
+def make_phantom_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
+    """Phantom image (normalised), 3-class labels and a noisy prediction of them."""
+    from DeepOrganSegLib.crf.parameters import CRFParameters
     from DeepOrganSegLib.phantoms import make_phantom
 
     spacing_zyx = SPACING_ZYX.get(shape, (2.0, 2.0, 2.0))
@@ -53,14 +78,36 @@ def make_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
     labels = phantom.labels.array.astype(np.int64)
     labels[labels > 2] = 0  # 1 liver, 2 spleen, everything else background
     image = (np.clip(phantom.image.array, -1000, 1000) - 40.0) / 350.0
-    rng = np.random.default_rng(seed)
-    one_hot = np.eye(NUM_CLASSES, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
-    logits = 3.0 * ndimage.gaussian_filter(one_hot, (0, 1.5, 1.5, 1.5))
-    logits += ndimage.gaussian_filter(rng.normal(0, 4.0, one_hot.shape), (0, 1, 1, 1))
-    probabilities = np.exp(logits - logits.max(0))
-    probabilities /= probabilities.sum(0)
     return {"image": image.astype(np.float32), "labels": labels.astype(np.uint8),
-            "probabilities": probabilities.astype(np.float32), "spacing_zyx": np.array(spacing_zyx)}
+            "probabilities": _noisy_prediction(labels, np.random.default_rng(seed)),
+            "spacing_zyx": np.array(spacing_zyx),
+            "crf": np.array(json.dumps(CRFParameters().to_dict()))}
+
+
+def make_ellipsoid_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
+    """Two nested ellipsoids in background on a 1 mm grid: image means 0 / 100 / 180, noise SD
+    20, 3-class labels and a noisy prediction of them."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = (np.linspace(-1.0, 1.0, n, dtype=np.float32)[:, None, None] for n in shape)
+    yy, xx = yy.reshape(1, -1, 1), xx.reshape(1, 1, -1)
+    outer = (zz / 0.8) ** 2 + (yy / 0.7) ** 2 + (xx / 0.6) ** 2 < 1.0
+    inner = ((zz - 0.1) / 0.35) ** 2 + ((yy + 0.15) / 0.3) ** 2 + ((xx - 0.1) / 0.4) ** 2 < 1.0
+    labels = np.where(inner, 2, np.where(outer, 1, 0)).astype(np.int64)
+    means = np.array([0.0, 100.0, 180.0], dtype=np.float32)
+    image = means[labels] + rng.normal(0.0, 20.0, shape).astype(np.float32)
+    return {"image": image.astype(np.float32), "labels": labels.astype(np.uint8),
+            "probabilities": _noisy_prediction(labels, rng),
+            "spacing_zyx": np.array((1.0, 1.0, 1.0)), "crf": np.array(json.dumps(ELLIPSOID_CRF))}
+
+
+SCENES = {"phantom": make_phantom_scene, "ellipsoids": make_ellipsoid_scene}
+
+
+def scene_parameters(scene: dict[str, np.ndarray]):
+    """The scene's :class:`CRFParameters`."""
+    from DeepOrganSegLib.crf.parameters import CRFParameters
+
+    return CRFParameters.from_dict(json.loads(str(scene["crf"])))
 
 
 # ------------------------------------------------------------------------------------- workers
@@ -68,20 +115,16 @@ def make_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.ndarray]:
 def run_deeporganseg(scene: dict[str, np.ndarray]) -> np.ndarray:
     import torch
 
-    from DeepOrganSegLib.crf.parameters import CRFParameters
-
     from DeepOrganSegLib.crf.meanfield import dense_crf
 
     q = dense_crf(torch.from_numpy(scene["probabilities"]), torch.from_numpy(scene["image"]),
-                  tuple(scene["spacing_zyx"]), CRFParameters())
+                  tuple(scene["spacing_zyx"]), scene_parameters(scene))
     return q.max(0).indices.numpy()  # (torch's argmax over dim 0 is several times slower)
 
 
 def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """pydensecrf features [d, N] float32: appearance (positions/θα, I/θβ), smoothness (positions/θγ)."""
-    from DeepOrganSegLib.crf.parameters import CRFParameters
-
-    params = CRFParameters()
+    params = scene_parameters(scene)
     shape = scene["image"].shape
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
     positions = grid * scene["spacing_zyx"].astype(np.float32)[:, None]
@@ -94,9 +137,7 @@ def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def run_pydensecrf2(scene: dict[str, np.ndarray]) -> np.ndarray:
     import pydensecrf.densecrf as dcrf
 
-    from DeepOrganSegLib.crf.parameters import CRFParameters
-
-    params = CRFParameters()
+    params = scene_parameters(scene)
     probabilities = scene["probabilities"].reshape(NUM_CLASSES, -1)
     unary = np.ascontiguousarray(-np.log(np.maximum(probabilities, PROBABILITY_FLOOR)))
     appearance, smoothness = _features(scene)
@@ -113,9 +154,7 @@ def run_simplecrf(scene: dict[str, np.ndarray]) -> np.ndarray:
     """SimpleCRF's densecrf3d (DeepMedic's 3D dense CRF); widths in voxels, uint8 intensities."""
     import denseCRF3D
 
-    from DeepOrganSegLib.crf.parameters import CRFParameters
-
-    params = CRFParameters()
+    params = scene_parameters(scene)
     image = scene["image"]
     low, high = float(image.min()), float(image.max())
     levels = 255.0 / max(high - low, 1e-6)
@@ -256,12 +295,13 @@ def measure(implementation: str, data: Path, out: Path, env: dict[str, str]) -> 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def benchmark_size(shape: tuple[int, int, int], repeats: int, implementations: list[str],
-                   workdir: Path, env: dict[str, str]) -> list[dict[str, object]]:
+def benchmark_size(scene_name: str, shape: tuple[int, int, int], repeats: int,
+                   implementations: list[str], workdir: Path,
+                   env: dict[str, str]) -> list[dict[str, object]]:
     from DeepOrganSegLib.metrics import dice
 
-    scene = make_scene(shape, seed=0)
-    data = workdir / f"scene_{'x'.join(map(str, shape))}.npz"
+    scene = SCENES[scene_name](shape, seed=0)
+    data = workdir / f"{scene_name}_{'x'.join(map(str, shape))}.npz"
     np.savez(data, **scene)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in implementations}
     for _ in range(repeats):
@@ -273,7 +313,7 @@ def benchmark_size(shape: tuple[int, int, int], repeats: int, implementations: l
     rows = []
     for name in implementations:
         times = [r["time_s"] for r in runs[name]]
-        row = {"size": "×".join(map(str, shape)), "implementation": name,
+        row = {"scene": scene_name, "size": "×".join(map(str, shape)), "implementation": name,
                "time_s": statistics.median(times), "times_s": times,
                "peak_mb": max(r["peak_mb"] for r in runs[name]),
                "bytes_per_voxel": max(r["peak_mb"] for r in runs[name]) * 2 ** 20 / np.prod(shape),
@@ -281,31 +321,35 @@ def benchmark_size(shape: tuple[int, int, int], repeats: int, implementations: l
                "dice": [round(dice(labels[name], scene["labels"], k, empty=0.0), 4)
                         for k in (1, 2)]}
         rows.append(row)
-    rows.append({"size": "×".join(map(str, shape)), "implementation": "(no CRF)",
+    rows.append({"scene": scene_name, "size": "×".join(map(str, shape)),
+                 "implementation": "(no CRF)",
                  "dice": [round(dice(before, scene["labels"], k, empty=0.0), 4) for k in (1, 2)]})
     return rows
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    reference = {r["size"]: r["time_s"] for r in rows if r["implementation"] == "pydensecrf2"}
-    reference_mb = {r["size"]: r["peak_mb"] for r in rows if r["implementation"] == "pydensecrf2"}
-    print("| size (Z×Y×X) | implementation | time (s) | speed-up | peak memory (MB) | bytes/voxel "
-          "| memory vs pydensecrf2 | labels = pydensecrf2 | Dice liver, spleen |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    baseline = {(r["scene"], r["size"]): r for r in rows if r["implementation"] == "pydensecrf2"}
+    nan = {"time_s": float("nan"), "peak_mb": float("nan")}
+    print("| scene | size (Z×Y×X) | implementation | time (s) | speed-up | peak memory (MB) "
+          "| bytes/voxel | memory vs pydensecrf2 | labels = pydensecrf2 | Dice class 1, 2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        where = f"| {r['scene']} | {r['size']} | {r['implementation']} |"
         if "time_s" not in r:
-            print(f"| {r['size']} | {r['implementation']} | | | | | | | {r['dice'][0]:.3f}, {r['dice'][1]:.3f} |")
+            print(f"{where} | | | | | | {r['dice'][0]:.3f}, {r['dice'][1]:.3f} |")
             continue
-        speedup = reference.get(r["size"], float("nan")) / r["time_s"]
-        memory = r["peak_mb"] / reference_mb.get(r["size"], float("nan"))
+        reference = baseline.get((r["scene"], r["size"]), nan)
+        speedup = reference["time_s"] / r["time_s"]
+        memory = r["peak_mb"] / reference["peak_mb"]
         agreement = "" if r["agreement"] is None else f"{100 * r['agreement']:.2f} %"
-        print(f"| {r['size']} | {r['implementation']} | {r['time_s']:.2f} | {speedup:.2f}× "
+        print(f"{where} {r['time_s']:.2f} | {speedup:.2f}× "
               f"| {r['peak_mb']:.0f} | {r['bytes_per_voxel']:.0f} | {memory:.2f} | {agreement} "
               f"| {r['dice'][0]:.3f}, {r['dice'][1]:.3f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     parser.add_argument("--sizes", nargs="+", default=["128x128x128", "96x256x256"],
                         help="volume sizes Z x Y x X")
     parser.add_argument("--repeats", type=int, default=3)
@@ -356,9 +400,11 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}" + (f"; not installed: {', '.join(skipped)}" if skipped else ""))
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for size in args.sizes:
-            shape = tuple(int(n) for n in size.lower().split("x"))
-            rows += benchmark_size(shape, args.repeats, implementations, Path(workdir), env)
+        for scene in args.scenes:
+            for size in args.sizes:
+                shape = tuple(int(n) for n in size.lower().split("x"))
+                rows += benchmark_size(scene, shape, args.repeats, implementations,
+                                       Path(workdir), env)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print_table(rows)
     if args.json:
