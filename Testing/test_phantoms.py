@@ -437,6 +437,23 @@ def test_spleen_volume_lies_in_the_adult_range_over_many_seeds(many_abdomens):
     assert np.median(volumes) >= 150, volumes
 
 
+def _median_axial_diameter_mm(phantom: Phantom, value: int) -> float:
+    """Equivalent diameter (mm) of a label's median axial cross-section."""
+    sx, sy, _ = phantom.labels.spacing
+    areas = (phantom.labels.array == value).sum(axis=(1, 2)) * sx * sy
+    return float(2.0 * np.sqrt(np.median(areas[areas > 0]) / np.pi))
+
+
+def test_great_vessel_calibres_lie_in_the_adult_ranges_over_many_seeds(many_abdomens):
+    """Aorta 19-30 mm at the diaphragm narrowing to 15-22 mm above the bifurcation, the cava
+    14-25 mm (docs/phantoms.md, sources 8-9); measured on coarse voxels, so with a margin."""
+    aortas = [_median_axial_diameter_mm(p, 8) for p in many_abdomens]
+    cavas = [_median_axial_diameter_mm(p, 9) for p in many_abdomens]
+    assert all(14 <= d <= 34 for d in aortas), aortas
+    assert all(11 <= d <= 29 for d in cavas), cavas
+    assert max(aortas) - min(aortas) > 3  # patients differ
+
+
 def test_spleen_lies_against_the_left_posterolateral_wall_behind_the_aorta(many_abdomens):
     for phantom in many_abdomens:
         spleen, aorta = centroid_mm(phantom, "spleen"), centroid_mm(phantom, "aorta")

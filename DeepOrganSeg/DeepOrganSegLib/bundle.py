@@ -44,7 +44,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 from .errors import ModelFileError
 from .volume import write_atomically
@@ -73,7 +73,8 @@ _MAX_LEVELS = 8
 def input_channel_count(inputs: tuple[str, ...], num_classes: int) -> int:
     """Input channels of a network taking ``inputs`` with ``num_classes`` outputs (background
     included): ``prior`` adds one channel per label."""
-    return sum(num_classes - 1 if name == "prior" else INPUT_CHANNELS[name] for name in inputs)
+    return sum(num_classes - 1 if name == "prior" else cast(int, INPUT_CHANNELS[name])
+               for name in inputs)  # (only "prior" maps to None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,6 +97,12 @@ def _get(mapping: dict, key: str, kind: type | tuple[type, ...], where: str) -> 
     return value
 
 
+@overload
+def _numbers(values: Any, count: Literal[2], where: str,
+             positive: bool = False) -> tuple[float, float]: ...
+@overload
+def _numbers(values: Any, count: Literal[3], where: str,
+             positive: bool = False) -> tuple[float, float, float]: ...
 def _numbers(values: Any, count: int, where: str, positive: bool = False) -> tuple[float, ...]:
     ok = (isinstance(values, list) and len(values) == count
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

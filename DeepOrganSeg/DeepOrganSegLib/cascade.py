@@ -15,6 +15,7 @@ and the benchmarks all call :func:`network_probabilities`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ def organ_region(probabilities: torch.Tensor, coarse: WorkingGrid, grid: Working
         stop = int(np.ceil((high - grid.origin[axis]) / grid.spacing[axis] + 0.5))
         start, stop = max(0, start), min(grid.size[axis], stop)
         region.append(slice(start, max(stop, start + 1)))
-    return tuple(region[::-1])
+    return cast(Region, tuple(region[::-1]))
 
 
 def _subgrid(grid: WorkingGrid, region: Region) -> WorkingGrid:
@@ -118,23 +119,26 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
     channels = [0] + [label.value for label in task.labels]
     own_inputs = tuple(name for name in metadata.inputs if name != "prior")
     image = prepare_image(volume, task, grid, own_inputs)
-    patch = tuple(metadata.patch_size[::-1])
+    patch = cast("tuple[int, int, int]", tuple(metadata.patch_size[::-1]))
     if model.stage1 is None:
         prediction = predict(model.network, torch.from_numpy(image), channels, patch, settings,
                              progress=progress, cancel=cancel)
-        return NetworkOutput(prediction, image[0], tuple(slice(0, n) for n in grid.shape))
+        return NetworkOutput(prediction, image[0],
+                             cast(Region, tuple(slice(0, n) for n in grid.shape)))
 
     stage1 = metadata.stage1
+    assert stage1 is not None  # model.stage1 is built from it (bundle.load_model)
     coarse = working_grid(volume, stage1.spacing_for(task.name))
     coarse_input = prepare_image(volume, task, coarse, stage1.inputs)
     first = predict(model.stage1, torch.from_numpy(coarse_input), channels,
-                    tuple(stage1.patch_size[::-1]), replace(settings, side_outputs=False),
+                    cast("tuple[int, int, int]", tuple(stage1.patch_size[::-1])),
+                    replace(settings, side_outputs=False),
                     progress=_scaled(progress, 0.0, STAGE1_SHARE, "stage 1: "), cancel=cancel)
     region = organ_region(first.main, coarse, grid, stage1.margin_mm)
     if region is None:
         progress("warning", 0.0, f"stage 1 finds no {task.name} organ in this volume; stage 2 "
                                  f"runs on all of it")
-        region = tuple(slice(0, n) for n in grid.shape)
+        region = cast(Region, tuple(slice(0, n) for n in grid.shape))
     inside = _subgrid(grid, region)
     prior = prior_channels(first.main, coarse, inside, channels, metadata.num_classes)
     own = image[(slice(None), *region)]
@@ -144,6 +148,7 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
             parts.append(prior)
         else:
             count = INPUT_CHANNELS[name]
+            assert count is not None  # only "prior" has no fixed count
             parts.append(own[used:used + count])
             used += count
     stacked = torch.from_numpy(np.concatenate(parts))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
     write_labelmap(result.labels, out / "labels.nii.gz", specs)
     write_labelmap(result.labels, out / "labels.seg.nrrd", specs)
     truth_by_name = {name: value for value, name in phantom.label_names.items()}
-    organs = []
+    organs: list[dict[str, Any]] = []
     for stats in result.statistics:
         truth_value = truth_by_name.get(stats.label.name)
         dice = (dice_of(result.labels.array == stats.label.value,

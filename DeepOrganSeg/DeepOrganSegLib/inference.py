@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -93,6 +94,7 @@ def _gaussian_importance(shape: tuple[int, int, int], device: torch.device) -> T
         sigma = size / 8
         g = torch.exp(-0.5 * ((axis - (size - 1) / 2) / sigma) ** 2)
         weights = g if weights is None else weights[..., None] * g
+    assert weights is not None  # shape has three axes
     weights = weights / weights.max()
     return weights.clamp_min(1e-3)
 
@@ -116,7 +118,7 @@ def _choose_tile(shape: tuple[int, ...], network: DSN3D, budget: int, side_outpu
         tile = math.ceil((size + (count - 1) * overlap) / count / divisor) * divisor
         return max(tile, floor)
 
-    best: tuple[int, tuple[int, int, int]] | None = None
+    best: tuple[int, tuple[int, ...]] | None = None
     for counts in itertools.product(range(1, 9), repeat=3):
         tile = tuple(covering_tile(s, n, m, f) for s, n, m, f in zip(shape, counts, margin, minimum))
         if any(n > 1 and t >= s for n, t, s in zip(counts, tile, shape)):
@@ -127,11 +129,11 @@ def _choose_tile(shape: tuple[int, ...], network: DSN3D, budget: int, side_outpu
         if best is None or computed < best[0]:
             best = (computed, tile)
     if best is None:  # even the smallest tiles exceed the budget: use them anyway
-        return tuple(minimum)
-    return best[1]
+        return cast("tuple[int, int, int]", tuple(minimum))  # one size per axis of shape (3D)
+    return cast("tuple[int, int, int]", best[1])
 
 
-def _pad_input(image: Tensor, padded: tuple[int, int, int]) -> Tensor:
+def _pad_input(image: Tensor, padded: tuple[int, ...]) -> Tensor:
     """``image`` [C, k, j, i] padded at the far ends to ``padded``: the image channel with its
     minimum (air, background), further channels (positions) by repeating their edge, as
     ``training.data.sample_patch`` pads."""
@@ -170,7 +172,8 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
     network = network.to(device).eval()
     cuda = device.type == "cuda"
     if cuda:
-        network = network.to(memory_format=torch.channels_last_3d)
+        # (Module.to takes memory_format at runtime; torch's type stubs omit it)
+        network = network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if cuda and amp_dtype
                 else contextlib.nullcontext())
@@ -212,6 +215,7 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
                 else:
                     accumulated[(slice(None), *region)] += output * importance
             if weight_sum is not None:
+                assert importance is not None  # both are set when there are several tiles
                 weight_sum[region] += importance
             progress("inference", (number + 1) / len(tiles), f"tile {number + 1}/{len(tiles)}")
 

@@ -16,7 +16,7 @@ U-Net-like shortcut that costs no extra channels); it sharpens boundaries on sma
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from torch import Tensor, nn
 
@@ -172,7 +172,8 @@ class DSN3D(nn.Module):
         each side output's), by module name: the layers a change of label set touches."""
         layers = {"classifier": self.classifier}
         for index, head in enumerate(self.side_outputs):
-            layers[f"side_outputs.{index}.{len(head) - 1}"] = head[-1]
+            head = cast(SideOutput, head)  # __init__ fills side_outputs with SideOutputs
+            layers[f"side_outputs.{index}.{len(head) - 1}"] = cast(nn.Conv3d, head[-1])
         return layers
 
 

@@ -10,7 +10,7 @@ exact input grid, voxel for voxel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -59,7 +59,8 @@ def working_grid(volume: Volume, spacing_mm: tuple[float, float, float]) -> Work
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     size = np.maximum(np.ceil((high - low) / spacing - 1e-6).astype(int), 1)
     origin = (low + high) / 2 - (size - 1) * spacing / 2  # centred on the input's extent
-    return WorkingGrid(tuple(int(s) for s in size), tuple(spacing.tolist()),
+    return WorkingGrid(cast("tuple[int, int, int]", tuple(int(s) for s in size)),
+                       tuple(spacing.tolist()),
                        tuple(origin.tolist()))
 
 
@@ -151,7 +152,7 @@ def prepare_image(volume: Volume, task: TaskSpec, grid: WorkingGrid,
         return image[None]  # no copy of the whole working image
     channels = []
     for name in inputs:
-        channels.extend([image] if name == "image" else list(position))
+        channels.extend([image] if name == "image" else list(cast(np.ndarray, position)))
     return np.stack(channels)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,10 +29,11 @@ def default_colors(values) -> dict[int, tuple[int, int, int]]:
     """A distinct RGB colour (0-255) per label value (up to 18), from matplotlib's tab20."""
     from matplotlib import colormaps
 
-    palette = colormaps["tab20"].colors
+    palette = colormaps["tab20"].colors  # type: ignore[attr-defined]  # a ListedColormap
     # saturated colours first; the two greys (14, 15) would vanish on a grey image
     order = [n for n in list(range(0, 20, 2)) + list(range(1, 20, 2)) if n not in (14, 15)]
-    return {int(v): tuple(int(255 * c) for c in palette[order[(int(v) - 1) % len(order)]])
+    return {int(v): cast("tuple[int, int, int]",  # tab20's colours are RGB
+                         tuple(int(255 * c) for c in palette[order[(int(v) - 1) % len(order)]]))
             for v in values if int(v) != 0}
 
 
@@ -149,7 +151,8 @@ def save_overlay_png(image: Volume, labels: Volume, path: str | os.PathLike, *,
     if title:
         figure.suptitle(title, color="white", fontsize=11)
     if label_names:
-        handles = [Patch(color=np.asarray(colors[v]) / 255.0, label=label_names.get(v, str(v)))
+        handles = [Patch(color=np.asarray(colors[v]) / 255.0,  # type: ignore[arg-type]  # RGB array
+                         label=label_names.get(v, str(v)))
                    for v in values if v in colors]
         if handles:
             figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9),

@@ -214,9 +214,11 @@ class EngineProcess:
         if self._process is not None:
             raise RuntimeError("engine process already started")
         logging.info("DeepOrganSeg: launching %s", subprocess.list2cmdline(self.command))
+        # The creationflags constants exist only on Windows: mypy on Linux does not know them.
         platform_options: dict = ({"start_new_session": True} if os.name == "posix" else
-                                  {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP
-                                   | subprocess.CREATE_NO_WINDOW})
+                                  {"creationflags":
+                                   subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+                                   | subprocess.CREATE_NO_WINDOW})  # type: ignore[attr-defined]
         self._process = subprocess.Popen(
             self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
@@ -229,11 +231,13 @@ class EngineProcess:
             thread.start()
 
     def _read_stdout(self) -> None:
+        assert self._process is not None and self._process.stdout is not None  # start(): PIPE
         for line in self._process.stdout:
             self._lines.put(line.rstrip("\r\n"))
         self._lines.put(None)  # end of output
 
     def _read_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None  # start(): PIPE
         for line in self._process.stderr:
             self._stderr.append(line.rstrip("\r\n"))
 
@@ -300,6 +304,7 @@ class EngineProcess:
         """Why the finished run failed (its last ``error`` event and stderr); None if it did not."""
         if not self.finished or self.returncode == 0:
             return None
+        assert self.returncode is not None  # finished
         details = "\n".join(self._stderr)
         message = ""
         if self.last_event is not None and self.last_event.stage == "error":

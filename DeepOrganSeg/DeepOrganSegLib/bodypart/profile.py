@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -171,8 +171,8 @@ def abdomen_slab(profile: RegionProfile, volume: Volume,
     """Input k-slices from the lung bases (top of the abdomen, ``above_mm`` higher) to the
     bottom of the pelvis (``below_mm`` lower); None when the volume shows no abdomen or pelvis
     (then nothing is cropped)."""
-    parts = [profile.get(name) for name in ("abdomen", "pelvis")]
-    parts = [p for p in parts if p is not None]
+    parts: Sequence[RegionRange | None] = [profile.get(name) for name in ("abdomen", "pelvis")]
+    parts = cast("list[RegionRange]", [p for p in parts if p is not None])
     if not parts:
         return None
     top = max(p.z_top_mm for p in parts) + above_mm

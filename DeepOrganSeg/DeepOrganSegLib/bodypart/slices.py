@@ -4,7 +4,7 @@ centred on the body, 2.5D, intensities normalised the same way for CT and MR."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,7 +82,8 @@ def _decimated(volume: Volume, finest_mm: float) -> Volume:
         return volume
     array = volume.array[::strides[2], ::strides[1], ::strides[0]]
     origin = volume.index_to_physical(np.zeros(3))
-    spacing = tuple(s * n for s, n in zip(volume.spacing, strides))
+    spacing = cast("tuple[float, float, float]",  # one stride per axis
+                   tuple(s * n for s, n in zip(volume.spacing, strides)))
     return Volume(np.ascontiguousarray(array), spacing, tuple(origin), volume.direction)
 
 

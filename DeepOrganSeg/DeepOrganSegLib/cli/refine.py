@@ -4,7 +4,7 @@ files of one ``segment`` run; every other voxel keeps its label."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import EXIT_OK, InputError
 from ..progress import CancelToken, ProgressFunction
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
         raise InputError(f"{args.scribbles}: no strokes" if not organs else
                          f"{args.scribbles}: value {unknown[0]} is no organ of task {task.name}")
     crf = CRFParameters.from_dict(model.metadata.crf_for(task.name) or {})
-    spacing = tuple(image.spacing[::-1])
+    spacing = cast("tuple[float, float, float]", tuple(image.spacing[::-1]))
     for number, organ in enumerate(organs):
         cancel.raise_if_cancelled()
         progress("crf", number / len(organs), f"refining label {organ}")

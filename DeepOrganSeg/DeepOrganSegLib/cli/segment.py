@@ -133,6 +133,7 @@ def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
         written.append(write_labelmap(result.labels, output, specs))
         cancel.raise_if_cancelled()
         if args.probabilities:
+            assert result.probabilities is not None  # kept: keep_probabilities=True
             written.append(write_probabilities(result.probabilities, volume, args.probabilities))
             cancel.raise_if_cancelled()
         if args.stats:

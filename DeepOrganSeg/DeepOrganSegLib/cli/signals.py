@@ -72,6 +72,7 @@ class SignalCancellation:
         if self._watcher is not None:
             self._stopped.set()
             self._watcher.join()
+            assert self._previous_mask is not None  # __enter__ sets it before the watcher
             signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
         for number, handler in self._previous_handlers.items():
             signal.signal(number, handler)

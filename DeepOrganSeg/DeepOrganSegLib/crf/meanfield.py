@@ -73,7 +73,7 @@ def dense_crf(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float]
     image = _image_channels(image, shape).to(device=device, dtype=torch.float32)
     compatibility = _check_compatibility(compatibility, num_labels, device)
     clamped, clamp_labels = _clamped_voxels(clamp, shape, num_labels, device)
-    report = progress or (lambda stage, fraction, message="": None)
+    report: ProgressFunction = progress or _ignore_progress
 
     unary = probabilities.reshape(num_labels, -1).float().clamp(min=PROBABILITY_FLOOR).log_().neg_()
     report("crf", 0.0, "building the lattice")
@@ -92,6 +92,10 @@ def dense_crf(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float]
         report("crf", (iteration + 1) / params.iterations,
                f"mean-field iteration {iteration + 1} of {params.iterations}")
     return q.reshape(num_labels, *shape)
+
+
+def _ignore_progress(stage: str, fraction: float, message: str = "") -> None:
+    """The progress function of a caller that gives none."""
 
 
 def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float],

@@ -61,12 +61,13 @@ class PermutohedralLattice:
         vertex_of_entry = torch.empty(n, d + 1, dtype=index_dtype, device=self.device).t()
         splat_columns = torch.empty(d + 1, n, dtype=index_dtype, device=self.device)
         splat_weights = torch.empty(d + 1, n, dtype=torch.float32, device=self.device)
-        row_starts, vertex_keys = [], []
+        row_starts: list[Tensor] = []
+        vertex_keys: list[Tensor] = []
         for r in range(d + 1):  # one remainder class at a time
             sorted_keys, order = torch.sort(keys[r], stable=True)
             first = torch.ones(n, dtype=torch.bool, device=self.device)
             torch.ne(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-            offset = sum(len(k) for k in vertex_keys)
+            offset: int = sum((len(k) for k in vertex_keys), 0)
             vertex_keys.append(sorted_keys[first])
             vertex_of_entry[r].index_copy_(0, order,
                                            first.cumsum(0, dtype=index_dtype).add_(offset - 1))
@@ -146,15 +147,15 @@ class PermutohedralLattice:
         # "Up": every coordinate + 1, except - d along the axis. From remainder r < d that is the
         # vertex of remainder r + 1 with q_axis - 1; from remainder d, the vertex of remainder 0
         # with every other q_i + 1. It is searched in that class only; "down" is the inverse.
-        up = []
+        up_parts: list[Tensor] = []
         for r, keys in enumerate(vertex_keys):
             target = (r + 1) % (d + 1)
             shift = remainder_stride if r < d else sum(q_strides) - d * remainder_stride
             key = keys + (shift - along)
             found = torch.searchsorted(vertex_keys[target], key).clamp_(max=len(vertex_keys[target]) - 1)
             hit = vertex_keys[target].index_select(0, found) == key
-            up.append(torch.where(hit, found + starts[target], m))
-        up = torch.cat(up)
+            up_parts.append(torch.where(hit, found + starts[target], m))
+        up = torch.cat(up_parts)
         down = torch.full((m + 1,), m, dtype=up.dtype, device=self.device)
         down.scatter_(0, up, torch.arange(m, device=self.device))  # absent "up"s all land on m
         index_dtype = _index_dtype(m + 1)

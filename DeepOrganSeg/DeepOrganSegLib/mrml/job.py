@@ -34,6 +34,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import slicer
@@ -325,9 +326,9 @@ class SegmentationRequest:
     """What the user asked for. ``output_segmentation=None``: a new node on success;
     ``organs`` empty: all organs of the task; ``crf_parameters``: overrides of the model's."""
 
-    input_volume: object
+    input_volume: Any  # MRML nodes (Slicer ships no type stubs)
     model: Path
-    output_segmentation: object | None = None
+    output_segmentation: Any = None
     task: str = "auto"
     device: str = "auto"
     crf: bool = True
@@ -573,22 +574,27 @@ class SegmentationJob:
 
     @property
     def _input_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "input.nrrd"
 
     @property
     def _labelmap_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "labels.nrrd"
 
     @property
     def _probabilities_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "probabilities.nrrd"
 
     @property
     def _stats_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "stats.json"
 
     def _follow_engine(self) -> None:
         engine = self._engine
+        assert engine is not None  # start() launched it before any poll in these states
         for event in engine.poll():
             if event.stage == "error":
                 continue  # reported through failure() once the process is gone
@@ -607,6 +613,7 @@ class SegmentationJob:
             self.progress = ProgressEvent("import", 1.0, "adding the segments to the scene")
         else:
             failure = engine.failure()
+            assert failure is not None  # finished with a non-zero return code
             cancelled_elsewhere = failure.exit_code == 3
             self._finish(RunState.CANCELLED if cancelled_elsewhere else RunState.FAILED,
                          None if cancelled_elsewhere else failure)
@@ -624,6 +631,7 @@ class SegmentationJob:
         """Read the engine's outputs and build the segments, touching nothing in the scene."""
         statistics = json.loads(self._stats_path.read_text(encoding="utf-8"))
         labels = read_volume(self._labelmap_path)
+        assert self._input is not None  # _command read it
         _check_same_grid(labels, self._input)
         _check_still_in_scene(self.request)
         if not np.allclose(_matrix_array(_node_ijk_to_ras(self.request.input_volume)),
@@ -695,6 +703,7 @@ class SegmentationJob:
             self.progress = ProgressEvent("cancelled", self.progress.fraction,
                                           "the scene is unchanged")
         elif state is RunState.FAILED:
+            assert failure is not None  # every FAILED finish gives its failure
             self.progress = ProgressEvent("error", self.progress.fraction, failure.message)
             logging.error("DeepOrganSeg: %s\n%s", failure.message, failure.details)
         else:
@@ -704,6 +713,7 @@ class SegmentationJob:
 
 
     def _done_message(self) -> str:
+        assert self.outcome is not None  # _import sets it before finishing DONE
         return f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s"
 
 

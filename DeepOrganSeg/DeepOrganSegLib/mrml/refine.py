@@ -25,6 +25,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import slicer
@@ -92,8 +93,8 @@ def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray,
 class RefinementSession:
     """Refinement of one run's organs; see the module's docstring."""
 
-    segmentation_node: object
-    input_volume: object
+    segmentation_node: Any  # MRML nodes (Slicer ships no type stubs)
+    input_volume: Any
     kept: KeptRun
     ijk_to_ras: np.ndarray  # the input's IJK-to-RAS when the run ended (4x4)
     #: previous masks of the segments each refinement changed, newest last
@@ -244,7 +245,8 @@ class RefineJob(SegmentationJob):
 
     def __init__(self, session: RefinementSession, organ: str, python: str, *,
                  environment: dict[str, str] | None = None) -> None:
-        super().__init__(None, python, environment=environment,
+        # no request: the steps that read one (_command, _build, _commit) are overridden
+        super().__init__(None, python, environment=environment,  # type: ignore[arg-type]
                          temporary_root=session.folder)
         self.session = session
         self.organ = organ
@@ -277,20 +279,27 @@ class RefineJob(SegmentationJob):
 
     @property
     def _segmentation_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "segmentation.nrrd"
 
     @property
     def _strokes_path(self) -> Path:
+        assert self.temporary_folder is not None  # _command creates it first
         return self.temporary_folder / "strokes.nrrd"
 
-    def _build(self) -> tuple[np.ndarray, dict]:
+    # (_build and _commit carry a labelmap and the session, not the segments and outcome of
+    # SegmentationJob's: _import only passes one to the other)
+    def _build(self) -> tuple[np.ndarray, dict]:  # type: ignore[override]
         labels = read_volume(self._labelmap_path)
+        assert self._input is not None  # _command read it
         _check_same_grid(labels, self._input)
         return np.rint(labels.array).astype(np.uint8), {}
 
-    def _commit(self, labels: np.ndarray, _statistics: dict) -> RefinementSession:
+    def _commit(self, labels: np.ndarray,  # type: ignore[override]
+                _statistics: dict) -> RefinementSession:
         if not in_scene(self.session.segmentation_node):
             raise InputError("the segmentation was removed during the refinement")
+        assert self._sent is not None  # _command set it
         self.changed = self.session.apply(self._sent, labels, self.organ)
         return self.session
 

@@ -9,6 +9,8 @@ diaphragm.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from .geometry import frame, unit
@@ -220,7 +222,7 @@ def _paint_renal_cysts(torso: TorsoPainter, kidneys: list) -> None:
     """``variants.renal_cysts`` simple cysts (water density, 5-25 mm radius) centred in the
     cortex of a kidney present, bulging out of it when large (exophytic), labelled as that
     kidney. Their details come from ``rng_variants``."""
-    rng = torso.rng_variants
+    rng = cast(np.random.Generator, torso.rng_variants)  # drawn variants come with their rng
     for _ in range(torso.variants.renal_cysts if kidneys else 0):
         organ, centre, semi, axes = kidneys[int(rng.integers(len(kidneys)))]
         direction = unit(rng.normal(0, 1, 3))

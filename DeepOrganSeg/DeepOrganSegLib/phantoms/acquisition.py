@@ -11,7 +11,7 @@ or the SynthSeg corruption (bias, noise, gamma, rescaled to [0, 1]).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -49,7 +49,8 @@ def choose_acquisition(rng: np.random.Generator, default_shape: tuple[int, int, 
         spacing_xyz = np.asarray(spacing, dtype=float)
         if shape is None:
             mid = np.array([(lo + hi) / 2 for lo, hi in fov_range])
-            shape = tuple(int(v) for v in np.clip(np.round(mid / spacing_xyz), 16, 512)[::-1])
+            shape = cast("tuple[int, int, int]",  # one size per axis (x, y, z) of fov_range
+                         tuple(int(v) for v in np.clip(np.round(mid / spacing_xyz), 16, 512)[::-1]))
         thickness = float(spacing_xyz[2])
     in_plane = float(min(spacing_xyz[0], spacing_xyz[1]))
     subslices = 3 if spacing_xyz[2] >= 2.0 * in_plane else 1

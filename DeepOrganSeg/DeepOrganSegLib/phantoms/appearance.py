@@ -10,6 +10,8 @@ independent random mean in [0, 1].
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from .acquisition import Scene
@@ -82,16 +84,16 @@ _T1W = {
 
 
 def tissue_means(kind: str, phase: str | None, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, float | str]]:
     """Mean intensity and texture SD per tissue id for the kind (CT: HU for the phase), and
     what was drawn beyond the table (CT: the HU a fatty liver lost, ``fatty_liver_hu``), for
     the phantom's ``info``."""
     means = np.zeros(len(TISSUES), dtype=np.float32)
     texture = np.zeros(len(TISSUES), dtype=np.float32)
     if MODALITIES[kind] == "CT":
-        column = PHASES.index(phase)  # type: ignore[arg-type]
+        column = PHASES.index(phase)
         for name, row in _CT_HU.items():
-            lo, hi = row[column]
+            lo, hi = cast("tuple[float, float]", row[column])  # a phase's range: column < 3
             means[TISSUE_ID[name]] = rng.uniform(lo, hi)
             texture[TISSUE_ID[name]] = row[3]
         if phase == "portal-venous":  # spleen within +-25 HU of the liver, darker or brighter

@@ -10,7 +10,7 @@ intensity, noise, orientation) are spawned from the seed and the kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
@@ -133,7 +133,8 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
 
 def _place(arrays: list[np.ndarray], grid: Grid, translation: np.ndarray) -> list[Volume]:
     """Volumes on the canonical LPS grid, shifted by ``translation`` (mm) in patient space."""
-    origin = tuple(float(v) for v in np.asarray(grid.origin) + translation)
+    origin = cast("tuple[float, float, float]",
+                  tuple(float(v) for v in np.asarray(grid.origin) + translation))
     return [Volume(a, grid.spacing, origin, np.eye(3)) for a in arrays]
 
 

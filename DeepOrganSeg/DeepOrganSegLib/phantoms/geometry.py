@@ -9,9 +9,10 @@ direction matrix other than the identity is only applied at the very end
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,13 @@ class Grid:
 
     @classmethod
     def centred(cls, shape: Sequence[int], spacing: Sequence[float],
-                centre: Sequence[float]) -> "Grid":
+                centre: ArrayLike) -> "Grid":
         """The grid whose centre voxel sits at ``centre`` (LPS mm)."""
         extent = (np.array(shape[::-1]) - 1) * np.array(spacing)
-        return cls(tuple(int(s) for s in shape), tuple(float(s) for s in spacing),
-                   tuple(float(v) for v in np.asarray(centre) - extent / 2))
+        return cls(cast("tuple[int, int, int]", tuple(int(s) for s in shape)),  # 3D grid
+                   cast("tuple[float, float, float]", tuple(float(s) for s in spacing)),
+                   cast("tuple[float, float, float]",
+                        tuple(float(v) for v in np.asarray(centre) - extent / 2)))
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Voxel-centre coordinates along x (i), y (j), z (k), in mm."""
@@ -47,13 +50,13 @@ class Grid:
         return Grid((k * n, j, i), (self.spacing[0], self.spacing[1], dz), origin)
 
 
-def unit(v: Sequence[float]) -> np.ndarray:
+def unit(v: ArrayLike) -> np.ndarray:
     """``v`` scaled to length 1."""
     v = np.asarray(v, dtype=float)
     return v / np.linalg.norm(v)
 
 
-def frame(primary: Sequence[float], secondary: Sequence[float]) -> np.ndarray:
+def frame(primary: ArrayLike, secondary: ArrayLike) -> np.ndarray:
     """Orthonormal axes (columns): ``primary``, then ``secondary`` made orthogonal to it."""
     a = unit(primary)
     b = np.asarray(secondary, dtype=float)

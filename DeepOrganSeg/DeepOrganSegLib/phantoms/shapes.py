@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .geometry import unit
 
@@ -39,7 +40,7 @@ class Shape:
         return Shape(self.lo, self.hi, lambda v: self.inside(v) & predicate(v))
 
 
-def ellipsoid(centre: Sequence[float], semi: Sequence[float],
+def ellipsoid(centre: ArrayLike, semi: ArrayLike,
               axes: np.ndarray | None = None) -> Shape:
     """Ellipsoid with semi-axes (mm) along the columns of ``axes`` (default x, y, z)."""
     c = np.asarray(centre, dtype=np.float32)
@@ -80,7 +81,7 @@ def capsule(p0: np.ndarray, p1: np.ndarray, r0: float, r1: float) -> Shape:
     return Shape(np.minimum(p0, p0 + d) - r, np.maximum(p0, p0 + d) + r, inside)
 
 
-def _spline(points: Sequence[Sequence[float]], radii: Sequence[float],
+def _spline(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
             step_mm: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
     """Catmull-Rom curve through ``points`` sampled about every ``step_mm``; radii interpolated."""
     p = np.asarray(points, dtype=float)
@@ -99,7 +100,7 @@ def _spline(points: Sequence[Sequence[float]], radii: Sequence[float],
     return np.vstack(out_p), np.concatenate(out_r)
 
 
-def tube(points: Sequence[Sequence[float]], radii: Sequence[float] | float,
+def tube(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
          step_mm: float = 10.0) -> list[Shape]:
     """A tube along a smooth curve through ``points``, as a chain of capsules (radii in mm)."""
     radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(points),))

@@ -36,6 +36,8 @@ def paint_spine(torso: TorsoPainter) -> None:
         zc = (bottom + top) / 2
         yc = float(b.y_spine(zc))
         region = name[0]
+        rx: float  # mm: the table's, then scaled to the body
+        ry: float
         rx, ry = {"C": (10, 8), "T": (15, 13), "L": (21, 16)}[region]
         rx, ry = rx * b.w, ry * b.d
         c.paint(_cylinder([0, yc], [rx, ry], bottom, top), "bone_cortical")

@@ -74,6 +74,7 @@ def _arms(torso: TorsoPainter, fat: np.ndarray) -> None:
         dy = c.y - y_centre.astype(np.float32)[:, None, None]
         r2 = dx * dx + dy * dy
         arm = np.zeros(c.grid.shape, dtype=bool)
+        semi: np.ndarray  # each layer's (float64), then as float32
         for tissue, semi in layers:
             semi = semi.astype(np.float32)[:, None, None]
             mask = (r2 <= semi * semi) & inside_z[:, None, None]
@@ -108,8 +109,8 @@ def _legs(torso: TorsoPainter, offset: float, z_axis: np.ndarray) -> np.ndarray:
     if slab.size == 0:
         return inside
     zr = z_axis[slab] / b.h
-    a = np.interp(zr, [-900, -650, -450, -300], [48, 52, 70, 80]) * b.w + offset
-    bb = np.interp(zr, [-900, -650, -450, -300], [50, 55, 68, 75]) * b.d + offset
+    a: np.ndarray = np.interp(zr, [-900, -650, -450, -300], [48, 52, 70, 80]) * b.w + offset
+    bb: np.ndarray = np.interp(zr, [-900, -650, -450, -300], [50, 55, 68, 75]) * b.d + offset
     a, bb = (v[:, None, None].astype(np.float32) for v in (a, bb))
     x, y = c.x[slab[0]:slab[-1] + 1], c.y[slab[0]:slab[-1] + 1]
     yc = np.float32(8.0 * b.d)
