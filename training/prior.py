@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .config import PriorConfig
 
-__all__ = ["perturbed_prior", "coarse_factors", "CoarsePrior", "stage1_metadata",
+__all__ = ["perturbed_prior", "coarse_factors", "CoarsePrior", "stage1_view",
            "load_stage1", "stage1_spacings"]
 
 
@@ -93,20 +93,13 @@ class CoarsePrior:
         return np.round(np.clip(out, 0.0, 255.0)).astype(np.uint8)
 
 
-def stage1_metadata(path: str):
-    """The metadata of the stage-1 network in model file ``path``: a stage-1 model file itself,
-    or a cascade's stage 1 (so a bundled cascade's stage 2 can be retrained over its own stage
-    1). The cascade's tasks keep their labels and get stage 1's coarse spacing, its inputs and
-    patch size; its provenance is the cascade's record of stage 1."""
+def stage1_view(metadata):
+    """The metadata of the stage-1 network that model metadata ``metadata`` describes: itself
+    for a stage-1 model, or a cascade's stage 1 (so a bundled cascade's stage 2 can be
+    retrained over its own stage 1). The cascade's tasks keep their labels and get stage 1's
+    coarse spacing, its inputs and patch size; its provenance is the cascade's record of it."""
     from dataclasses import replace
 
-    from DeepOrganSegLib.bundle import read_metadata
-    from DeepOrganSegLib.errors import InputError, ModelFileError
-
-    try:
-        metadata = read_metadata(path)
-    except ModelFileError as error:
-        raise InputError(f"prior.stage1_model: {error}") from None
     stage = metadata.stage1
     if stage is None:
         return metadata
@@ -118,27 +111,29 @@ def stage1_metadata(path: str):
 
 
 def load_stage1(path: str):
-    """Stage 1 of ``path`` (:func:`stage1_metadata`) as a ``LoadedModel``, in eval mode on CPU."""
+    """Stage 1 of model file ``path`` (:func:`stage1_view`) as a ``LoadedModel``, in eval mode
+    on CPU."""
     from DeepOrganSegLib.bundle import LoadedModel, load_model
 
     model = load_model(path)
     if model.stage1 is None:
         return model
-    return LoadedModel(model.stage1, stage1_metadata(path), model.path)
+    return LoadedModel(model.stage1, stage1_view(model.metadata), model.path)
 
 
 def stage1_spacings(config) -> dict[str, tuple[float, float, float]]:
     """Stage 1's working spacing (mm, i, j, k) for each of ``config``'s tasks, read from
-    ``config.prior.stage1_model`` (a stage-1 model file or a cascade, :func:`stage1_metadata`);
+    ``config.prior.stage1_model`` (a stage-1 model file or a cascade, :func:`stage1_view`);
     an InputError when it has no stage 1 for these tasks and labels (it must know every task and
     give every label the value the config gives it)."""
-    from DeepOrganSegLib.errors import InputError
+    from DeepOrganSegLib.bundle import read_metadata
+    from DeepOrganSegLib.errors import InputError, ModelFileError
 
     path = config.prior.stage1_model
-    metadata = stage1_metadata(path)
-    if "prior" in metadata.inputs:
-        raise InputError(f"prior.stage1_model {path}: its stage 1 takes a prior; give a "
-                         f"stage-1 model or a cascade")
+    try:
+        metadata = stage1_view(read_metadata(path))
+    except ModelFileError as error:
+        raise InputError(f"prior.stage1_model: {error}") from None
     spacings = {}
     for task in config.tasks:
         known = {spec.name: spec for spec in metadata.tasks}
