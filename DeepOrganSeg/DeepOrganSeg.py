@@ -10,7 +10,6 @@ job class and the same test bodies against the MRML of the PyPI ``slicer-core`` 
 from __future__ import annotations
 
 import enum
-import importlib.util
 import logging
 import os
 import sys
@@ -33,11 +32,15 @@ from slicer.util import VTKObservationMixin
 from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
 from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 from DeepOrganSegLib.errors import ModelFileError
-from DeepOrganSegLib.mrml import (RefinementSession, RefineJob, RunState, SegmentationJob,
-                                  SegmentationRequest, hand_drawn_matches,
-                                  load_terminology_context, run_segmentation, set_show_3d)
+from DeepOrganSegLib.mrml.install import (TORCH_REQUIREMENT, InstallJob, InstallState,
+                                          install_steps, missing_requirements, read_requirements)
+from DeepOrganSegLib.mrml.job import (RunState, SegmentationJob, SegmentationRequest,
+                                      run_segmentation)
+from DeepOrganSegLib.mrml.nodes import hand_drawn_matches, load_terminology_context, set_show_3d
+from DeepOrganSegLib.mrml.refine import RefinementSession, RefineJob
+from DeepOrganSegLib.mrml.runner import (TERMINATE_GRACE_S, bundled_models, probe_cuda,
+                                         slicer_python)
 from DeepOrganSegLib.resources import user_model_folder, user_models
-from DeepOrganSegLib.runner import TERMINATE_GRACE_S, bundled_models, probe_cuda, slicer_python
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
 CRF_PARAMETERS = {
@@ -300,7 +303,9 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         if running:
             self.ui.segmentButton.enabled = True
-            self.ui.segmentButton.toolTip = _("Stop the segmentation; the scene stays as it was.")
+            self.ui.segmentButton.toolTip = (
+                _("Stop installing; nothing further is installed.") if self.logic.isInstalling
+                else _("Stop the segmentation; the scene stays as it was."))
         elif not parameters or not parameters.inputVolume:
             self.ui.segmentButton.enabled = False
             self.ui.segmentButton.toolTip = _("Select an input volume.")
@@ -537,39 +542,69 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.isRunning:
             self.logic.cancel()
             return
-        parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            self.ui.segmentButton.enabled = False  # a second click must not start a second install
-            try:
-                ready = self.logic.setupPythonRequirements()
-            finally:
-                self._updateSegmentButton()
-            if not ready:
-                return
-            task = self._chosenTask()
-            organs = self._selectedOrgans()
-            specs = [label for t in ([task] if task else self._metadata.tasks if self._metadata
-                                     else []) for label in t.labels
-                     if not organs or label.name in organs]
-            mine = hand_drawn_matches(parameters.outputSegmentation, specs)
-            replaceHandDrawn = bool(mine) and slicer.util.confirmYesNoDisplay(
-                _("These segments you made have an organ's name: {names}.\n\nReplace them "
-                  "with the new result? (No keeps them and adds the new segments beside them.)"
-                  ).format(names=", ".join(mine)), _("Replace your segments?"))
-            request = SegmentationRequest(
-                input_volume=parameters.inputVolume, model=Path(parameters.model),
-                output_segmentation=parameters.outputSegmentation, task=parameters.task,
-                device=parameters.device.value, crf=parameters.useCrf,
-                crf_parameters=self._crfChanges(),
-                organs=organs if task and len(organs) < len(task.labels) else (),
-                show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn,
-                keep_for_refinement=parameters.keepForRefinement)
-            self._closeRefinement()
-            self.ui.resultsTableWidget.setRowCount(0)
-            self.ui.elapsedLabel.text = ""
-            self.logic.process(request, progressCallback=self._onProgress,
-                               completedCallback=self._onCompleted)
+            missing = self.logic.missingRequirements()
+            if missing:
+                self._installThenSegment(missing)
+            else:
+                self._startSegmentation()
         self._updateSegmentButton()
+
+    def _installThenSegment(self, missing: list[str]) -> None:
+        """First use on a clean Slicer: ask, install in the background (the Segment button
+        becomes Cancel, the progress bar follows the steps), then segment."""
+        if not slicer.app.commandOptions().testingEnabled and not slicer.util.confirmOkCancelDisplay(
+                _("DeepOrganSeg needs these Python packages in Slicer's Python: {packages}.\n\n"
+                  "Install them now? They are downloaded from the internet (PyTorch with GPU "
+                  "support: a few GB). Slicer stays usable meanwhile; the segmentation starts "
+                  "when they are installed.").format(packages=", ".join(missing)),
+                _("Install Python packages")):
+            return
+        self.logic.installRequirements(missing, progressCallback=self._onInstallProgress,
+                                       completedCallback=self._onInstalled)
+
+    def _onInstallProgress(self, job: InstallJob) -> None:
+        self.ui.progressBar.value = int(round(100 * job.fraction))
+        self.ui.statusLabel.text = job.message
+        self._updateSegmentButton()
+
+    def _onInstalled(self, job: InstallJob) -> None:
+        self._onInstallProgress(job)
+        if job.state is InstallState.DONE:
+            with slicer.util.tryWithErrorDisplay(_("Segmentation could not start.")):
+                self._startSegmentation()
+            self._updateSegmentButton()
+        elif job.state is InstallState.FAILED:
+            slicer.util.errorDisplay(_("Installing Python packages failed: {message}").format(
+                message=job.failure), detailedText=job.details)
+
+    def _startSegmentation(self) -> None:
+        """The request from the panel (asking first whether to replace hand-drawn segments
+        named like an organ), then the run, followed by the Logic's timer."""
+        parameters = self._parameterNode
+        task = self._chosenTask()
+        organs = self._selectedOrgans()
+        specs = [label for t in ([task] if task else self._metadata.tasks if self._metadata
+                                 else []) for label in t.labels
+                 if not organs or label.name in organs]
+        mine = hand_drawn_matches(parameters.outputSegmentation, specs)
+        replaceHandDrawn = bool(mine) and slicer.util.confirmYesNoDisplay(
+            _("These segments you made have an organ's name: {names}.\n\nReplace them "
+              "with the new result? (No keeps them and adds the new segments beside them.)"
+              ).format(names=", ".join(mine)), _("Replace your segments?"))
+        request = SegmentationRequest(
+            input_volume=parameters.inputVolume, model=Path(parameters.model),
+            output_segmentation=parameters.outputSegmentation, task=parameters.task,
+            device=parameters.device.value, crf=parameters.useCrf,
+            crf_parameters=self._crfChanges(),
+            organs=organs if task and len(organs) < len(task.labels) else (),
+            show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn,
+            keep_for_refinement=parameters.keepForRefinement)
+        self._closeRefinement()
+        self.ui.resultsTableWidget.setRowCount(0)
+        self.ui.elapsedLabel.text = ""
+        self.logic.process(request, progressCallback=self._onProgress,
+                           completedCallback=self._onCompleted)
 
     def _onProgress(self, job: SegmentationJob) -> None:
         self.ui.progressBar.value = int(round(100 * job.progress.fraction))
@@ -737,11 +772,10 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
     and tests, or followed by a ``QTimer`` with progress/completion callbacks from the panel."""
 
     POLL_INTERVAL_MS = 200
-    TORCH_REQUIREMENT = ">=2.2"
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._job: SegmentationJob | None = None
+        self._job: SegmentationJob | RefineJob | InstallJob | None = None
         self._timer: qt.QTimer | None = None
         self._progressCallback: Callable[[SegmentationJob], None] | None = None
         self._completedCallback: Callable[[SegmentationJob], None] | None = None
@@ -785,74 +819,43 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
 
     # -- dependencies --------------------------------------------------------------------------
 
-    def setupPythonRequirements(self) -> bool:
-        """Install what the engine needs into Slicer's Python, asking first; False if declined.
+    #: The engine's Python packages besides PyTorch, with their version ranges.
+    REQUIREMENTS_PATH = Path(__file__).parent / "Resources" / "requirements.txt"
 
-        PyTorch comes through the PyTorch extension's PyTorchUtils (it picks the build for this
-        computer's GPU); the rest through pip with the version ranges of
-        ``Resources/requirements.txt``. Slicer's own numpy and SimpleITK are never replaced."""
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError:
-                raise RuntimeError(_("DeepOrganSeg needs the PyTorch extension; install it from "
-                                     "the Extensions Manager and restart Slicer.")) from None
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled() and torchLogic.installTorch(
-                    askConfirmation=True, torchVersionRequirement=self.TORCH_REQUIREMENT) is None:
-                return False
-        requirementsPath = Path(__file__).parent / "Resources" / "requirements.txt"
-        if not self._missingRequirements(requirementsPath):
-            return True
-        try:
-            import slicer.packaging
-        except ImportError:  # Slicer before 5.12: check and install by hand
-            return self._pipInstallMissing(requirementsPath)
-        try:
-            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(requirementsPath),
-                                        requester="DeepOrganSeg")
-        except RuntimeError:  # 5.12+ raises when the user declines the install
-            return False
-        # in testing mode pip_ensure may skip without installing: trust only what is there
-        return not self._missingRequirements(requirementsPath)
+    def missingRequirements(self) -> list[str]:
+        """What the engine needs that Slicer's Python lacks: PyTorch and the lines of
+        ``Resources/requirements.txt`` (package metadata only: milliseconds)."""
+        return missing_requirements([TORCH_REQUIREMENT, *read_requirements(self.REQUIREMENTS_PATH)])
 
-    @staticmethod
-    def _missingRequirements(requirementsPath: Path) -> list[str]:
-        """The lines of ``requirements.txt`` that the installed packages do not satisfy."""
-        from importlib.metadata import PackageNotFoundError, version
-
-        from packaging.requirements import Requirement
-
-        missing = []
-        for line in requirementsPath.read_text(encoding="utf-8").splitlines():
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            requirement = Requirement(line)
-            try:
-                if version(requirement.name) in requirement.specifier:
-                    continue
-            except PackageNotFoundError:
-                pass
-            missing.append(str(requirement))
-        return missing
-
-    @classmethod
-    def _pipInstallMissing(cls, requirementsPath: Path) -> bool:
-        missing = cls._missingRequirements(requirementsPath)
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                _("DeepOrganSeg needs these Python packages: {packages}. Install them now?").format(
-                    packages=", ".join(missing)), _("Install Python packages")):
-            return False
-        slicer.util.pip_install(missing)
-        return True
+    def installRequirements(self, missing: list[str], waitForCompletion: bool = False,
+                            progressCallback: Callable[[InstallJob], None] | None = None,
+                            completedCallback: Callable[[InstallJob], None] | None = None
+                            ) -> InstallJob:
+        """Install ``missing`` into Slicer's Python in ``PythonSlicer`` child processes
+        (``mrml.install``): PyTorch with light-the-torch, which picks the build for this
+        computer's GPU, then the rest with pip. Followed like ``process``, so the GUI stays
+        responsive for the minutes a PyTorch download takes; no restart is needed afterwards
+        (Slicer's own process never imports them). Ask the user before calling this."""
+        if self.isRunning:
+            raise RuntimeError(_("A segmentation is already running."))
+        job = InstallJob(install_steps(self.pythonExecutable(), missing),
+                         environment=slicer.util.startupEnvironment())
+        if waitForCompletion:
+            job.start()
+            job.wait()
+            return job
+        return self._follow(job, progressCallback, completedCallback)
 
     # -- running -------------------------------------------------------------------------------
 
     @property
     def isRunning(self) -> bool:
+        """A segmentation, refinement or package install is under way."""
         return self._job is not None and not self._job.state.finished
+
+    @property
+    def isInstalling(self) -> bool:
+        return self.isRunning and isinstance(self._job, InstallJob)
 
     @staticmethod
     def pythonExecutable() -> str:
@@ -891,15 +894,16 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
                         environment=slicer.util.startupEnvironment())
         return self._follow(job, progressCallback, completedCallback)
 
-    def _follow(self, job: SegmentationJob, progressCallback, completedCallback
-                ) -> SegmentationJob:
-        """Start ``job`` and poll it from a QTimer, calling back on progress and completion."""
+    def _follow(self, job, progressCallback, completedCallback):
+        """Start ``job`` (a segmentation, refinement or install: ``start``/``poll``/``state``)
+        and poll it from a QTimer, calling back on progress and completion; returns it."""
         self._job = job
         self._progressCallback, self._completedCallback = progressCallback, completedCallback
         self._job.start()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(self.POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self._onTimer)
+        if self._timer is None:  # one timer for all jobs: a completion callback may start the
+            self._timer = qt.QTimer()  # next job (install, then segment) from inside its slot
+            self._timer.setInterval(self.POLL_INTERVAL_MS)
+            self._timer.connect("timeout()", self._onTimer)
         self._timer.start()
         return self._job
 
@@ -946,9 +950,13 @@ class DeepOrganSegTest(ScriptedLoadableModuleTest):
 
     def test_DeepOrganSeg(self) -> None:
         # a clean Slicer has no torch/safetensors/tqdm yet: install them as a first Segment
-        # would (PyTorchUtils skips its question in testing mode), and say so if that fails
-        self.assertTrue(DeepOrganSegLogic().setupPythonRequirements(),
-                        "the engine's Python packages are missing and could not be installed")
+        # would (without asking in testing mode), and say why if that fails
+        logic = DeepOrganSegLogic()
+        missing = logic.missingRequirements()
+        if missing:
+            self.delayDisplay(f"installing {', '.join(missing)}")
+            install = logic.installRequirements(missing, waitForCompletion=True)
+            self.assertIs(install.state, InstallState.DONE, install.failure)
         bodies = self._testBodies()
         context = self._context(bodies)
         for check in bodies.TESTS_ON_CONTEXT:

@@ -4,7 +4,9 @@
 * no circles between engine modules;
 * core modules (the segmentation pipeline, model files, CRF, body-part classifier) import
   neither the command line, the Slicer side (``mrml*``) nor the phantom generator;
-* only the Slicer side (the ``mrml`` package) imports ``slicer`` or ``vtk``; no engine module imports Qt or CTK;
+* only the Slicer side's MRML modules (``mrml.nodes``, ``mrml.job``, ``mrml.refine``) import
+  ``slicer`` or ``vtk`` (``mrml.runner`` and ``mrml.install`` load without MRML); no engine
+  module imports Qt or CTK;
 * the engine never imports ``training`` (training imports the engine, not the reverse);
 * the torch-free modules the Slicer module loads into Slicer's own process stay torch-free,
   and import, with ``import torch`` failing, under the interpreter running the tests (CI runs this
@@ -24,14 +26,15 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "DeepOrganSegLib"
 
 #: Modules that are applications of the core, not part of it.
-APPLICATIONS = {"__main__", "demo", "mrml", "mrml.job", "mrml.refine", "runner"}
+APPLICATIONS = {"__main__", "demo"}
 #: Packages that are applications as a whole: the package and every module in it.
-APPLICATION_PACKAGES = {"cli", "phantoms"}
-SLICER_SIDE = {"mrml", "mrml.job", "mrml.refine"}
+APPLICATION_PACKAGES = {"cli", "phantoms", "mrml"}
+#: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
+SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
-TORCH_FREE = {"bundle", "errors", "mrml", "mrml.job", "mrml.refine", "resources", "runner", "terminology",
-              "labelmap_io", "volume", "validation", "crf", "crf.parameters", "bodypart",
-              "metrics"}
+TORCH_FREE = {"bundle", "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine", "mrml.runner",
+              "mrml.install", "resources", "terminology", "labelmap_io", "volume", "validation",
+              "crf", "crf.parameters", "bodypart", "metrics"}
 
 
 def _module_name(path: Path) -> str:

@@ -534,8 +534,9 @@ def test_slicer_logic_refuses_bad_volume_and_leaves_scene_unchanged(tiny_model_p
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing"
                            / "Python"))
     from DeepOrganSegTestBodies import scene_snapshot
-    from DeepOrganSegLib.mrml import (SegmentationFailed, SegmentationRequest, add_volume_node,
-                                      run_segmentation)
+    from DeepOrganSegLib.mrml.job import (SegmentationFailed, SegmentationRequest,
+                                          run_segmentation)
+    from DeepOrganSegLib.mrml.nodes import add_volume_node
 
     array, message = SLICER_CASES[case]
     scene = slicer.vtkMRMLScene()

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "T
 
 import DeepOrganSegTestBodies as bodies  # noqa: E402
 from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
-from DeepOrganSegLib import runner  # noqa: E402
+from DeepOrganSegLib.mrml import runner  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.mrml import SegmentationJob, run_segmentation  # noqa: E402
+from DeepOrganSegLib.mrml.job import SegmentationJob, run_segmentation  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
 
 

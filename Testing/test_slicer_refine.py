@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "T
 
 from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.mrml import (RefineJob, RefinementSession, RunState,  # noqa: E402
-                                  SegmentationRequest, add_volume_node, run_segmentation,
-                                  segment_mask_on_grid)
-from DeepOrganSegLib.mrml.job import _node_ijk_to_ras  # noqa: E402
+from DeepOrganSegLib.mrml.job import RunState, SegmentationRequest, run_segmentation  # noqa: E402
+from DeepOrganSegLib.mrml.nodes import add_volume_node, node_ijk_to_ras  # noqa: E402
+from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: E402
+                                         segment_mask_on_grid)
 from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
 
 
@@ -44,12 +44,12 @@ def refinable(scene, tiny_model_path, tmp_path):
 def _paint(session, segment_id: str, mask: np.ndarray) -> None:
     """Strokes, written the way the Segment Editor's paint effect writes them."""
     _set_segment_mask(session.segmentation_node, segment_id, mask,
-                      _node_ijk_to_ras(session.input_volume))
+                      node_ijk_to_ras(session.input_volume))
 
 
 def _mask(session, segment_id: str) -> np.ndarray:
     return segment_mask_on_grid(session.segmentation_node, segment_id,
-                                session.labelmap().shape, _node_ijk_to_ras(session.input_volume))
+                                session.labelmap().shape, node_ijk_to_ras(session.input_volume))
 
 
 def _refine(session, organ: str) -> RefineJob:

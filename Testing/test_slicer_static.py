@@ -431,6 +431,17 @@ def test_the_module_never_imports_torch_into_slicers_process():
     assert "torch" not in imported
 
 
+def test_the_module_never_installs_packages_on_the_gui_thread():
+    """``slicer.util.pip_install``, ``slicer.packaging.pip_ensure`` and PyTorchUtils'
+    ``installTorch`` wait for pip on the calling (GUI) thread for minutes; the module installs
+    through ``mrml.install.InstallJob`` children that its timer polls instead."""
+    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
+    called = {ast.unparse(node.func).rsplit(".", 1)[-1] for node in ast.walk(tree)
+              if isinstance(node, ast.Call)}
+    assert not called & {"pip_install", "pip_ensure", "installTorch", "_executePythonModule"}
+    assert "installRequirements" in called and "InstallJob" in called
+
+
 def test_module_category_is_translated_in_slicers_own_category_context():
     """Slicer translates category names in the ``qSlicerAbstractCoreModule`` context (e.g.
     v5.8.0 SegmentStatistics.py); a module-local ``tr`` would make a second, untranslated

@@ -68,7 +68,7 @@ def test_the_segment_tag_names_the_context_of_its_structure():
 
 def test_slicers_terminology_logic_loads_our_context_once():
     slicer = pytest.importorskip("slicer")
-    from DeepOrganSegLib.mrml import load_terminology_context
+    from DeepOrganSegLib.mrml.nodes import load_terminology_context
 
     logic = slicer.vtkSlicerTerminologiesModuleLogic()
     assert load_terminology_context(logic, CONTEXT_FILE.parent) == DEEPORGANSEG_CONTEXT

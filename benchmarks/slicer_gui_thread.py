@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "DeepOrganSeg"), str(ROOT / "DeepOrganSeg" / "Testing" / "Python")]
 import numpy as np, slicer
 from DeepOrganSegLib.volume import Volume, write_volume
-from DeepOrganSegLib import mrml
+from DeepOrganSegLib.mrml import nodes as mrml
 from DeepOrganSegLib.bundle import read_metadata
 from DeepOrganSegLib.resources import default_model_path
 import DeepOrganSegTestBodies as bodies
@@ -24,7 +24,7 @@ for value in range(1, 10):
     labels[10 * value: 10 * value + 8, 100:300, 50 * value: 50 * value + 40] = value
 specs = [l for l in read_metadata(default_model_path()).task("abdomen-ct").labels]
 t = time.perf_counter()
-segments = mrml.segments_from_labelmap(labels, mrml._node_ijk_to_ras(node), specs, {})
+segments = mrml.segments_from_labelmap(labels, mrml.node_ijk_to_ras(node), specs, {})
 seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode"); seg.CreateDefaultDisplayNodes()
 seg.SetReferenceImageGeometryParameterFromVolumeNode(node)
 mrml.merge_segments(seg, segments)

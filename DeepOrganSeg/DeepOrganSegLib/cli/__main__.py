@@ -1,4 +1,4 @@
-"""``python -m DeepOrganSegLib.cli``: what the Slicer module (:mod:`DeepOrganSegLib.runner`)
+"""``python -m DeepOrganSegLib.cli``: what the Slicer module (:mod:`DeepOrganSegLib.mrml.runner`)
 launches."""
 
 import sys

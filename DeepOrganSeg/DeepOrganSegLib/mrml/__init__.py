@@ -1,25 +1,14 @@
-"""The Slicer side of the engine: MRML nodes <-> engine objects and the runs the module polls.
+"""The Slicer side of the engine: what the Slicer module runs inside Slicer's own process.
 
-``job``: one segmentation run (check, export, ``deeporganseg segment`` subprocess, import) and
-the node conversions; ``refine``: stroke refinement of a kept run, with undo. The only engine
-package that imports ``slicer`` and ``vtk`` (never Qt or ``slicer.app``): pytest runs it against
-the PyPI ``slicer-core`` wheel. Nothing here imports PyTorch.
+* ``runner``: the ``deeporganseg`` child process (command lines, progress lines, cancel, the
+  process tree, the CUDA probe); no MRML.
+* ``install``: which of the engine's Python packages are missing, and installing them.
+* ``nodes``: MRML nodes <-> engine objects (volumes, labelmaps -> segments, terminology).
+* ``job``: one segmentation run (check, export, engine subprocess, import) as a state machine.
+* ``refine``: stroke refinement of a kept run, with undo.
+
+The only engine package that imports ``slicer`` and ``vtk`` (never Qt or ``slicer.app``), in
+``nodes``, ``job`` and ``refine``: pytest runs them against the PyPI ``slicer-core`` wheel.
+``runner`` and ``install`` need no MRML. Nothing here imports PyTorch. Import the submodule
+you need (this package imports none of them, so ``runner`` loads without MRML).
 """
-
-from .job import (RunState, SegmentationRequest, OrganResult, SegmentationOutcome, KeptRun,
-                  SegmentationJob, SegmentationFailed, run_segmentation,
-                  volume_from_node, add_volume_node, set_volume_node_geometry,
-                  ijk_to_ras_matrix, segments_from_labelmap, merge_segments,
-                  find_segment_for_organ, hand_drawn_matches, place_next_to,
-                  load_terminology_context, set_show_3d, in_scene, segment_tag, ORGAN_TAG, MODEL_TAG,
-                  TASK_TAG)
-from .refine import (SCRIBBLE_TAG, RefinementSession, RefineJob, segment_mask_on_grid)
-
-__all__ = ["RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
-           "SegmentationJob", "SegmentationFailed", "run_segmentation",
-           "volume_from_node", "add_volume_node", "set_volume_node_geometry",
-           "ijk_to_ras_matrix", "segments_from_labelmap", "merge_segments",
-           "find_segment_for_organ", "hand_drawn_matches", "place_next_to",
-           "load_terminology_context", "set_show_3d", "in_scene", "segment_tag", "ORGAN_TAG", "MODEL_TAG",
-           "TASK_TAG", "SCRIBBLE_TAG", "RefinementSession", "RefineJob",
-           "segment_mask_on_grid"]

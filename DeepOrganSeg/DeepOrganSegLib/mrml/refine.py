@@ -35,10 +35,11 @@ from vtk.util import numpy_support
 from ..bundle import LabelSpec
 from ..errors import InputError
 from ..labelmap_io import REMOVE_OFFSET
-from .job import (KeptRun, SegmentationJob, _check_same_grid, _matrix_array, _node_ijk_to_ras,
-                  in_scene, segment_tag, volume_from_node)
-from ..runner import refine_command
 from ..volume import read_volume, write_volume
+from .job import KeptRun, SegmentationJob
+from .nodes import (check_same_grid, in_scene, matrix_array, node_ijk_to_ras, segment_tag,
+                    volume_from_node)
+from .runner import refine_command
 
 __all__ = ["SCRIBBLE_TAG", "RefinementSession", "RefineJob", "segment_mask_on_grid"]
 
@@ -108,7 +109,7 @@ class RefinementSession:
             return None
         volume = job.request.input_volume
         return cls(outcome.segmentation_node, volume, outcome.kept,
-                   _matrix_array(_node_ijk_to_ras(volume)))
+                   matrix_array(node_ijk_to_ras(volume)))
 
     @property
     def folder(self) -> Path:
@@ -164,7 +165,7 @@ class RefinementSession:
 
     def _mask(self, segment_id: str) -> np.ndarray:
         return segment_mask_on_grid(self.segmentation_node, segment_id, self._shape(),
-                                    _node_ijk_to_ras(self.input_volume))
+                                    node_ijk_to_ras(self.input_volume))
 
     def labelmap(self) -> np.ndarray:
         """The organ segments as they are now, as one labelmap on the input grid."""
@@ -188,7 +189,7 @@ class RefinementSession:
         """Write the organs whose voxels differ between the labelmaps ``old`` and ``new`` into
         their segments, remember their previous masks, empty ``organ``'s strokes; returns the
         organs changed."""
-        matrix = _node_ijk_to_ras(self.input_volume)
+        matrix = node_ijk_to_ras(self.input_volume)
         changed, previous = [], {}
         was_modified = self.segmentation_node.StartModify()
         try:
@@ -216,7 +217,7 @@ class RefinementSession:
         if not self.history:
             return []
         previous = self.history.pop()
-        matrix = _node_ijk_to_ras(self.input_volume)
+        matrix = node_ijk_to_ras(self.input_volume)
         was_modified = self.segmentation_node.StartModify()
         try:
             for segment_id, mask in previous.items():
@@ -259,7 +260,7 @@ class RefineJob(SegmentationJob):
             raise InputError("the run's refinement data is gone; segment again")
         if not in_scene(session.segmentation_node):
             raise InputError("the segmentation was removed; segment again")
-        if not np.allclose(_matrix_array(_node_ijk_to_ras(session.input_volume)),
+        if not np.allclose(matrix_array(node_ijk_to_ras(session.input_volume)),
                            session.ijk_to_ras, atol=1e-6):
             raise InputError("the input volume moved since the run; segment again")
         strokes = session.strokes(self.organ)
@@ -292,7 +293,7 @@ class RefineJob(SegmentationJob):
     def _build(self) -> tuple[np.ndarray, dict]:  # type: ignore[override]
         labels = read_volume(self._labelmap_path)
         assert self._input is not None  # _command read it
-        _check_same_grid(labels, self._input)
+        check_same_grid(labels, self._input)
         return np.rint(labels.array).astype(np.uint8), {}
 
     def _commit(self, labels: np.ndarray,  # type: ignore[override]

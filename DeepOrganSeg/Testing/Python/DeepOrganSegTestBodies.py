@@ -29,10 +29,11 @@ from vtk.util import numpy_support
 from DeepOrganSegLib.bundle import read_metadata
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.metrics import dice  # Dice of two masks, 1.0 when both are empty
-from DeepOrganSegLib.mrml import (ORGAN_TAG, RunState, SegmentationFailed, SegmentationJob,
-                                  SegmentationRequest, add_volume_node, hand_drawn_matches,
-                                  segment_tag, volume_from_node)
-from DeepOrganSegLib.runner import engine_environment
+from DeepOrganSegLib.mrml.job import (RunState, SegmentationFailed, SegmentationJob,
+                                      SegmentationRequest)
+from DeepOrganSegLib.mrml.nodes import (ORGAN_TAG, add_volume_node, hand_drawn_matches,
+                                        segment_tag, volume_from_node)
+from DeepOrganSegLib.mrml.runner import engine_environment
 from DeepOrganSegLib.volume import Volume, read_volume, write_volume
 
 __all__ = ["Case", "Context", "PhantomRun", "segment_phantom", "dice", "scene_snapshot",

@@ -7,7 +7,7 @@ the very code Slicer runs: the module only calls :meth:`EngineProcess.poll` from
   --progress json``).
 * :class:`EngineProcess` starts it in its own process group/session, reads its stdout and stderr
   on two daemon threads (so that neither pipe can fill up and stall the engine), and hands the
-  parsed progress lines (:func:`.progress.parse_progress_line`, re-exported here) to whoever
+  parsed progress lines (:func:`..progress.parse_progress_line`, re-exported here) to whoever
   polls.
 * :func:`kill_process_tree` ends the engine *and* anything it started (DataLoader workers,
   OpenMP helpers), politely first (SIGTERM: the engine exits with code 3 within one unit of
@@ -32,16 +32,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DeepOrganSegError
-from .progress import ProgressEvent, parse_progress_line
-from .resources import bundled_models
+from ..errors import DeepOrganSegError
+from ..progress import ProgressEvent, parse_progress_line
+from ..resources import bundled_models
 
 __all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
            "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
            "bundled_models", "slicer_python", "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
-LIB_PARENT = Path(__file__).resolve().parent.parent
+LIB_PARENT = Path(__file__).resolve().parents[2]
 
 #: How long a cancelled engine gets to exit on SIGTERM before it is killed.
 TERMINATE_GRACE_S = 5.0

@@ -1,0 +1,114 @@
+"""First use on a clean Slicer: which engine packages are missing, and installing them in child
+processes that the GUI only polls (``DeepOrganSegLib.mrml.install``; no MRML, no torch needed).
+
+The install steps here are stand-in ``python -c`` children: what is checked is the job's
+sequencing, failure reporting and cancel, not pip itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib.metadata import PackageNotFoundError
+from pathlib import Path
+
+from DeepOrganSegLib.mrml.install import (LIGHT_THE_TORCH, InstallJob, InstallState,
+                                          InstallStep, install_steps, missing_requirements,
+                                          read_requirements)
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Resources" / "requirements.txt"
+
+
+def python_step(code: str, description: str = "a step") -> InstallStep:
+    return InstallStep(description, (sys.executable, "-c", code), "do it by hand")
+
+
+def test_the_modules_requirements_file_reads_as_requirement_lines_without_comments():
+    lines = read_requirements(REQUIREMENTS)
+    assert lines and all(not line.startswith("#") and line == line.strip() for line in lines)
+    assert {line.split(">")[0].split("=")[0].split("<")[0] for line in lines} == {
+        "safetensors", "scipy", "tqdm"}  # never numpy or SimpleITK: Slicer's own
+
+
+def test_missing_requirements_are_the_absent_and_the_out_of_range_packages_in_order():
+    versions = {"torch": "2.1.0", "scipy": "1.13.1", "tqdm": "4.66.0"}
+
+    def installed(name: str) -> str:
+        if name not in versions:
+            raise PackageNotFoundError(name)
+        return versions[name]
+
+    missing = missing_requirements(["torch>=2.2", "safetensors>=0.4,<1", "scipy>=1.10,<2",
+                                    "tqdm>=4.60,<5"], installed)
+    assert missing == ["torch>=2.2", "safetensors<1,>=0.4"]
+    assert missing_requirements(["scipy>=1.10,<2"], installed) == []
+
+
+def test_pytorch_is_installed_first_through_light_the_torch_then_the_rest_in_one_pip_call():
+    steps = install_steps("/opt/Slicer/bin/PythonSlicer", ["torch>=2.2", "safetensors>=0.4,<1",
+                                                           "tqdm>=4.60,<5"])
+    assert [step.command for step in steps] == [
+        ("/opt/Slicer/bin/PythonSlicer", "-m", "pip", "install", LIGHT_THE_TORCH),
+        ("/opt/Slicer/bin/PythonSlicer", "-m", "light_the_torch", "install", "torch>=2.2"),
+        ("/opt/Slicer/bin/PythonSlicer", "-m", "pip", "install", "safetensors>=0.4,<1",
+         "tqdm>=4.60,<5")]
+    assert [step.command[2] for step in install_steps("python", ["tqdm>=4.60,<5"])] == ["pip"]
+    assert install_steps("python", []) == []
+
+
+def test_an_install_runs_its_steps_one_after_the_other_and_polling_never_blocks(tmp_path):
+    marker = tmp_path / "order.txt"
+    job = InstallJob([
+        python_step(f"import time; time.sleep(0.5); open({str(marker)!r}, 'a').write('1')"),
+        python_step(f"open({str(marker)!r}, 'a').write('2')")])
+    assert job.state is InstallState.IDLE and job.fraction == 0.0
+    job.start()
+    slowest_poll = 0.0
+    while not job.state.finished:
+        started = time.perf_counter()
+        job.poll()
+        slowest_poll = max(slowest_poll, time.perf_counter() - started)
+        time.sleep(0.02)
+    assert job.state is InstallState.DONE, job.failure
+    assert marker.read_text() == "12"
+    assert job.fraction == 1.0 and job.failure is None
+    assert slowest_poll < 0.5  # a GUI timer's poll, not a wait on the child
+
+
+def test_a_failing_step_ends_the_install_with_pips_error_line_and_what_to_do(tmp_path):
+    marker = tmp_path / "never.txt"
+    job = InstallJob([
+        python_step("import sys; print('Collecting tqdm'); print('ERROR: No matching "
+                    "distribution found for tqdm>=99', file=sys.stderr); sys.exit(1)",
+                    "installing tqdm>=99"),
+        python_step(f"open({str(marker)!r}, 'w')")])
+    job.start()
+    assert job.wait(timeout=60) is InstallState.FAILED
+    assert job.failure.startswith("installing tqdm>=99 failed (ERROR: No matching distribution "
+                                  "found for tqdm>=99)")
+    assert job.failure.endswith("do it by hand") and "\n" not in job.failure
+    assert "No matching distribution" in job.details
+    assert not marker.exists()  # the next step never ran
+
+
+def test_a_cancelled_install_stops_its_child_at_once_and_installs_nothing_further(tmp_path):
+    marker = tmp_path / "never.txt"
+    job = InstallJob([python_step("import time; time.sleep(60)"),
+                      python_step(f"open({str(marker)!r}, 'w')")])
+    job.start()
+    time.sleep(0.3)
+    started = time.perf_counter()
+    job.cancel()
+    assert time.perf_counter() - started < 0.5  # cancel only signals; the GUI thread goes on
+    assert job.state is InstallState.CANCEL_REQUESTED and not job.state.finished
+    assert job.wait(timeout=15) is InstallState.CANCELLED
+    assert time.perf_counter() - started < 10
+    assert not marker.exists() and job.failure is None
+
+
+def test_a_step_that_cannot_start_fails_the_install_in_one_line(tmp_path):
+    job = InstallJob([InstallStep("installing tqdm", (str(tmp_path / "no-python"), "-m", "pip"),
+                                  "reinstall 3D Slicer")])
+    job.start()
+    assert job.state is InstallState.FAILED
+    assert job.failure.startswith("installing tqdm could not start") and "\n" not in job.failure
