@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from DeepOrganSegLib.bundle import ModelMetadata, read_metadata
+from DeepOrganSegLib.model import ModelMetadata, read_metadata
 from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml.install import (TORCH_REQUIREMENT, InstallJob, InstallState,

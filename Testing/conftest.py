@@ -16,10 +16,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from DeepOrganSegLib.bundle import LabelSpec, ModelMetadata, Normalization, TaskSpec, save_model
-from DeepOrganSegLib.network import DSN3D, DSNConfig
+from DeepOrganSegLib.model import LabelSpec, ModelMetadata, Normalization, TaskSpec, save_model
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig
 from DeepOrganSegLib.preprocess import normalize_intensities, resample_to_grid, working_grid
-from DeepOrganSegLib.terminology import term_for
+from DeepOrganSegLib.model.terminology import term_for
 from DeepOrganSegLib.volume import Volume
 
 TINY_SPACING_MM = (3.0, 3.0, 3.0)
@@ -124,7 +124,8 @@ def _tiny_model_cache() -> Path:
 
     engine = Path(DeepOrganSegLib.__file__).parent
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    for name in ("network.py", "bundle.py", "preprocess.py", "terminology.py"):
+    for name in ("model/network.py", "model/spec.py", "model/file.py", "preprocess.py",
+                 "model/terminology.py"):
         digest.update((engine / name).read_bytes())
     digest.update(torch.__version__.encode())
     return Path(tempfile.gettempdir()) / "deeporganseg-test-cache" / f"tiny-{digest.hexdigest()[:16]}.safetensors"

@@ -32,8 +32,9 @@ APPLICATION_PACKAGES = {"cli", "phantoms", "mrml"}
 #: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
 SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
-TORCH_FREE = {"bundle", "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine", "mrml.runner",
-              "mrml.install", "resources", "terminology", "labelmap_io", "volume", "validation",
+TORCH_FREE = {"model", "model.file", "model.spec", "model.schema", "model.container",
+              "model.terminology", "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine",
+              "mrml.runner", "mrml.install", "resources", "labelmap_io", "volume", "validation",
               "crf", "crf.parameters", "bodypart", "metrics"}
 
 

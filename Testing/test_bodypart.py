@@ -19,10 +19,10 @@ from DeepOrganSegLib.bodypart.classifier import bundled_classifier, load_classif
 from DeepOrganSegLib.bodypart.profile import (AutoChoice, RegionProfile, RegionRange,
                                               auto_choice, choose_auto_task, region_profile,
                                               viterbi_profile)
-from DeepOrganSegLib.bundle import LoadedModel
+from DeepOrganSegLib.model import LoadedModel
 from DeepOrganSegLib.cli import default_model_path, main
 from DeepOrganSegLib.errors import InputError, ModelFileError
-from DeepOrganSegLib.network import DSN3D
+from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.phantoms import make_phantom
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume, write_volume

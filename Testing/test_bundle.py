@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY_CONFIG, tiny_metadata
-from DeepOrganSegLib.bundle import FORMAT_VERSION, load_model, read_metadata, save_model
+from DeepOrganSegLib.model import FORMAT_VERSION, load_model, read_metadata, save_model
 from DeepOrganSegLib.errors import ModelFileError
-from DeepOrganSegLib.network import DSN3D
+from DeepOrganSegLib.model.network import DSN3D
 
 
 @pytest.fixture()

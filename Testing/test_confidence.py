@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from conftest import TINY_LABELS, ellipsoid_scene, tiny_metadata
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.postprocess import REVIEW_CONFIDENCE, organ_statistics
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import ellipsoid_scene
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import ellipsoid_scene
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import working_grid
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume

@@ -6,7 +6,7 @@ import torch
 
 from DeepOrganSegLib.errors import Cancelled, InputError
 from DeepOrganSegLib.inference import InferenceSettings, activation_bytes, predict, resolve_device
-from DeepOrganSegLib.network import DSN3D, DSNConfig
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig
 from DeepOrganSegLib.progress import CancelToken
 
 CONFIG = DSNConfig(num_classes=4, widths=(4, 8, 16), convs_per_level=(1, 1, 1),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from DeepOrganSegLib.network import DSN3D, DSNConfig, count_parameters
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig, count_parameters
 
 SMALL = DSNConfig(num_classes=4, widths=(4, 8, 16, 32), convs_per_level=(1, 2, 2, 2))
 

@@ -11,8 +11,8 @@ import torch
 from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata
 from test_geometry import _flip_axis, _oblique_copy, _permute_axes
 import SimpleITK as sitk
-from DeepOrganSegLib.bundle import ModelFileError, load_model, read_metadata, save_model
-from DeepOrganSegLib.network import DSN3D
+from DeepOrganSegLib.model import ModelFileError, load_model, read_metadata, save_model
+from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.preprocess import POSITION_SCALE_MM, prepare_image, working_grid
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 
@@ -98,7 +98,7 @@ def test_a_model_file_whose_inputs_disagree_with_its_network_is_refused(tmp_path
 
 @pytest.mark.parametrize("inputs", [["position"], ["image", "image"], ["image", "elevation"]])
 def test_a_model_file_with_unknown_or_misordered_inputs_is_refused(tmp_path, inputs):
-    from DeepOrganSegLib.bundle import ModelMetadata
+    from DeepOrganSegLib.model import ModelMetadata
 
     document = tiny_metadata().to_dict()
     document["inputs"] = inputs

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from DeepOrganSegLib.bundle import load_model  # noqa: E402
+from DeepOrganSegLib.model import load_model  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.resources import default_model_path  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402

@@ -21,7 +21,7 @@ import torch
 
 from conftest import ellipsoid_scene
 from DeepOrganSegLib import cli, labelmap_io, segment
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.errors import Cancelled
 from DeepOrganSegLib.progress import CancelToken

@@ -18,7 +18,7 @@ from typing import Callable
 import pytest
 import torch
 
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.errors import ModelFileError
 

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "DeepOrganSeg" / "Testing" / "Python"))
 
-from DeepOrganSegLib.terminology import (CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT,  # noqa: E402
+from DeepOrganSegLib.model.terminology import (CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT,  # noqa: E402
                                          DICOM_MASTER_CONTEXT, STRUCTURES)
 
 CONTEXT_FILE = ROOT / "DeepOrganSeg" / "Resources" / "Terminology" / CONTEXT_FILE_NAME
@@ -57,7 +57,7 @@ def test_brain_tissues_use_slicers_anatomical_codes_not_the_retired_tissue_ones(
 
 
 def test_the_segment_tag_names_the_context_of_its_structure():
-    from DeepOrganSegLib.bundle import LabelSpec
+    from DeepOrganSegLib.model import LabelSpec
     from DeepOrganSegLib.labelmap_io import terminology_entry
 
     for name, context in (("myocardium", DEEPORGANSEG_CONTEXT), ("liver", DICOM_MASTER_CONTEXT)):

@@ -15,8 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from DeepOrganSegLib.bundle import TaskSpec, load_model, read_metadata, save_model  # noqa: E402
-from DeepOrganSegLib.network import DSN3D  # noqa: E402
+from DeepOrganSegLib.model import TaskSpec, load_model, read_metadata, save_model  # noqa: E402
+from DeepOrganSegLib.model.network import DSN3D  # noqa: E402
 from DeepOrganSegLib.preprocess import prepare_image, working_grid  # noqa: E402
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
 from training.config import TrainConfig, apply_overrides, load_config  # noqa: E402

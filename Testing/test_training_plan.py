@@ -16,8 +16,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from DeepOrganSegLib.bundle import load_model, save_model  # noqa: E402
-from DeepOrganSegLib.network import DSN3D, DSNConfig  # noqa: E402
+from DeepOrganSegLib.model import load_model, save_model  # noqa: E402
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig  # noqa: E402
 from DeepOrganSegLib.resources import default_model_path  # noqa: E402
 from training.config import ConfigError, TrainConfig, load_config  # noqa: E402
 from training.entry import run_script  # noqa: E402

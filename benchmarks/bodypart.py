@@ -27,7 +27,7 @@ import torch
 from DeepOrganSegLib.bodypart.classifier import bundled_classifier
 from DeepOrganSegLib.bodypart.profile import region_profile, viterbi_profile
 from DeepOrganSegLib.bodypart.slices import slice_stack
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.metrics import dice as dice_of
 from DeepOrganSegLib.phantoms import make_phantom

@@ -45,7 +45,7 @@ def segment_in_fresh_process(model: Path, source: Path, output: Path) -> tuple[f
 def stage_split(model_path: Path, volume: Volume) -> dict:
     """Seconds in stage 1 and stage 2 and the organ box's share of the working grid."""
     from DeepOrganSegLib import cascade
-    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.model import load_model
     from DeepOrganSegLib.preprocess import working_grid
 
     model = load_model(model_path)

@@ -243,7 +243,7 @@ def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, objec
     no other post-processing, so that only the CRF differs."""
     from dataclasses import replace
 
-    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.model import load_model
     from DeepOrganSegLib.metrics import dice
     from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 
@@ -375,7 +375,7 @@ def main() -> None:
         return
 
     if args.model:
-        from DeepOrganSegLib.bundle import read_metadata
+        from DeepOrganSegLib.model import read_metadata
         from DeepOrganSegLib.crf.parameters import CRFParameters
 
         crf = CRFParameters().to_dict()

@@ -5,7 +5,7 @@ Targets:
 * ``model``: a valid model file (the tiny test model, trained here in seconds unless ``--model``
   is given) mutated by bit flips, truncations, byte insertions, edits of the safetensors header
   (tensor dtypes, shapes, offsets) and random JSON values put anywhere in the DeepOrganSeg
-  metadata; fed to ``bundle.read_metadata`` and ``bundle.load_model``.
+  metadata; fed to ``model.read_metadata`` and ``model.load_model``.
 * ``volume``: NRRD, MHA and NIfTI files whose header fields (sizes, spacings, directions, pixel
   types, encodings, NIfTI dims/pixdim/datatype/scaling/qform/sform) take hostile values, with
   too little, enough or too much data; fed to ``volume.read_volume`` and
@@ -227,7 +227,7 @@ def run_worker(target: str, seconds: float, seed: int, timeout_s: int, model: st
     from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
     from hypothesis import strategies as st
 
-    from DeepOrganSegLib.bundle import load_model, read_metadata
+    from DeepOrganSegLib.model import load_model, read_metadata
     from DeepOrganSegLib.errors import DeepOrganSegError
     from DeepOrganSegLib.segment import check_input_volume
     from DeepOrganSegLib.volume import read_volume

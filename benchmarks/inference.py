@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from DeepOrganSegLib.bundle import load_model
+from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.metrics import dice

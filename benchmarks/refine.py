@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "DeepOrganSeg")]
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from DeepOrganSegLib.bundle import load_model  # noqa: E402
+from DeepOrganSegLib.model import load_model  # noqa: E402
 from DeepOrganSegLib.cli import default_model_path  # noqa: E402
 from DeepOrganSegLib.crf.parameters import CRFParameters  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402

@@ -10,7 +10,7 @@ sys.path[:0] = [str(ROOT / "DeepOrganSeg"), str(ROOT / "DeepOrganSeg" / "Testing
 import numpy as np, slicer
 from DeepOrganSegLib.volume import Volume, write_volume
 from DeepOrganSegLib.mrml import nodes as mrml
-from DeepOrganSegLib.bundle import read_metadata
+from DeepOrganSegLib.model import read_metadata
 from DeepOrganSegLib.resources import default_model_path
 import DeepOrganSegTestBodies as bodies
 scene = slicer.vtkMRMLScene(); slicer.mrmlScene = scene

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from DeepOrganSegLib.network import DSN3D, DSNConfig  # noqa: E402
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig  # noqa: E402
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss  # noqa: E402
 
 TASK_CHANNELS = {"abdomen-ct": list(range(10))}  # background + 9 organs of the 19 outputs

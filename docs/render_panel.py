@@ -145,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from DeepOrganSegLib.bundle import read_metadata
+    from DeepOrganSegLib.model import read_metadata
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice
     from PySide6.QtUiTools import QUiLoader
     from PySide6.QtWidgets import QApplication

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from DeepOrganSegLib.bundle import INPUT_CHANNELS, Normalization, input_channel_count
+from DeepOrganSegLib.model import INPUT_CHANNELS, Normalization, input_channel_count
 from DeepOrganSegLib.errors import DeepOrganSegError, InputError
-from DeepOrganSegLib.network import DSNConfig
+from DeepOrganSegLib.model.network import DSNConfig
 
 __all__ = ["ConfigError", "SourceConfig", "TaskConfig", "OptimizerConfig", "ScheduleConfig",
            "DataConfig", "PriorConfig", "TrainConfig", "load_config", "apply_overrides"]

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from DeepOrganSegLib.bundle import INPUT_CHANNELS, input_channel_count
+from DeepOrganSegLib.model import INPUT_CHANNELS, input_channel_count
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.volume import Volume, read_volume

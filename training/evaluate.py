@@ -29,7 +29,7 @@ if not __package__:  # run as a script: make ``import training`` work
 
 import numpy as np
 
-from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
+from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import Volume, read_volume

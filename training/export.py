@@ -5,7 +5,7 @@
 
 The metadata is complete: architecture, patch size, per task its modality, spacing,
 normalisation and labels (union values, display names, colours and SNOMED CT codes from
-``DeepOrganSegLib.terminology``), default CRF parameters (when ``DeepOrganSegLib.crf`` exists)
+``DeepOrganSegLib.model.terminology``), default CRF parameters (when ``DeepOrganSegLib.crf`` exists)
 and provenance (data, steps, validation metrics, command, date).
 """
 
@@ -22,12 +22,12 @@ from typing import Sequence
 if not __package__:  # run as a script: make ``import training`` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from DeepOrganSegLib.bundle import (LabelSpec, LoadedModel, ModelMetadata, StageSpec, TaskSpec,
+from DeepOrganSegLib.model import (LabelSpec, LoadedModel, ModelMetadata, StageSpec, TaskSpec,
                                     save_model)
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
-from DeepOrganSegLib.network import DSN3D
-from DeepOrganSegLib.terminology import term_for
+from DeepOrganSegLib.model.network import DSN3D
+from DeepOrganSegLib.model.terminology import term_for
 from training.config import SourceConfig, TrainConfig
 from training.entry import run_script
 from training.prior import load_stage1, stage1_spacings

@@ -32,10 +32,10 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
-from DeepOrganSegLib.bundle import Normalization
+from DeepOrganSegLib.model import Normalization
 from DeepOrganSegLib.errors import InputError
-from DeepOrganSegLib.network import DSNConfig
-from DeepOrganSegLib.terminology import canonical_name
+from DeepOrganSegLib.model.network import DSNConfig
+from DeepOrganSegLib.model.terminology import canonical_name
 
 from .data import read_header, read_msd_folder, read_nnunet_folder
 
@@ -224,7 +224,7 @@ def plan_config(folder: str | Path, *, task_name: str | None = None, start: str 
     values (one line each). ``start``: ``"scratch"`` or the path of a model file to fine-tune
     (its architecture, inputs and, for the same modality, spacing and normalisation are
     kept). ``spacing_mm`` overrides the planned working spacing."""
-    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.model import load_model
 
     data = fingerprint(folder)
     notes = [f"data set {data.name}: {data.format} folder {data.folder}, {data.cases} cases, "

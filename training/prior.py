@@ -113,7 +113,7 @@ def stage1_view(metadata):
 def load_stage1(path: str):
     """Stage 1 of model file ``path`` (:func:`stage1_view`) as a ``LoadedModel``, in eval mode
     on CPU."""
-    from DeepOrganSegLib.bundle import LoadedModel, load_model
+    from DeepOrganSegLib.model import LoadedModel, load_model
 
     model = load_model(path)
     if model.stage1 is None:
@@ -126,7 +126,7 @@ def stage1_spacings(config) -> dict[str, tuple[float, float, float]]:
     ``config.prior.stage1_model`` (a stage-1 model file or a cascade, :func:`stage1_view`);
     an InputError when it has no stage 1 for these tasks and labels (it must know every task and
     give every label the value the config gives it)."""
-    from DeepOrganSegLib.bundle import read_metadata
+    from DeepOrganSegLib.model import read_metadata
     from DeepOrganSegLib.errors import InputError, ModelFileError
 
     path = config.prior.stage1_model

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-crf", action="store_true")
     args = parser.parse_args(argv)
 
-    from DeepOrganSegLib.bundle import load_model
+    from DeepOrganSegLib.model import load_model
     from DeepOrganSegLib.qc import save_overlay_png
     from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 

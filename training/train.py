@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
-from DeepOrganSegLib.network import DSN3D
+from DeepOrganSegLib.model.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
 from training.data import (CaseCache, PatchBatchDataset, assemble_inputs, cached_sample, check_data,
@@ -403,7 +403,7 @@ def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> lis
     did. Anything else is an InputError."""
     from dataclasses import replace
 
-    from DeepOrganSegLib.bundle import input_channel_count, load_model
+    from DeepOrganSegLib.model import input_channel_count, load_model
 
     model = load_model(model_path)
     names = {label.value: label.name for task in model.metadata.tasks for label in task.labels}

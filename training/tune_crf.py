@@ -35,7 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from DeepOrganSegLib.bundle import LoadedModel, TaskSpec, load_model
+from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.cascade import network_probabilities

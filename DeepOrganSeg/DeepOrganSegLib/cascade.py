@@ -20,7 +20,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from .bundle import INPUT_CHANNELS, LoadedModel, TaskSpec
+from .model import INPUT_CHANNELS, LoadedModel, TaskSpec
 from .inference import InferenceSettings, Prediction, predict
 from .preprocess import WorkingGrid, prepare_image, probabilities_on_grid, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
@@ -127,7 +127,7 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
                              cast(Region, tuple(slice(0, n) for n in grid.shape)))
 
     stage1 = metadata.stage1
-    assert stage1 is not None  # model.stage1 is built from it (bundle.load_model)
+    assert stage1 is not None  # model.stage1 is built from it (model.file.load_model)
     coarse = working_grid(volume, stage1.spacing_for(task.name))
     coarse_input = prepare_image(volume, task, coarse, stage1.inputs)
     first = predict(model.stage1, torch.from_numpy(coarse_input), channels,

@@ -36,7 +36,7 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
              model_path: str | Path | None = None, crf: bool = True, device: str = "auto",
              progress=None, cancel: CancelToken | None = None) -> dict:
     """Generate, segment, write and score one phantom; returns the ``stats.json`` document."""
-    from .bundle import load_model
+    from .model import load_model
     from .resources import default_model_path
     from .inference import InferenceSettings
     from .labelmap_io import check_outputs_spare_inputs, write_labelmap

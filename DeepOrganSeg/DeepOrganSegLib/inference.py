@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .devices import DEVICES
 from .errors import InputError
-from .network import DSN3D
+from .model.network import DSN3D
 from .progress import CancelToken, ProgressFunction, no_progress
 
 __all__ = ["InferenceSettings", "Prediction", "predict", "resolve_device", "activation_bytes"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .bundle import LabelSpec
+from .model import LabelSpec
 from .errors import InputError
 from .volume import Volume, write_atomically
 
@@ -105,7 +105,7 @@ def terminology_entry(label: LabelSpec) -> str:
     def coded(code: dict | None) -> str:
         return "^".join((code["scheme"], code["code"], code["meaning"])) if code else "^^"
 
-    from .terminology import DICOM_MASTER_CONTEXT
+    from .model.terminology import DICOM_MASTER_CONTEXT
 
     snomed = label.snomed
     return (f"{snomed.get('context') or DICOM_MASTER_CONTEXT}~"

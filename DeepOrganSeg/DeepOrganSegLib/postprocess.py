@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from .bundle import LabelSpec
+from .model import LabelSpec
 from .volume import Volume
 
 __all__ = ["keep_largest_component", "fill_holes", "OrganStatistics", "organ_statistics"]

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .bundle import Normalization, TaskSpec
+from .model import Normalization, TaskSpec
 from .errors import InputError
 from .volume import Volume
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .bundle import Normalization
+from .model import Normalization
 from .crf.meanfield import _bounding_box, dense_crf
 from .crf.parameters import CRFParameters
 from .errors import InputError

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .bodypart.profile import AutoChoice, auto_choice
-from .bundle import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
+from .model import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .cascade import network_probabilities
 from .inference import InferenceSettings, resolve_device

@@ -22,7 +22,7 @@ import numpy as np
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .bundle import TaskSpec
+    from .model import TaskSpec
     from .volume import Volume
 
 __all__ = ["available_memory_bytes", "check_readable_size", "check_geometry",

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bundle import _get, _read_header, _require, check_format
+from ..model.container import read_header
+from ..model.schema import check_format, get_field, require
 from ..errors import ModelFileError
 from ..resources import bundled_file
 from ..volume import Volume, write_atomically
@@ -88,20 +89,20 @@ class ClassifierMetadata:
     @classmethod
     def from_dict(cls, data: Any) -> "ClassifierMetadata":
         version = check_format(data, FORMAT, FORMAT_VERSION, "body-part classifier")
-        architecture = _get(data, "architecture", dict, "")
-        _require(architecture.get("name") == "BodyPartNet", "architecture.name",
+        architecture = get_field(data, "architecture", dict, "")
+        require(architecture.get("name") == "BodyPartNet", "architecture.name",
                  "must be 'BodyPartNet'")
-        widths = _get(architecture, "widths", list, "architecture")
-        _require(0 < len(widths) <= 6 and all(isinstance(w, int) and 0 < w <= 512 for w in widths),
+        widths = get_field(architecture, "widths", list, "architecture")
+        require(0 < len(widths) <= 6 and all(isinstance(w, int) and 0 < w <= 512 for w in widths),
                  "architecture.widths", "must be 1..6 integers in 1..512")
-        regions = _get(data, "regions", list, "")
-        _require(tuple(regions) == REGIONS, "regions", f"must be {list(REGIONS)}")
-        _require(data.get("modalities") == list(MODALITIES), "modalities",
+        regions = get_field(data, "regions", list, "")
+        require(tuple(regions) == REGIONS, "regions", f"must be {list(REGIONS)}")
+        require(data.get("modalities") == list(MODALITIES), "modalities",
                  f"must be {list(MODALITIES)}")
-        _require(data.get("modality_features") == list(INTENSITY_FEATURES), "modality_features",
+        require(data.get("modality_features") == list(INTENSITY_FEATURES), "modality_features",
                  f"must be {list(INTENSITY_FEATURES)}")
         return cls(tuple(widths), tuple(regions),
-                   SliceGeometry.from_dict(_get(data, "slices", dict, ""), "slices"),
+                   SliceGeometry.from_dict(get_field(data, "slices", dict, ""), "slices"),
                    data.get("provenance") or {}, version)
 
 
@@ -156,7 +157,7 @@ def load_classifier(path: str | os.PathLike) -> BodyPartClassifier:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such body-part classifier file")
-    header, _ = _read_header(path)
+    header, _ = read_header(path)
     raw = (header.get("__metadata__") or {}).get(_METADATA_KEY)
     if not isinstance(raw, str):
         raise ModelFileError(f"{path}: safetensors file without DeepOrganSeg metadata")

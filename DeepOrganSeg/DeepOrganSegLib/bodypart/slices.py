@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..bundle import _get, _numbers, _require
+from ..model.schema import get_field, numbers, require
 from ..errors import InputError
 from ..preprocess import WorkingGrid, resample_to_grid, working_grid
 from ..volume import Volume
@@ -37,14 +37,14 @@ class SliceGeometry:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "slices") -> "SliceGeometry":
-        size = _get(data, "size", int, where)
-        context = _get(data, "context", int, where)
-        _require(8 <= size <= 512, f"{where}.size", "must be in 8..512")
-        _require(0 <= context <= 4, f"{where}.context", "must be in 0..4")
-        pixel, slice_mm = _numbers([data.get("pixel_mm"), data.get("slice_mm")], 2,
+        size = get_field(data, "size", int, where)
+        context = get_field(data, "context", int, where)
+        require(8 <= size <= 512, f"{where}.size", "must be in 8..512")
+        require(0 <= context <= 4, f"{where}.context", "must be in 0..4")
+        pixel, slice_mm = numbers([data.get("pixel_mm"), data.get("slice_mm")], 2,
                                    f"{where}.pixel_mm/slice_mm", positive=True)
-        low, high = _numbers(data.get("percentiles"), 2, f"{where}.percentiles")
-        _require(0 <= low < high <= 100, f"{where}.percentiles", "must be 0 <= low < high <= 100")
+        low, high = numbers(data.get("percentiles"), 2, f"{where}.percentiles")
+        require(0 <= low < high <= 100, f"{where}.percentiles", "must be 0 <= low < high <= 100")
         return cls(size, pixel, slice_mm, context, (low, high))
 
 

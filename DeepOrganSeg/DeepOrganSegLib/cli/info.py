@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
     """Print the model file's description (reads the metadata only, not the weights)."""
-    from ..bundle import read_metadata
+    from ..model import read_metadata
 
     path = Path(args.model) if args.model else default_model_path()
     metadata = read_metadata(path)

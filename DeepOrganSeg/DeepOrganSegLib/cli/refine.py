@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     import numpy as np
     import SimpleITK as sitk
 
-    from ..bundle import load_model
+    from ..model import load_model
     from ..crf.parameters import CRFParameters
     from ..labelmap_io import (REMOVE_OFFSET, check_output_path, check_outputs_spare_inputs,
                                write_labelmap)

@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _available_tasks(model: str | None) -> tuple[str, ...]:
     """The tasks of ``--model`` (or the bundled model); the standard three without one."""
-    from ..bundle import read_metadata
+    from ..model import read_metadata
 
     try:
         path = Path(model) if model else default_model_path()

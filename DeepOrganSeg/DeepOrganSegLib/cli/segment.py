@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
     """Check every output location, read, segment (with the out-of-memory fallback), write."""
-    from ..bundle import load_model
+    from ..model import load_model
     from ..inference import InferenceSettings
     from ..labelmap_io import check_free_space, check_output_path, check_outputs_spare_inputs
     from ..segment import (SegmentationOptions, StagedProgress, check_input_volume,

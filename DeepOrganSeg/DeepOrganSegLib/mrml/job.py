@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import slicer
 
-from ..bundle import LabelSpec, read_metadata
+from ..model import LabelSpec, read_metadata
 from ..devices import DEVICES
 from ..errors import DeepOrganSegError, InputError
 from ..volume import Volume, read_volume, write_volume

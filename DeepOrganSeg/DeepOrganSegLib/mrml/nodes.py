@@ -19,10 +19,10 @@ import slicer.util
 import vtk
 from vtk.util import numpy_support
 
-from ..bundle import LabelSpec
+from ..model import LabelSpec
 from ..errors import InputError
 from ..labelmap_io import terminology_entry
-from ..terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
+from ..model.terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
 from ..volume import Volume, grid_differences
 
 __all__ = [

@@ -32,7 +32,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ..bundle import LabelSpec
+from ..model import LabelSpec
 from ..errors import InputError
 from ..labelmap_io import REMOVE_OFFSET
 from ..volume import read_volume, write_volume

@@ -26,7 +26,7 @@ import slicer.util
 import vtk
 from vtk.util import numpy_support
 
-from DeepOrganSegLib.bundle import read_metadata
+from DeepOrganSegLib.model import read_metadata
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.metrics import dice  # Dice of two masks, 1.0 when both are empty
 from DeepOrganSegLib.mrml.job import (RunState, SegmentationFailed, SegmentationJob,
