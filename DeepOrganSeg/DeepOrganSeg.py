@@ -40,6 +40,7 @@ from DeepOrganSegLib.mrml.nodes import hand_drawn_matches, load_terminology_cont
 from DeepOrganSegLib.mrml.refine import RefinementSession, RefineJob
 from DeepOrganSegLib.mrml.runner import (TERMINATE_GRACE_S, bundled_models, probe_cuda,
                                          slicer_python)
+from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions
 from DeepOrganSegLib.resources import user_model_folder, user_models
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
@@ -592,12 +593,13 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("These segments you made have an organ's name: {names}.\n\nReplace them "
               "with the new result? (No keeps them and adds the new segments beside them.)"
               ).format(names=", ".join(mine)), _("Replace your segments?"))
+        options = SegmentationOptions(
+            task=parameters.task, inference=InferenceSettings(device=parameters.device.value),
+            crf=parameters.useCrf, crf_overrides=self._crfChanges(),
+            organs=organs if task and len(organs) < len(task.labels) else None)
         request = SegmentationRequest(
             input_volume=parameters.inputVolume, model=Path(parameters.model),
-            output_segmentation=parameters.outputSegmentation, task=parameters.task,
-            device=parameters.device.value, crf=parameters.useCrf,
-            crf_parameters=self._crfChanges(),
-            organs=organs if task and len(organs) < len(task.labels) else (),
+            output_segmentation=parameters.outputSegmentation, options=options,
             show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn,
             keep_for_refinement=parameters.keepForRefinement)
         self._closeRefinement()

@@ -177,3 +177,14 @@ def test_modules_loaded_into_slicers_process_import_where_torch_cannot():
     result = subprocess.run([sys.executable, "-c", code], cwd=ENGINE.parent, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_every_engine_package_is_installed_by_pyproject():
+    """A package missing from ``[tool.setuptools] packages`` works in the source tree and in an
+    editable install, and is absent from a wheel: the command line would fail on import."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((ENGINE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(("DeepOrganSegLib", *path.parent.relative_to(ENGINE).parts))
+               for path in ENGINE.rglob("__init__.py") if "__pycache__" not in path.parts}
+    assert listed == on_disk

@@ -25,6 +25,7 @@ from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.errors import Cancelled
 from DeepOrganSegLib.progress import CancelToken
+from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
 from DeepOrganSegLib.volume import read_volume, write_volume
 
@@ -158,7 +159,7 @@ def test_cuda_out_of_memory_falls_back_to_smaller_tiles_then_cpu(monkeypatch, fa
     monkeypatch.setattr(segment, "segment_volume", fake_segment_volume)
     events = []
     model = SimpleNamespace(network=torch.nn.Linear(1, 1))
-    options = SegmentationOptions(inference=segment.InferenceSettings(
+    options = SegmentationOptions(inference=InferenceSettings(
         device="cuda", memory_budget_bytes=1_000_000_000))
     result = segment.segment_with_fallback(None, model, options,
                                            lambda *event: events.append(event), CancelToken())

@@ -537,6 +537,7 @@ def test_slicer_logic_refuses_bad_volume_and_leaves_scene_unchanged(tiny_model_p
     from DeepOrganSegLib.mrml.job import (SegmentationFailed, SegmentationRequest,
                                           run_segmentation)
     from DeepOrganSegLib.mrml.nodes import add_volume_node
+    from DeepOrganSegLib.options import SegmentationOptions
 
     array, message = SLICER_CASES[case]
     scene = slicer.vtkMRMLScene()
@@ -544,7 +545,8 @@ def test_slicer_logic_refuses_bad_volume_and_leaves_scene_unchanged(tiny_model_p
     node = add_volume_node(scene, Volume(array, spacing=(2.0, 2.0, 3.0)), case)
     before = scene_snapshot(scene)
     with pytest.raises(SegmentationFailed) as failed:
-        run_segmentation(SegmentationRequest(node, tiny_model_path, task="abdomen-ct"),
+        run_segmentation(SegmentationRequest(node, tiny_model_path,
+                                             options=SegmentationOptions(task="abdomen-ct")),
                          sys.executable)
     failure = failed.value.failure
     assert failure.exit_code == 2 and message in failure.message, failure

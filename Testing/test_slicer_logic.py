@@ -29,6 +29,7 @@ from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
 from DeepOrganSegLib.mrml import runner  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.mrml.job import SegmentationJob, run_segmentation  # noqa: E402
+from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
 
 
@@ -178,9 +179,10 @@ def test_progress_lines_are_parsed_and_chatter_ignored():
 
 def test_segment_command_passes_every_choice():
     command = runner.segment_command(
-        "in.nrrd", "out.nrrd", "stats.json", model="m.safetensors", task="abdomen-ct",
-        device="cpu", crf=True, crf_parameters={"iterations": 3, "theta_alpha_mm": 12.5},
-        organs=("liver", "spleen"), python="PythonSlicer")
+        "in.nrrd", "out.nrrd", "stats.json", model="m.safetensors", options=SegmentationOptions(
+            task="abdomen-ct", inference=InferenceSettings(device="cpu"), crf=True,
+            crf_overrides={"iterations": 3, "theta_alpha_mm": 12.5}, organs=("liver", "spleen")),
+        python="PythonSlicer")
     assert command[:4] == ["PythonSlicer", "-m", "DeepOrganSegLib.cli", "segment"]
     assert command[command.index("--progress") + 1] == "json"
     assert command[command.index("--stats") + 1] == "stats.json"
@@ -188,7 +190,8 @@ def test_segment_command_passes_every_choice():
     assert "iterations=3" in command and "theta_alpha_mm=12.5" in command
     assert command[command.index("--organs") + 1:][:2] == ["liver", "spleen"]
     no_crf = runner.segment_command("in.nrrd", "out.nrrd", "s.json", model="m",
-                                    crf=False, crf_parameters={"iterations": 3})
+                                    options=SegmentationOptions(crf=False,
+                                                                crf_overrides={"iterations": 3}))
     assert "--no-crf" in no_crf and "--crf-param" not in no_crf and "--organs" not in no_crf
 
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "T
 
 from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
+from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.mrml.job import RunState, SegmentationRequest, run_segmentation  # noqa: E402
 from DeepOrganSegLib.mrml.nodes import add_volume_node, node_ijk_to_ras  # noqa: E402
 from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: E402
@@ -33,7 +34,8 @@ def refinable(scene, tiny_model_path, tmp_path):
     """A run of the tiny model on an ellipsoid abdomen that kept what refinement needs."""
     image, truth = ellipsoid_scene(seed=5)
     volume = add_volume_node(scene, image, "CT")
-    job = run_segmentation(SegmentationRequest(volume, tiny_model_path, task="abdomen-ct",
+    job = run_segmentation(SegmentationRequest(volume, tiny_model_path,
+                                               options=SegmentationOptions(task="abdomen-ct"),
                                                keep_for_refinement=True), sys.executable,
                            temporary_root=tmp_path)
     session = RefinementSession.of(job)

@@ -72,15 +72,15 @@ def make_phantom_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np.n
     from DeepOrganSegLib.crf.parameters import CRFParameters
     from DeepOrganSegLib.phantoms import make_phantom
 
-    spacing_zyx = SPACING_ZYX.get(shape, (2.0, 2.0, 2.0))
-    phantom = make_phantom("abdomen-ct", seed, shape=shape, spacing=spacing_zyx[::-1],
+    spacing_kji = SPACING_ZYX.get(shape, (2.0, 2.0, 2.0))
+    phantom = make_phantom("abdomen-ct", seed, shape=shape, spacing=spacing_kji[::-1],
                            contrast_phase="portal-venous")
     labels = phantom.labels.array.astype(np.int64)
     labels[labels > 2] = 0  # 1 liver, 2 spleen, everything else background
     image = (np.clip(phantom.image.array, -1000, 1000) - 40.0) / 350.0
     return {"image": image.astype(np.float32), "labels": labels.astype(np.uint8),
             "probabilities": _noisy_prediction(labels, np.random.default_rng(seed)),
-            "spacing_zyx": np.array(spacing_zyx),
+            "spacing_kji": np.array(spacing_kji),
             "crf": np.array(json.dumps(CRFParameters().to_dict()))}
 
 
@@ -97,7 +97,7 @@ def make_ellipsoid_scene(shape: tuple[int, int, int], seed: int) -> dict[str, np
     image = means[labels] + rng.normal(0.0, 20.0, shape).astype(np.float32)
     return {"image": image.astype(np.float32), "labels": labels.astype(np.uint8),
             "probabilities": _noisy_prediction(labels, rng),
-            "spacing_zyx": np.array((1.0, 1.0, 1.0)), "crf": np.array(json.dumps(ELLIPSOID_CRF))}
+            "spacing_kji": np.array((1.0, 1.0, 1.0)), "crf": np.array(json.dumps(ELLIPSOID_CRF))}
 
 
 SCENES = {"phantom": make_phantom_scene, "ellipsoids": make_ellipsoid_scene}
@@ -118,7 +118,7 @@ def run_deeporganseg(scene: dict[str, np.ndarray]) -> np.ndarray:
     from DeepOrganSegLib.crf.meanfield import dense_crf
 
     q = dense_crf(torch.from_numpy(scene["probabilities"]), torch.from_numpy(scene["image"]),
-                  tuple(scene["spacing_zyx"]), scene_parameters(scene))
+                  tuple(scene["spacing_kji"]), scene_parameters(scene))
     return q.max(0).indices.numpy()  # (torch's argmax over dim 0 is several times slower)
 
 
@@ -127,7 +127,7 @@ def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     params = scene_parameters(scene)
     shape = scene["image"].shape
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    positions = grid * scene["spacing_zyx"].astype(np.float32)[:, None]
+    positions = grid * scene["spacing_kji"].astype(np.float32)[:, None]
     appearance = np.concatenate([positions / params.appearance_spatial_mm,
                                  scene["image"].reshape(1, -1) / params.appearance_intensity])
     return (np.ascontiguousarray(appearance, dtype=np.float32),
@@ -159,7 +159,7 @@ def run_simplecrf(scene: dict[str, np.ndarray]) -> np.ndarray:
     low, high = float(image.min()), float(image.max())
     levels = 255.0 / max(high - low, 1e-6)
     quantised = np.round((image - low) * levels).astype(np.uint8)[..., None]
-    spacing = scene["spacing_zyx"]
+    spacing = scene["spacing_kji"]
     param = {
         "MaxIterations": float(params.iterations),
         "PosW": params.smoothness_weight,

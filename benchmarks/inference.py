@@ -84,7 +84,7 @@ def compare_with_monai(model_path: Path, repeats: int, volume: str) -> dict:
     model = load_model(model_path)
     task = model.metadata.tasks[0]
     channels = [0] + [label.value for label in task.labels]
-    patch_kji = tuple(model.metadata.patch_size[::-1])
+    patch_kji = model.metadata.patch_size_kji
     shape = (160, 256, 256)
     hounsfield, masks = (working_grid_volume(shape, task.spacing_mm) if volume == "working-grid"
                          else (ct_like_volume(shape), None))

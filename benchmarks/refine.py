@@ -35,7 +35,7 @@ from training.evaluate import _truth_in_model_values, iter_cases  # noqa: E402
 STROKE_RADIUS_MM = 4.0
 
 
-def next_stroke(truth: np.ndarray, predicted: np.ndarray, spacing_zyx: tuple[float, ...]
+def next_stroke(truth: np.ndarray, predicted: np.ndarray, spacing_kji: tuple[float, ...]
                 ) -> tuple[str, np.ndarray] | None:
     """Where a user would paint next: ("add" | "remove", stroke mask), or None if no error."""
     errors = {"add": truth & ~predicted, "remove": predicted & ~truth}
@@ -51,10 +51,10 @@ def next_stroke(truth: np.ndarray, predicted: np.ndarray, spacing_zyx: tuple[flo
     if best is None or best[1].sum() < 20:
         return None
     kind, part = best
-    depth = ndimage.distance_transform_edt(part, sampling=spacing_zyx)
+    depth = ndimage.distance_transform_edt(part, sampling=spacing_kji)
     k, j, i = np.unravel_index(int(np.argmax(depth)), part.shape)
     jj, ii = np.ogrid[: part.shape[1], : part.shape[2]]
-    disc = ((jj - j) * spacing_zyx[1]) ** 2 + ((ii - i) * spacing_zyx[2]) ** 2 <= STROKE_RADIUS_MM ** 2
+    disc = ((jj - j) * spacing_kji[1]) ** 2 + ((ii - i) * spacing_kji[2]) ** 2 <= STROKE_RADIUS_MM ** 2
     stroke = np.zeros(part.shape, bool)
     stroke[k] = disc & part[k]  # one axial slice, never outside the error it corrects
     return kind, stroke

@@ -431,7 +431,7 @@ def stage1_case_prior(image: np.ndarray, task: TaskConfig, config: TrainConfig, 
     coarse_input = F.interpolate(source[None], size=coarse, mode="area")[0]
     channels = config.task_channels(task)
     probabilities = predict(stage1.network, coarse_input, channels,
-                            tuple(stage1.metadata.patch_size[::-1]),
+                            stage1.metadata.patch_size_kji,
                             InferenceSettings(device="cpu")).main
     coarse_prior = (probabilities[1:].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return CoarsePrior(coarse_prior, tuple(image.shape[1:]))

@@ -71,7 +71,7 @@ class CaseOutputs:
     sides: list[torch.Tensor]
     truth: np.ndarray
     scored: list[int]
-    spacing_zyx: tuple[float, float, float]
+    spacing_kji: tuple[float, float, float]
 
 
 def parameter_grid(modality: str) -> list[CRFParameters]:
@@ -118,7 +118,7 @@ def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:
     unary = case.probabilities
     if params.side_output_weights:
         unary = fuse_side_outputs(unary, case.sides, params.side_output_weights)
-    refined = dense_crf_roi(unary, case.image, case.spacing_zyx, params)
+    refined = dense_crf_roi(unary, case.image, case.spacing_kji, params)
     return refined.max(0).indices.numpy()
 
 

@@ -119,7 +119,7 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
     channels = [0] + [label.value for label in task.labels]
     own_inputs = tuple(name for name in metadata.inputs if name != "prior")
     image = prepare_image(volume, task, grid, own_inputs)
-    patch = cast("tuple[int, int, int]", tuple(metadata.patch_size[::-1]))
+    patch = metadata.patch_size_kji
     if model.stage1 is None:
         prediction = predict(model.network, torch.from_numpy(image), channels, patch, settings,
                              progress=progress, cancel=cancel)
@@ -131,7 +131,7 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
     coarse = working_grid(volume, stage1.spacing_for(task.name))
     coarse_input = prepare_image(volume, task, coarse, stage1.inputs)
     first = predict(model.stage1, torch.from_numpy(coarse_input), channels,
-                    cast("tuple[int, int, int]", tuple(stage1.patch_size[::-1])),
+                    stage1.patch_size_kji,
                     replace(settings, side_outputs=False),
                     progress=_scaled(progress, 0.0, STAGE1_SHARE, "stage 1: "), cancel=cancel)
     region = organ_region(first.main, coarse, grid, stage1.margin_mm)

@@ -21,25 +21,10 @@ from torch import Tensor
 from .devices import DEVICES
 from .errors import InputError
 from .model.network import DSN3D
+from .options import InferenceSettings
 from .progress import CancelToken, ProgressFunction, no_progress
 
 __all__ = ["InferenceSettings", "Prediction", "predict", "resolve_device", "activation_bytes"]
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """How to run the network.
-
-    ``memory_budget_bytes`` bounds the activations of one forward pass (tiles are sized to fit);
-    ``overlap`` is the tile overlap as a fraction of the model's patch size; ``amp`` picks the
-    autocast dtype on CUDA ("bf16", "fp16" or "off"); CPU always runs float32.
-    """
-
-    device: str = "auto"
-    memory_budget_bytes: int = 1_500_000_000
-    overlap: float = 0.25
-    amp: str = "bf16"
-    side_outputs: bool = False
 
 
 @dataclass
@@ -157,7 +142,7 @@ def _run_network(network: DSN3D, batch: Tensor, channels: list[int], side_output
     return [torch.softmax(logit[:, channels].float(), dim=1)[0] for logit in logits]
 
 
-def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tuple[int, int, int],
+def predict(network: DSN3D, image: Tensor, channels: list[int], patch_kji: tuple[int, int, int],
             settings: InferenceSettings = InferenceSettings(), *,
             progress: ProgressFunction = no_progress, cancel: CancelToken | None = None
             ) -> Prediction:
@@ -166,7 +151,7 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
 
     ``channels`` are the output channels to keep (background first, then the task's labels);
     the softmax runs over them only, which restricts a multi-task network to one task.
-    ``patch_size`` (k, j, i voxels) sets the overlap margin and the smallest tile.
+    ``patch_kji`` (voxels, array order k, j, i) sets the overlap margin and the smallest tile.
     """
     device = resolve_device(settings.device)
     network = network.to(device).eval()
@@ -183,9 +168,9 @@ def predict(network: DSN3D, image: Tensor, channels: list[int], patch_size: tupl
     divisor = network.config.size_divisor
     shape = tuple(image.shape[1:])
     margin = tuple(max(divisor, round(settings.overlap * p / divisor) * divisor)
-                   for p in patch_size)
+                   for p in patch_kji)
     minimum = tuple(min(math.ceil(s / divisor) * divisor, math.ceil(p / divisor) * divisor)
-                    for s, p in zip(shape, patch_size))
+                    for s, p in zip(shape, patch_kji))
     tile = _choose_tile(shape, network, settings.memory_budget_bytes, settings.side_outputs,
                         divisor, minimum, margin)
     padded = tuple(max(s, t) for s, t in zip(shape, tile))

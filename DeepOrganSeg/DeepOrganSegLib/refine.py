@@ -62,7 +62,7 @@ def scribbles_for(scribble_labels: np.ndarray, value: int) -> Scribbles:
     return Scribbles(scribble_labels == value, scribble_labels == REMOVE_OFFSET + value)
 
 
-def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_zyx: tuple[float, ...],
+def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_kji: tuple[float, ...],
                  intensity_floor: float, reach_mm: float) -> np.ndarray:
     """exp(-Δ²/2(2σ)²) · exp(-d/reach_mm): how much a voxel looks like the strokes (intensity
     median μ, spread σ from their IQR, at least ``intensity_floor``) and how near it lies to
@@ -74,19 +74,19 @@ def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_zyx: tuple[
     likeness = np.exp(-0.5 * ((intensity - mean) / (2 * spread)) ** 2)
     parts, _ = ndimage.label((likeness > LIKENESS_REGION) | strokes)
     region = np.isin(parts, np.unique(parts[strokes]))
-    distance = ndimage.distance_transform_edt(~strokes, sampling=spacing_zyx)
+    distance = ndimage.distance_transform_edt(~strokes, sampling=spacing_kji)
     return np.where(region, likeness * np.exp(-distance / reach_mm), 0.0).astype(np.float32)
 
 
 def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
            channels: list[int], organ: int, scribbles: Scribbles,
-           spacing_zyx: tuple[float, float, float], normalization: Normalization,
+           spacing_kji: tuple[float, float, float], normalization: Normalization,
            crf: CRFParameters = CRFParameters()) -> RefinementResult:
     """Correct organ ``organ`` (a label value) of ``labels`` from ``scribbles``.
 
     ``image`` [k, j, i] in scanner units (HU for CT); ``labels`` uint8 [k, j, i];
     ``probabilities`` [k, j, i, C], channel n being label value ``channels[n]`` (0 first:
-    ``deeporganseg segment --probabilities``); ``spacing_zyx`` mm; ``normalization`` and ``crf``
+    ``deeporganseg segment --probabilities``); ``spacing_kji`` mm; ``normalization`` and ``crf``
     as the model file gives them (θβ is in normalised units)."""
     started = time.perf_counter()
     if organ not in channels[1:]:
@@ -99,7 +99,7 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
                          f"segmentation ({labels.shape}, {len(channels)} channels)")
     target = channels.index(organ)
     region = (labels == organ) | scribbles.add | scribbles.remove
-    box = _bounding_box(torch.from_numpy(region), spacing_zyx, MARGIN_MM)
+    box = _bounding_box(torch.from_numpy(region), spacing_kji, MARGIN_MM)
     intensity = image[box].astype(np.float32)
     normalised = normalize_intensities(intensity.copy(), normalization)
     floor = 10.0 if normalization.kind == "ct" else 0.05 * float(np.subtract(
@@ -108,10 +108,10 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
     add, remove = scribbles.add[box], scribbles.remove[box]
     before = p[target].copy()
     if add.any():
-        p[target] = np.maximum(p[target], 0.95 * _stroke_term(intensity, add, spacing_zyx, floor,
+        p[target] = np.maximum(p[target], 0.95 * _stroke_term(intensity, add, spacing_kji, floor,
                                                               REACH_MM))
     if remove.any():
-        p[target] *= 1.0 - _stroke_term(intensity, remove, spacing_zyx, floor, REMOVE_REACH_MM)
+        p[target] *= 1.0 - _stroke_term(intensity, remove, spacing_kji, floor, REMOVE_REACH_MM)
     others = np.delete(np.arange(len(channels)), target)
     rest = p[others].sum(axis=0)
     # the other classes share what the organ gave up or took, in their old proportions
@@ -122,7 +122,7 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
     clamp = np.full(add.shape, -1, np.int64)
     clamp[remove] = others[np.argmax(p[others][:, remove], axis=0)] if remove.any() else 0
     clamp[add] = target
-    q = dense_crf(torch.from_numpy(p), torch.from_numpy(normalised), spacing_zyx, crf,
+    q = dense_crf(torch.from_numpy(p), torch.from_numpy(normalised), spacing_kji, crf,
                   clamp=torch.from_numpy(clamp))
     winners = np.asarray(channels, np.uint8)[q.argmax(dim=0).numpy()]
     old = labels[box]

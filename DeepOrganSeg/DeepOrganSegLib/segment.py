@@ -17,7 +17,8 @@ from .bodypart.profile import AutoChoice, auto_choice
 from .model import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .cascade import network_probabilities
-from .inference import InferenceSettings, resolve_device
+from .inference import resolve_device
+from .options import SegmentationOptions
 from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
 from .preprocess import WorkingGrid, iter_slabs, resample_probabilities_to, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
@@ -48,23 +49,6 @@ class StagedProgress:
         overall = (done + self.weights[stage] * min(max(fraction, 0.0), 1.0)) / sum(
             self.weights.values())
         self.callback(stage, round(overall, 4), message)
-
-
-@dataclass(frozen=True)
-class SegmentationOptions:
-    """What to segment and how. ``organs``: label names to keep (None = all of the task's)."""
-
-    task: str = "auto"
-    organs: tuple[str, ...] | None = None
-    crf: bool = True
-    crf_overrides: dict = field(default_factory=dict)
-    largest_component: bool = True
-    fill_holes: bool = True
-    keep_probabilities: bool = False
-    inference: InferenceSettings = InferenceSettings()
-    #: Upper bound on the working grid's voxels (after resampling); larger inputs are refused
-    #: with the numbers instead of exhausting memory.
-    max_working_voxels: int = 80_000_000
 
 
 @dataclass

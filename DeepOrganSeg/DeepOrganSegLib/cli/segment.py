@@ -55,16 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
     """Check every output location, read, segment (with the out-of-memory fallback), write."""
     from ..model import load_model
-    from ..inference import InferenceSettings
     from ..labelmap_io import check_free_space, check_output_path, check_outputs_spare_inputs
-    from ..segment import (SegmentationOptions, StagedProgress, check_input_volume,
-                           segment_with_fallback)
+    from ..options import SegmentationOptions
+    from ..segment import StagedProgress, check_input_volume, segment_with_fallback
     from ..volume import read_volume
 
-    if not 0 <= args.overlap < 1:
-        raise InputError(f"--overlap {args.overlap}: must be in [0, 1)")
-    if args.memory_budget_gb <= 0:
-        raise InputError("--memory-budget-gb must be positive")
+    options = SegmentationOptions.from_args(args)  # refuses bad values before any work
     check_outputs_spare_inputs([args.output, args.stats, args.probabilities],
                                [args.input, args.model or default_model_path()])
     output = check_output_path(args.output)
@@ -87,13 +83,6 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     labelmap_bytes = volume.array.size + 65536  # uncompressed uint8 + header: an upper bound
     check_free_space(output, labelmap_bytes)
     staged("load", 1.0, f"{volume.size} voxels, spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
-    options = SegmentationOptions(
-        task=args.task, organs=tuple(args.organs) if args.organs else None, crf=not args.no_crf,
-        crf_overrides=_parse_crf_overrides(args.crf_param),
-        largest_component=not args.no_cleanup, fill_holes=not args.no_cleanup,
-        keep_probabilities=bool(args.probabilities),
-        inference=InferenceSettings(device=args.device, overlap=args.overlap,
-                                    memory_budget_bytes=int(args.memory_budget_gb * 1e9)))
     result = segment_with_fallback(volume, model, options, staged, cancel)
 
     cancel.raise_if_cancelled()
@@ -104,20 +93,6 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     if args.progress != "json":
         _print_statistics(result)
     return EXIT_OK
-
-
-def _parse_crf_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``--crf-param NAME=VALUE`` pairs as a dict; each VALUE is JSON (a number or a list)."""
-    overrides = {}
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator:
-            raise InputError(f"--crf-param {pair}: expected NAME=VALUE")
-        try:
-            overrides[name] = json.loads(value)
-        except json.JSONDecodeError:
-            raise InputError(f"--crf-param {pair}: value is not a number or list") from None
-    return overrides
 
 
 def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,

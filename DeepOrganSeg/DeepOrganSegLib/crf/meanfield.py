@@ -53,7 +53,7 @@ def fuse_side_outputs(main: Tensor, sides: Sequence[Tensor], weights: Sequence[f
     return fused
 
 
-def dense_crf(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float],
+def dense_crf(probabilities: Tensor, image: Tensor, spacing_kji: Sequence[float],
               params: CRFParameters, *, compatibility: Tensor | None = None,
               clamp: Tensor | None = None, progress: ProgressFunction | None = None,
               cancel: CancelToken | None = None) -> Tensor:
@@ -61,7 +61,7 @@ def dense_crf(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float]
     float32 marginals on the same device.
 
     ``image`` is ``[Z, Y, X]`` or ``[F, Z, Y, X]`` (F channels, all with width θβ),
-    ``spacing_zyx`` the voxel size in mm along Z, Y, X. ``compatibility`` ``[C, C]`` is the
+    ``spacing_kji`` the voxel size in mm along Z, Y, X. ``compatibility`` ``[C, C]`` is the
     label-compatibility penalty μ(l, l') (default: Potts, ``1 - I``). ``clamp`` ``[Z, Y, X]``
     int64 holds a known label per voxel (-1 where free): those voxels keep that label and pass it
     on to their neighbours. ``cancel`` is polled between iterations.
@@ -77,7 +77,7 @@ def dense_crf(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float]
 
     unary = probabilities.reshape(num_labels, -1).float().clamp(min=PROBABILITY_FLOOR).log_().neg_()
     report("crf", 0.0, "building the lattice")
-    kernels = _kernels(image, spacing_zyx, params)
+    kernels = _kernels(image, spacing_kji, params)
     q = _clamp_marginals(_softmax_(-unary), clamped, clamp_labels)
     message = torch.empty_like(q)  # Σ_m w_m k_m ∗ Q; buffers are swapped, not reallocated
     for iteration in range(params.iterations):
@@ -98,7 +98,7 @@ def _ignore_progress(stage: str, fraction: float, message: str = "") -> None:
     """The progress function of a caller that gives none."""
 
 
-def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[float],
+def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_kji: Sequence[float],
                   params: CRFParameters, *, margin_mm: float = 10.0,
                   compatibility: Tensor | None = None, clamp: Tensor | None = None,
                   progress: ProgressFunction | None = None,
@@ -112,26 +112,26 @@ def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_zyx: Sequence[fl
         foreground |= clamp.to(probabilities.device) > 0
     refined = probabilities.float().clone()
     if foreground.any():
-        box = _bounding_box(foreground, spacing_zyx, margin_mm)
+        box = _bounding_box(foreground, spacing_kji, margin_mm)
         refined[(slice(None), *box)] = dense_crf(
             probabilities[(slice(None), *box)], _image_channels(image, shape)[(slice(None), *box)],
-            spacing_zyx, params, compatibility=compatibility,
+            spacing_kji, params, compatibility=compatibility,
             clamp=None if clamp is None else clamp[box], progress=progress, cancel=cancel)
     clamped, labels = _clamped_voxels(clamp, shape, len(probabilities), refined.device)
     _clamp_marginals(refined.view(len(refined), -1), clamped, labels)
     return refined
 
 
-def _kernels(image: Tensor, spacing_zyx: Sequence[float],
+def _kernels(image: Tensor, spacing_kji: Sequence[float],
              params: CRFParameters) -> list[tuple[float, _NormalizedKernel]]:
     """(weight, kernel) of the appearance and the smoothness term, leaving out zero weights."""
     kernels: list[tuple[float, _NormalizedKernel]] = []
     if params.appearance_weight > 0:
         kernels.append((params.appearance_weight, _BilateralKernel(
-            image, spacing_zyx, params.appearance_spatial_mm, params.appearance_intensity)))
+            image, spacing_kji, params.appearance_spatial_mm, params.appearance_intensity)))
     if params.smoothness_weight > 0:
         kernels.append((params.smoothness_weight, _SpatialKernel(
-            tuple(image.shape[1:]), spacing_zyx, params.smoothness_spatial_mm, image.device)))
+            tuple(image.shape[1:]), spacing_kji, params.smoothness_spatial_mm, image.device)))
     return kernels
 
 
@@ -167,9 +167,9 @@ class _NormalizedKernel:
 class _BilateralKernel(_NormalizedKernel):
     """Appearance kernel ``exp(-|Δs|² / 2θα² - |ΔI|² / 2θβ²)`` by the permutohedral lattice."""
 
-    def __init__(self, image: Tensor, spacing_zyx: Sequence[float], spatial_mm: float,
+    def __init__(self, image: Tensor, spacing_kji: Sequence[float], spatial_mm: float,
                  intensity: float) -> None:
-        positions = _positions_mm(tuple(image.shape[1:]), spacing_zyx, image.device).div_(spatial_mm)
+        positions = _positions_mm(tuple(image.shape[1:]), spacing_kji, image.device).div_(spatial_mm)
         intensities = image.reshape(len(image), -1).t() / intensity
         features = torch.cat([positions, intensities], 1)
         del positions, intensities
@@ -188,11 +188,11 @@ class _SpatialKernel(_NormalizedKernel):
     """Smoothness kernel ``exp(-|Δs|² / 2θγ²)``, computed exactly (truncated at 3θγ) by separable
     convolution along Z, Y and X."""
 
-    def __init__(self, shape: tuple[int, ...], spacing_zyx: Sequence[float], spatial_mm: float,
+    def __init__(self, shape: tuple[int, ...], spacing_kji: Sequence[float], spatial_mm: float,
                  device: torch.device) -> None:
         self._shape = shape
         self._taps = [_gaussian_taps(spatial_mm / float(spacing), size)
-                      for spacing, size in zip(spacing_zyx, shape)]
+                      for spacing, size in zip(spacing_kji, shape)]
         super().__init__(math.prod(shape), device)
 
     def _normalisation(self, num_points: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -232,10 +232,10 @@ def _convolve_axis(values: Tensor, taps: list[float], axis: int) -> Tensor:
     return out
 
 
-def _positions_mm(shape: tuple[int, ...], spacing_zyx: Sequence[float], device: torch.device) -> Tensor:
+def _positions_mm(shape: tuple[int, ...], spacing_kji: Sequence[float], device: torch.device) -> Tensor:
     """Voxel centres ``[N, 3]`` (z, y, x) in mm, in C order of ``shape``."""
     axes = [torch.arange(n, dtype=torch.float32, device=device) * float(s)
-            for n, s in zip(shape, spacing_zyx)]
+            for n, s in zip(shape, spacing_kji)]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
@@ -284,10 +284,10 @@ def _clamp_marginals(q: Tensor, voxels: Tensor | None, labels: Tensor | None) ->
     return q
 
 
-def _bounding_box(mask: Tensor, spacing_zyx: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
+def _bounding_box(mask: Tensor, spacing_kji: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
     """Slices of the bounding box of ``mask`` grown by ``margin_mm`` (clipped to the grid)."""
     box = []
-    for axis, (size, spacing) in enumerate(zip(mask.shape, spacing_zyx)):
+    for axis, (size, spacing) in enumerate(zip(mask.shape, spacing_kji)):
         occupied = mask.any(dim=[a for a in range(mask.ndim) if a != axis]).nonzero().squeeze(1)
         margin = math.ceil(margin_mm / float(spacing))
         box.append(slice(max(int(occupied[0]) - margin, 0), min(int(occupied[-1]) + 1 + margin, size)))

@@ -213,6 +213,11 @@ class StageSpec:
     def spacing_for(self, task: str) -> tuple[float, float, float]:
         return self.spacing_mm[task]
 
+    @property
+    def patch_size_kji(self) -> tuple[int, int, int]:
+        """``patch_size`` in array (k, j, i) order, as tensors are indexed."""
+        return (self.patch_size[2], self.patch_size[1], self.patch_size[0])
+
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": {"name": self.architecture, "parameters": self.parameters},
                 "patch_size": list(self.patch_size), "inputs": list(self.inputs),
@@ -260,6 +265,11 @@ class ModelMetadata:
     @property
     def input_channels(self) -> int:
         return input_channel_count(self.inputs, self.num_classes)
+
+    @property
+    def patch_size_kji(self) -> tuple[int, int, int]:
+        """``patch_size`` in array (k, j, i) order, as tensors are indexed."""
+        return (self.patch_size[2], self.patch_size[1], self.patch_size[0])
 
     @property
     def stage1_input_channels(self) -> int:

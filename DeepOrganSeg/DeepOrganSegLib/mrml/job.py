@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import slicer
 from ..model import LabelSpec, read_metadata
 from ..devices import DEVICES
 from ..errors import DeepOrganSegError, InputError
+from ..options import SegmentationOptions
 from ..volume import Volume, read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
@@ -71,17 +72,14 @@ class RunState(enum.Enum):
 
 @dataclass
 class SegmentationRequest:
-    """What the user asked for. ``output_segmentation=None``: a new node on success;
-    ``organs`` empty: all organs of the task; ``crf_parameters``: overrides of the model's."""
+    """What the user asked for: the nodes, the engine's options (the very object the engine
+    runs with, sent as its command line) and what to do in the scene.
+    ``output_segmentation=None``: a new node on success."""
 
     input_volume: Any  # MRML nodes (Slicer ships no type stubs)
     model: Path
     output_segmentation: Any = None
-    task: str = "auto"
-    device: str = "auto"
-    crf: bool = True
-    crf_parameters: dict[str, float] = field(default_factory=dict)
-    organs: tuple[str, ...] = ()
+    options: SegmentationOptions = SegmentationOptions()
     show_3d: bool = False
     #: Replace the user's own segments named like an organ (after asking, in the panel);
     #: otherwise they are kept and the new organ segment is added beside them.
@@ -171,20 +169,22 @@ def check_request(request: SegmentationRequest) -> None:
     if node.GetScene() is None:
         raise InputError(f"volume '{node.GetName()}' is not in the scene")
     metadata = read_metadata(request.model)
+    options = request.options
     tasks = {task.name: task for task in metadata.tasks}
-    if request.task != "auto" and request.task not in tasks:
-        raise InputError(f"the model has no task '{request.task}'; choose one of: "
+    if options.task != "auto" and options.task not in tasks:
+        raise InputError(f"the model has no task '{options.task}'; choose one of: "
                          + ", ".join(["auto", *tasks]))
-    if request.organs:
-        if request.task == "auto":
+    if options.organs:
+        if options.task == "auto":
             raise InputError("choose a task to segment a subset of its organs")
-        known = {label.name for label in tasks[request.task].labels}
-        unknown = [organ for organ in request.organs if organ not in known]
+        known = {label.name for label in tasks[options.task].labels}
+        unknown = [organ for organ in options.organs if organ not in known]
         if unknown:
-            raise InputError(f"task '{request.task}' has no organ '{unknown[0]}'; choose from: "
+            raise InputError(f"task '{options.task}' has no organ '{unknown[0]}'; choose from: "
                              + ", ".join(sorted(known)))
-    if request.device not in DEVICES:
-        raise InputError(f"device '{request.device}' is not one of {', '.join(DEVICES)}")
+    device = options.inference.device
+    if device not in DEVICES:
+        raise InputError(f"device '{device}' is not one of {', '.join(DEVICES)}")
     output = request.output_segmentation
     if output is not None:
         if not output.IsA("vtkMRMLSegmentationNode"):
@@ -259,8 +259,7 @@ class SegmentationJob:
         request = self.request
         return segment_command(
             input_path, self._labelmap_path, self._stats_path, model=request.model,
-            task=request.task, device=request.device, crf=request.crf,
-            crf_parameters=request.crf_parameters, organs=request.organs,
+            options=request.options,
             probabilities=self._probabilities_path if request.keep_for_refinement else None,
             python=self.python)
 

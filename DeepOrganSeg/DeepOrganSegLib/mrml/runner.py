@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeepOrganSegError
+from ..options import SegmentationOptions
 from ..progress import ProgressEvent, parse_progress_line
 from ..resources import bundled_models
 
@@ -64,24 +65,15 @@ class EngineFailure:
 
 def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLike,
                     stats_path: str | os.PathLike, *, model: str | os.PathLike,
-                    task: str = "auto", device: str = "auto", crf: bool = True,
-                    crf_parameters: dict[str, float] | None = None,
-                    organs: Sequence[str] = (), probabilities: str | os.PathLike | None = None,
+                    options: SegmentationOptions = SegmentationOptions(),
+                    probabilities: str | os.PathLike | None = None,
                     python: str | os.PathLike = sys.executable) -> list[str]:
-    """The ``deeporganseg segment`` command line for one run, with JSON progress on stdout.
-
-    ``organs`` empty means all organs of the task. ``crf_parameters`` maps CRF parameter names
-    (as in the model's ``crf`` metadata) to values; each becomes ``--crf-param NAME=VALUE``.
+    """The ``deeporganseg segment`` command line for one run, with JSON progress on stdout:
+    the paths, then ``options`` as the command's own flags (:meth:`SegmentationOptions.to_argv`).
     ``probabilities``: also write the class probabilities there (for refinement)."""
     command = [str(python), "-m", "DeepOrganSegLib.cli", "segment", str(input_path),
-               str(output_path), "--model", str(model), "--task", task, "--device", device,
-               "--stats", str(stats_path), "--progress", "json"]
-    if not crf:
-        command.append("--no-crf")
-    for name, value in (crf_parameters or {}).items() if crf else ():
-        command += ["--crf-param", f"{name}={value:g}"]
-    if organs:
-        command += ["--organs", *organs]
+               str(output_path), "--model", str(model), "--stats", str(stats_path),
+               "--progress", "json", *options.to_argv()]
     if probabilities is not None:
         command += ["--probabilities", str(probabilities)]
     return command

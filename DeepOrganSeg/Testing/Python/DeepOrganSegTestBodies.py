@@ -34,6 +34,7 @@ from DeepOrganSegLib.mrml.job import (RunState, SegmentationFailed, Segmentation
 from DeepOrganSegLib.mrml.nodes import (ORGAN_TAG, add_volume_node, hand_drawn_matches,
                                         segment_tag, volume_from_node)
 from DeepOrganSegLib.mrml.runner import engine_environment
+from DeepOrganSegLib.options import SegmentationOptions
 from DeepOrganSegLib.volume import Volume, read_volume, write_volume
 
 __all__ = ["Case", "Context", "PhantomRun", "segment_phantom", "dice", "scene_snapshot",
@@ -235,7 +236,8 @@ def segment_phantom(context: Context) -> PhantomRun:
     else:
         hierarchy.CreateItem(study, volume_node)
     started = time.monotonic()
-    job = context.run(SegmentationRequest(volume_node, context.case.model, task=context.case.task))
+    job = context.run(SegmentationRequest(volume_node, context.case.model,
+                                          options=SegmentationOptions(task=context.case.task)))
     return PhantomRun(volume_node, job, time.monotonic() - started)
 
 
@@ -374,7 +376,7 @@ def test_existing_segmentation_keeps_other_segments(context: Context) -> None:
     assert hand_drawn_matches(node, labels) == [labels[0].display_name]
 
     context.run(SegmentationRequest(volume_node, context.case.model, output_segmentation=node,
-                                    task=context.case.task))
+                                    options=SegmentationOptions(task=context.case.task)))
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 2 + len(labels), "hand-drawn segments stay"
     assert segment_fingerprint(node, tumor) == tumor_before
@@ -385,7 +387,8 @@ def test_existing_segmentation_keeps_other_segments(context: Context) -> None:
     tumor_before = segment_fingerprint(node, tumor)
     liver_before = segment_fingerprint(node, liver)
     context.run(SegmentationRequest(volume_node, context.case.model, output_segmentation=node,
-                                    task=context.case.task, replace_hand_drawn=True))
+                                    options=SegmentationOptions(task=context.case.task),
+                                    replace_hand_drawn=True))
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1 + len(labels)
     assert segment_fingerprint(node, tumor) == tumor_before
@@ -398,7 +401,8 @@ def test_existing_segmentation_keeps_other_segments(context: Context) -> None:
         node, segmentation.GetNthSegmentID(i)) for i in range(segmentation.GetNumberOfSegments())}
     last = labels[-1]
     context.run(SegmentationRequest(volume_node, context.case.model, output_segmentation=node,
-                                    task=context.case.task, organs=(last.name,)))
+                                    options=SegmentationOptions(task=context.case.task,
+                                                                organs=(last.name,))))
     assert segmentation.GetNumberOfSegments() == 1 + len(labels), "no duplicates on a re-run"
     for segment_id, fingerprint in after_first_run.items():
         if segment_tag(segmentation.GetSegment(segment_id), ORGAN_TAG) != last.name:
@@ -413,7 +417,8 @@ def test_cancelled_run_leaves_scene_unchanged(context: Context) -> None:
     node, _, _ = _segmentation_with_hand_drawn_segments(context, volume_node)
     before = scene_snapshot(context.scene)
     job = context.start(SegmentationRequest(volume_node, context.case.model,
-                                            output_segmentation=node, task=context.case.task))
+                                            output_segmentation=node,
+                                            options=SegmentationOptions(task=context.case.task)))
     _wait_until_running(job)
     engine_pid = job.engine_pid
     cancelled_at = time.monotonic()
@@ -437,7 +442,7 @@ def test_failing_run_leaves_scene_unchanged(context: Context) -> None:
     before = scene_snapshot(context.scene)
     try:
         context.run(SegmentationRequest(volume_node, damaged, output_segmentation=node,
-                                        task=context.case.task))
+                                        options=SegmentationOptions(task=context.case.task)))
     except SegmentationFailed as error:
         failure, job = error.failure, error.job
     else:
@@ -460,10 +465,12 @@ def test_bad_requests_are_refused_before_any_work(context: Context) -> None:
     model = context.case.model
     refused = {
         "labelmap input": SegmentationRequest(labelmap, model),
-        "unknown task": SegmentationRequest(volume_node, model, task="no-such-task"),
-        "subset with auto": SegmentationRequest(volume_node, model, organs=("liver",)),
-        "unknown organ": SegmentationRequest(volume_node, model, task=context.case.task,
-                                             organs=("no_such_organ",)),
+        "unknown task": SegmentationRequest(
+            volume_node, model, options=SegmentationOptions(task="no-such-task")),
+        "subset with auto": SegmentationRequest(
+            volume_node, model, options=SegmentationOptions(organs=("liver",))),
+        "unknown organ": SegmentationRequest(volume_node, model, options=SegmentationOptions(
+            task=context.case.task, organs=("no_such_organ",))),
         "other transform": SegmentationRequest(volume_node, model, output_segmentation=elsewhere),
         "missing model": SegmentationRequest(volume_node, context.workdir / "missing.safetensors"),
     }
@@ -484,7 +491,7 @@ def test_input_deleted_during_a_run_fails_and_imports_nothing(context: Context) 
     FAILED, saying so, and no segmentation appears in an orphan node."""
     volume_node = _add_case_volume(context, "Deleted CT")
     job = context.start(SegmentationRequest(volume_node, context.case.model,
-                                            task=context.case.task))
+                                            options=SegmentationOptions(task=context.case.task)))
     _wait_until_running(job)
     context.scene.RemoveNode(volume_node)
     before = scene_snapshot(context.scene)
@@ -499,7 +506,7 @@ def test_input_moved_during_a_run_fails_and_imports_nothing(context: Context) ->
     fails with the reason and the scene keeps what it had."""
     volume_node = _add_case_volume(context, "Moved CT")
     job = context.start(SegmentationRequest(volume_node, context.case.model,
-                                            task=context.case.task))
+                                            options=SegmentationOptions(task=context.case.task)))
     _wait_until_running(job)
     origin = volume_node.GetOrigin()
     volume_node.SetOrigin(origin[0] + 25.0, origin[1], origin[2])
