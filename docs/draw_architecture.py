@@ -64,12 +64,13 @@ def main() -> int:
             axes.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
                           arrowprops=dict(arrowstyle="->", color="#9aa5b1", lw=0.7,
                                           shrinkA=2, shrinkB=2))
-    applications = ({name.split(".")[0] for name in APPLICATIONS | SLICER_SIDE}
-                    | APPLICATION_PACKAGES) - {"mrml"}
+    slicer_side = {name.split(".")[0] for name in SLICER_SIDE}
+    applications = ({name.split(".")[0] for name in APPLICATIONS} | APPLICATION_PACKAGES
+                    ) - slicer_side
     packages = {name.split(".")[0] for name in _modules() if "." in name}
     for node, (x, y) in position.items():
-        colour = ("#f6c7a8" if node in SLICER_SIDE or node == "runner" else "#f3e3a1"
-                  if node in applications else "#b9d7f0" if node in packages else "#dde7d3")
+        colour = ("#f6c7a8" if node in slicer_side else "#f3e3a1" if node in applications
+                  else "#b9d7f0" if node in packages else "#dde7d3")
         axes.text(x, y, node + ("/" if node in packages else ""), ha="center",
                   va="center", fontsize=10,
                   bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#52606d"))
@@ -77,8 +78,9 @@ def main() -> int:
                   max(x for x, _ in position.values()) + 1)
     axes.set_ylim(-0.7, max(depth.values()) + 0.7)
     axes.axis("off")
-    axes.set_title("DeepOrganSegLib: modules by import depth (arrows: imports; green core, blue "
-                   "packages, yellow applications, orange Slicer side)", fontsize=11)
+    axes.set_title("DeepOrganSegLib: modules and packages by import depth (arrows: imports; "
+                   "green core modules, blue core packages, yellow applications, orange the "
+                   "Slicer side)", fontsize=11)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(OUT, dpi=110, bbox_inches="tight")
     print(f"wrote {OUT}")
