@@ -34,7 +34,7 @@ SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
 TORCH_FREE = {"model", "model.file", "model.spec", "model.schema", "model.container",
               "model.terminology", "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine",
-              "mrml.runner", "mrml.install", "resources", "labelmap_io", "volume", "validation",
+              "mrml.runner", "mrml.install", "resources", "labelmap_io", "volume", "volume_io", "validation",
               "crf", "crf.parameters", "bodypart", "metrics"}
 
 

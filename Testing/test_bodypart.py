@@ -25,7 +25,8 @@ from DeepOrganSegLib.errors import InputError, ModelFileError
 from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.phantoms import make_phantom
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
-from DeepOrganSegLib.volume import Volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import write_volume
 
 ALL_TASKS = ("abdomen-ct", "heart-mr", "brain-mr")
 INVESALIUS = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from conftest import ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.volume import read_volume, write_volume
+from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.postprocess import REVIEW_CONFIDENCE, organ_statistics
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
-from DeepOrganSegLib.volume import Volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import write_volume
 
 
 def test_confidence_is_the_mean_largest_probability_inside_each_organ():

@@ -10,7 +10,8 @@ from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import working_grid
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
-from DeepOrganSegLib.volume import Volume, read_volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ellipsoid_scene
 from DeepOrganSegLib.cli import main
-from DeepOrganSegLib.volume import write_volume
+from DeepOrganSegLib.volume_io import write_volume
 
 
 @pytest.fixture()

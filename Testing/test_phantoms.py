@@ -19,7 +19,7 @@ from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIO
                                       hvsmr_labels, make_phantom, merge_labels)
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
 from DeepOrganSegLib.phantoms import variants as variants_module
-from DeepOrganSegLib.volume import read_volume
+from DeepOrganSegLib.volume_io import read_volume
 
 SMALL = {"abdomen-ct": (40, 64, 64), "heart-mr": (40, 48, 48), "brain-mr": (40, 48, 48),
          "body-ct": (96, 40, 40)}

@@ -9,7 +9,7 @@ from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.labelmap_io import REMOVE_OFFSET
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.refine import Scribbles, refine
-from DeepOrganSegLib.volume import write_volume
+from DeepOrganSegLib.volume_io import write_volume
 
 CHANNELS = [0, 1, 2]  # background, liver, spleen (the scene's values)
 
@@ -89,7 +89,7 @@ def segment_run(tiny_model_path, tmp_path):
 
 def test_the_refine_command_writes_the_corrected_labelmap(segment_run, tiny_model_path,
                                                           tmp_path):
-    from DeepOrganSegLib.volume import read_volume
+    from DeepOrganSegLib.volume_io import read_volume
 
     image, truth, source, segmentation, probabilities = segment_run
     strokes = np.where(_disc_strokes(truth.array, 2), 2, 0).astype(np.uint8)

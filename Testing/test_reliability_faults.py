@@ -27,7 +27,7 @@ from DeepOrganSegLib.errors import Cancelled
 from DeepOrganSegLib.progress import CancelToken
 from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
-from DeepOrganSegLib.volume import read_volume, write_volume
+from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 

@@ -24,7 +24,8 @@ import SimpleITK as sitk
 from conftest import ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.volume import Volume, read_volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 # ---------------------------------------------------------------------------------------------
 # Makers of bad inputs: each writes into ``folder`` and returns the path to give the CLI.
@@ -308,7 +309,7 @@ def test_corrupt_files_never_crash_the_interpreter(inputs, tmp_path):
     script = textwrap.dedent("""
         import sys
         from DeepOrganSegLib.errors import InputError
-        from DeepOrganSegLib.volume import read_volume
+        from DeepOrganSegLib.volume_io import read_volume
         for path in sys.argv[1:]:
             try:
                 read_volume(path)

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from inference import ct_like_volume  # noqa: E402
 
-from DeepOrganSegLib.volume import Volume, write_volume  # noqa: E402
+from DeepOrganSegLib.volume import Volume  # noqa: E402
+from DeepOrganSegLib.volume_io import write_volume
 
 _MEASURE = """
 import resource, subprocess, sys, time

@@ -230,7 +230,7 @@ def run_worker(target: str, seconds: float, seed: int, timeout_s: int, model: st
     from DeepOrganSegLib.model import load_model, read_metadata
     from DeepOrganSegLib.errors import DeepOrganSegError
     from DeepOrganSegLib.segment import check_input_volume
-    from DeepOrganSegLib.volume import read_volume
+    from DeepOrganSegLib.volume_io import read_volume
 
     folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
     valid = _valid_model(model, folder).read_bytes() if target == "model" else b""

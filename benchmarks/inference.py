@@ -33,7 +33,8 @@ from DeepOrganSegLib.cli import default_model_path
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import prepare_image, working_grid
-from DeepOrganSegLib.volume import Volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import write_volume
 
 
 def working_grid_volume(shape_kji: tuple[int, int, int], spacing_mm: tuple[float, float, float],

@@ -26,7 +26,8 @@ from DeepOrganSegLib.errors import InputError  # noqa: E402
 from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder  # noqa: E402
 from DeepOrganSegLib.qc import save_overlay_png  # noqa: E402
-from DeepOrganSegLib.volume import Volume, write_atomically  # noqa: E402
+from DeepOrganSegLib.volume import Volume  # noqa: E402
+from DeepOrganSegLib.volume_io import write_atomically
 
 CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window (HU)

@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "DeepOrganSeg"), str(ROOT / "DeepOrganSeg" / "Testing" / "Python")]
 import numpy as np, slicer
-from DeepOrganSegLib.volume import Volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import write_volume
 from DeepOrganSegLib.mrml import nodes as mrml
 from DeepOrganSegLib.model import read_metadata
 from DeepOrganSegLib.resources import default_model_path

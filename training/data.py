@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 from DeepOrganSegLib.model import INPUT_CHANNELS, input_channel_count
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
-from DeepOrganSegLib.volume import Volume, read_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import read_volume
 
 from .config import SourceConfig, TaskConfig, TrainConfig
 from .prior import CoarsePrior, coarse_factors, perturbed_prior, stage1_spacings

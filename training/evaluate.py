@@ -32,7 +32,8 @@ import numpy as np
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
-from DeepOrganSegLib.volume import Volume, read_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import read_volume
 from training.data import read_msd_folder, read_nnunet_folder
 from training.entry import run_script
 from training.metrics import organ_metrics

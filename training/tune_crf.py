@@ -43,7 +43,7 @@ from DeepOrganSegLib.inference import InferenceSettings
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
-from DeepOrganSegLib.volume import write_atomically
+from DeepOrganSegLib.volume_io import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
 

@@ -42,7 +42,7 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
     from .labelmap_io import check_outputs_spare_inputs, write_labelmap
     from .phantoms import make_phantom
     from .segment import SegmentationOptions, StagedProgress, segment_volume
-    from .volume import write_atomically, write_volume
+    from .volume_io import write_atomically, write_volume
 
     if kind not in DEMO_KINDS:
         raise InputError(f"--kind {kind}: choose one of {', '.join(DEMO_KINDS)}")

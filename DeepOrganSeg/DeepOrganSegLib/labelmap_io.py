@@ -16,7 +16,8 @@ import SimpleITK as sitk
 
 from .model import LabelSpec
 from .errors import InputError
-from .volume import Volume, write_atomically
+from .volume import Volume
+from .volume_io import write_atomically
 
 __all__ = ["REMOVE_OFFSET", "LABELMAP_SUFFIXES", "check_output_path",
            "check_outputs_spare_inputs",

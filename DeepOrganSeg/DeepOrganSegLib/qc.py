@@ -15,7 +15,8 @@ from typing import cast
 import numpy as np
 import SimpleITK as sitk
 
-from .volume import Volume, write_atomically
+from .volume import Volume
+from .volume_io import write_atomically
 
 __all__ = ["save_overlay_png", "default_colors"]
 

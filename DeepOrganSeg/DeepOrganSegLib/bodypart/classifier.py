@@ -19,7 +19,8 @@ from ..model.container import read_header
 from ..model.schema import check_format, get_field, require
 from ..errors import ModelFileError
 from ..resources import bundled_file
-from ..volume import Volume, write_atomically
+from ..volume import Volume
+from ..volume_io import write_atomically
 from . import MODALITIES, REGIONS
 from .slices import INTENSITY_FEATURES, SliceGeometry, SliceStack, slice_stack
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..phantoms import KINDS, PHASES, make_phantom
 from ..progress import CancelToken, ProgressFunction, no_progress
-from ..volume import write_volume
+from ..volume_io import write_volume
 
 __all__ = ["add_parser", "run"]
 

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     from ..labelmap_io import (REMOVE_OFFSET, check_output_path, check_outputs_spare_inputs,
                                write_labelmap)
     from ..refine import refine, scribbles_for
-    from ..volume import Volume, read_volume
+    from ..volume import Volume
+    from ..volume_io import read_volume
 
     model_path = args.model or default_model_path()
     check_outputs_spare_inputs([args.output], [args.input, args.segmentation, args.scribbles,

@@ -45,7 +45,7 @@ def _available_tasks(model: str | None) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
     """Classify the slices, build the regions document, print it."""
-    from ..volume import read_volume
+    from ..volume_io import read_volume
 
     classifier = (load_classifier(args.classifier) if args.classifier else bundled_classifier())
     if classifier is None:

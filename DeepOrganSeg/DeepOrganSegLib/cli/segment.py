@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     from ..labelmap_io import check_free_space, check_output_path, check_outputs_spare_inputs
     from ..options import SegmentationOptions
     from ..segment import StagedProgress, check_input_volume, segment_with_fallback
-    from ..volume import read_volume
+    from ..volume_io import read_volume
 
     options = SegmentationOptions.from_args(args)  # refuses bad values before any work
     check_outputs_spare_inputs([args.output, args.stats, args.probabilities],
@@ -100,7 +100,7 @@ def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
     """The labelmap, then the probabilities and statistics asked for: all or nothing, a failure
     or cancel removes the outputs already written."""
     from ..labelmap_io import write_labelmap
-    from ..volume import write_atomically, write_probabilities
+    from ..volume_io import write_atomically, write_probabilities
 
     specs = [s.label for s in result.statistics]
     written = []

@@ -19,7 +19,7 @@ CANCEL_GRACE_S = 1.0
 
 def hard_exit() -> None:
     """Exit now with code 3, deleting the temporary files of writes in progress."""
-    from ..volume import remove_pending_temporaries
+    from ..volume_io import remove_pending_temporaries
 
     remove_pending_temporaries()
     sys.stderr.write("error: cancelled by the user\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFileError
-from ..volume import write_atomically
+from ..volume_io import write_atomically
 from .container import check_header_shapes, read_header
 from .schema import require
 from .spec import STAGE1_PREFIX, ModelMetadata

@@ -39,7 +39,8 @@ from ..model import LabelSpec, read_metadata
 from ..devices import DEVICES
 from ..errors import DeepOrganSegError, InputError
 from ..options import SegmentationOptions
-from ..volume import Volume, read_volume, write_volume
+from ..volume import Volume
+from ..volume_io import read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)

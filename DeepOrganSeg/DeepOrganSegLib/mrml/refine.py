@@ -35,7 +35,7 @@ from vtk.util import numpy_support
 from ..model import LabelSpec
 from ..errors import InputError
 from ..labelmap_io import REMOVE_OFFSET
-from ..volume import read_volume, write_volume
+from ..volume_io import read_volume, write_volume
 from .job import KeptRun, SegmentationJob
 from .nodes import (check_same_grid, in_scene, matrix_array, node_ijk_to_ras, segment_tag,
                     volume_from_node)

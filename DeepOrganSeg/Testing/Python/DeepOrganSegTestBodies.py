@@ -35,7 +35,8 @@ from DeepOrganSegLib.mrml.nodes import (ORGAN_TAG, add_volume_node, hand_drawn_m
                                         segment_tag, volume_from_node)
 from DeepOrganSegLib.mrml.runner import engine_environment
 from DeepOrganSegLib.options import SegmentationOptions
-from DeepOrganSegLib.volume import Volume, read_volume, write_volume
+from DeepOrganSegLib.volume import Volume
+from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 __all__ = ["Case", "Context", "PhantomRun", "segment_phantom", "dice", "scene_snapshot",
            "process_group_is_gone",
