@@ -21,9 +21,8 @@ sys.path.insert(0, str(ROOT))
 from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata  # noqa: E402
 from test_geometry import _flip_axis, _oblique_copy  # noqa: E402
 from DeepOrganSegLib import cascade  # noqa: E402
-from DeepOrganSegLib.model import (ModelFileError, StageSpec, load_model,  # noqa: E402
-                                    read_metadata, save_model)
-from DeepOrganSegLib.errors import InputError  # noqa: E402
+from DeepOrganSegLib.errors import InputError, ModelFileError  # noqa: E402
+from DeepOrganSegLib.model import StageSpec, load_model, read_metadata, save_model  # noqa: E402
 from DeepOrganSegLib.inference import InferenceSettings, Prediction  # noqa: E402
 from DeepOrganSegLib.model.network import DSN3D  # noqa: E402
 from DeepOrganSegLib.preprocess import WorkingGrid, working_grid  # noqa: E402

@@ -11,7 +11,8 @@ import torch
 from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata
 from test_geometry import _flip_axis, _oblique_copy, _permute_axes
 import SimpleITK as sitk
-from DeepOrganSegLib.model import ModelFileError, load_model, read_metadata, save_model
+from DeepOrganSegLib.errors import ModelFileError
+from DeepOrganSegLib.model import load_model, read_metadata, save_model
 from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.preprocess import POSITION_SCALE_MM, prepare_image, working_grid
 from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
