@@ -39,6 +39,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from DeepOrganSegLib.devices import TRAINING_DEVICES
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.inference import InferenceSettings, predict
 from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from a model file's weights (fine-tuning): 'bundled' (the "
                              "default with --data), a .safetensors path, or 'scratch'. Labels "
                              "are matched by name; new labels start fresh")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--device", default="auto", choices=TRAINING_DEVICES)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache-workers", type=int, default=1,
                         help="processes that pre-process cases into the cache")

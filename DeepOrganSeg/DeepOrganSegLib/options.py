@@ -9,13 +9,15 @@ name. Torch-free: the Slicer module builds these in Slicer's own process.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .devices import DEVICES
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["InferenceSettings", "SegmentationOptions"]
 
