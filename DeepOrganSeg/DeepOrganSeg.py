@@ -32,7 +32,7 @@ from slicer.util import VTKObservationMixin
 from DeepOrganSegLib.model import ModelMetadata, read_metadata
 from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 from DeepOrganSegLib.errors import ModelFileError
-from DeepOrganSegLib.mrml.install import (TORCH_REQUIREMENT, InstallJob, InstallState,
+from DeepOrganSegLib.mrml.install import (TORCH_REQUIREMENT, InstallJob,
                                           install_steps, missing_requirements, read_requirements)
 from DeepOrganSegLib.mrml.job import (RunState, SegmentationJob, SegmentationRequest,
                                       run_segmentation)
@@ -571,11 +571,11 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onInstalled(self, job: InstallJob) -> None:
         self._onInstallProgress(job)
-        if job.state is InstallState.DONE:
+        if job.state is RunState.DONE:
             with slicer.util.tryWithErrorDisplay(_("Segmentation could not start.")):
                 self._startSegmentation()
             self._updateSegmentButton()
-        elif job.state is InstallState.FAILED:
+        elif job.state is RunState.FAILED:
             slicer.util.errorDisplay(_("Installing Python packages failed: {message}").format(
                 message=job.failure), detailedText=job.details)
 
@@ -958,7 +958,7 @@ class DeepOrganSegTest(ScriptedLoadableModuleTest):
         if missing:
             self.delayDisplay(f"installing {', '.join(missing)}")
             install = logic.installRequirements(missing, waitForCompletion=True)
-            self.assertIs(install.state, InstallState.DONE, install.failure)
+            self.assertIs(install.state, RunState.DONE, install.failure)
         bodies = self._testBodies()
         context = self._context(bodies)
         for check in bodies.TESTS_ON_CONTEXT:

@@ -12,9 +12,10 @@ import time
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
-from DeepOrganSegLib.mrml.install import (LIGHT_THE_TORCH, InstallJob, InstallState,
+from DeepOrganSegLib.mrml.install import (LIGHT_THE_TORCH, InstallJob,
                                           InstallStep, install_steps, missing_requirements,
                                           read_requirements)
+from DeepOrganSegLib.mrml.runner import RunState
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Resources" / "requirements.txt"
 
@@ -61,7 +62,7 @@ def test_an_install_runs_its_steps_one_after_the_other_and_polling_never_blocks(
     job = InstallJob([
         python_step(f"import time; time.sleep(0.5); open({str(marker)!r}, 'a').write('1')"),
         python_step(f"open({str(marker)!r}, 'a').write('2')")])
-    assert job.state is InstallState.IDLE and job.fraction == 0.0
+    assert job.state is RunState.IDLE and job.fraction == 0.0
     job.start()
     slowest_poll = 0.0
     while not job.state.finished:
@@ -69,7 +70,7 @@ def test_an_install_runs_its_steps_one_after_the_other_and_polling_never_blocks(
         job.poll()
         slowest_poll = max(slowest_poll, time.perf_counter() - started)
         time.sleep(0.02)
-    assert job.state is InstallState.DONE, job.failure
+    assert job.state is RunState.DONE, job.failure
     assert marker.read_text() == "12"
     assert job.fraction == 1.0 and job.failure is None
     assert slowest_poll < 0.5  # a GUI timer's poll, not a wait on the child
@@ -83,7 +84,7 @@ def test_a_failing_step_ends_the_install_with_pips_error_line_and_what_to_do(tmp
                     "installing tqdm>=99"),
         python_step(f"open({str(marker)!r}, 'w')")])
     job.start()
-    assert job.wait(timeout=60) is InstallState.FAILED
+    assert job.wait(timeout=60) is RunState.FAILED
     assert job.failure.startswith("installing tqdm>=99 failed (ERROR: No matching distribution "
                                   "found for tqdm>=99)")
     assert job.failure.endswith("do it by hand") and "\n" not in job.failure
@@ -100,8 +101,8 @@ def test_a_cancelled_install_stops_its_child_at_once_and_installs_nothing_furthe
     started = time.perf_counter()
     job.cancel()
     assert time.perf_counter() - started < 0.5  # cancel only signals; the GUI thread goes on
-    assert job.state is InstallState.CANCEL_REQUESTED and not job.state.finished
-    assert job.wait(timeout=15) is InstallState.CANCELLED
+    assert job.state is RunState.CANCEL_REQUESTED and not job.state.finished
+    assert job.wait(timeout=15) is RunState.CANCELLED
     assert time.perf_counter() - started < 10
     assert not marker.exists() and job.failure is None
 
@@ -110,5 +111,5 @@ def test_a_step_that_cannot_start_fails_the_install_in_one_line(tmp_path):
     job = InstallJob([InstallStep("installing tqdm", (str(tmp_path / "no-python"), "-m", "pip"),
                                   "reinstall 3D Slicer")])
     job.start()
-    assert job.state is InstallState.FAILED
+    assert job.state is RunState.FAILED
     assert job.failure.startswith("installing tqdm could not start") and "\n" not in job.failure

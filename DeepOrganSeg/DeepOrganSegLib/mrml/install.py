@@ -11,7 +11,6 @@ never replaced (they are not listed there). No MRML, no Qt: pytest runs this as 
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .runner import EngineProcess
+from .runner import EngineProcess, RunState
 
-__all__ = ["TORCH_REQUIREMENT", "LIGHT_THE_TORCH", "InstallState", "InstallStep",
+__all__ = ["TORCH_REQUIREMENT", "LIGHT_THE_TORCH", "InstallStep",
            "read_requirements", "missing_requirements", "install_steps", "InstallJob"]
 
 #: The PyTorch the engine needs (``torch.amp`` autocast on CPU and CUDA, ``weights_only`` loads).
@@ -90,21 +89,6 @@ def install_steps(python: str | os.PathLike, missing: Sequence[str]) -> list[Ins
     return steps
 
 
-class InstallState(enum.Enum):
-    """Where an :class:`InstallJob` is. CANCELLED, FAILED and DONE are final."""
-
-    IDLE = "idle"
-    RUNNING = "running"
-    CANCEL_REQUESTED = "cancel requested"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-    DONE = "done"
-
-    @property
-    def finished(self) -> bool:
-        return self in (InstallState.CANCELLED, InstallState.FAILED, InstallState.DONE)
-
-
 class InstallJob:
     """The steps of an install run one after the other in child processes, followed by polling
     like a segmentation (``start``, ``poll``, ``cancel``, ``wait``): ``poll()`` never blocks.
@@ -119,7 +103,7 @@ class InstallJob:
                  process: Callable[..., EngineProcess] = EngineProcess) -> None:
         self.steps = list(steps)
         self.environment = environment
-        self.state = InstallState.IDLE
+        self.state = RunState.IDLE
         self.failure: str | None = None
         self.details = ""
         self._make_process = process
@@ -136,7 +120,7 @@ class InstallJob:
     @property
     def message(self) -> str:
         """What is happening now, for the status line."""
-        if self.state is InstallState.RUNNING:
+        if self.state is RunState.RUNNING:
             return (f"step {self._index + 1}/{len(self.steps)}: "
                     f"{self.steps[self._index].description}")
         return self.failure or self.state.value
@@ -148,15 +132,15 @@ class InstallJob:
         return (self._finished_at or time.monotonic()) - self._started_at
 
     def start(self) -> None:
-        if self.state is not InstallState.IDLE:
+        if self.state is not RunState.IDLE:
             raise RuntimeError("install already started")
         self._started_at = time.monotonic()
-        self.state = InstallState.RUNNING
+        self.state = RunState.RUNNING
         self._start_step()
 
     def _start_step(self) -> None:
         if self._index >= len(self.steps):
-            self._finish(InstallState.DONE)
+            self._finish(RunState.DONE)
             return
         self._process = self._make_process(self.steps[self._index].command,
                                            env=self.environment)
@@ -165,14 +149,14 @@ class InstallJob:
         except OSError as error:
             self._fail(f"{self.steps[self._index].description} could not start ({error})")
 
-    def poll(self) -> InstallState:
+    def poll(self) -> RunState:
         if self.state.finished or self._process is None:
             return self.state
         self._process.poll()
         if not self._process.finished:
             return self.state
-        if self.state is InstallState.CANCEL_REQUESTED:
-            self._finish(InstallState.CANCELLED)
+        if self.state is RunState.CANCEL_REQUESTED:
+            self._finish(RunState.CANCELLED)
         elif self._process.returncode == 0:
             self._index += 1
             self._start_step()
@@ -190,13 +174,13 @@ class InstallJob:
     def cancel(self) -> None:
         """Stop the running step's process tree (SIGTERM, later SIGKILL); nothing further is
         installed. The job is CANCELLED once the process is gone (``poll``)."""
-        if self.state is not InstallState.RUNNING:
+        if self.state is not RunState.RUNNING:
             return
-        self.state = InstallState.CANCEL_REQUESTED
+        self.state = RunState.CANCEL_REQUESTED
         if self._process is not None:
             self._process.cancel()
 
-    def wait(self, timeout: float | None = None, interval: float = 0.1) -> InstallState:
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
         """Poll a started install until it is done (or ``timeout`` seconds passed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.state.finished and (deadline is None or time.monotonic() < deadline):
@@ -207,8 +191,8 @@ class InstallJob:
 
     def _fail(self, message: str) -> None:
         self.failure = message
-        self._finish(InstallState.FAILED)
+        self._finish(RunState.FAILED)
 
-    def _finish(self, state: InstallState) -> None:
+    def _finish(self, state: RunState) -> None:
         self.state = state
         self._finished_at = time.monotonic()

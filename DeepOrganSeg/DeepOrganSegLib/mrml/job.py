@@ -20,7 +20,6 @@ segments are built on the input node's own IJK-to-RAS matrix.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ from ..volume_io import read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)
-from .runner import EngineFailure, EngineProcess, ProgressEvent, segment_command
+from .runner import EngineFailure, EngineProcess, ProgressEvent, RunState, segment_command
 
 __all__ = ["RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
            "SegmentationJob", "SegmentationFailed", "check_request", "run_segmentation"]
@@ -52,23 +51,6 @@ __all__ = ["RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcom
 
 # ---------------------------------------------------------------------------------------------
 # One run: request -> engine subprocess -> segments in the scene.
-
-
-class RunState(enum.Enum):
-    """Where a :class:`SegmentationJob` is. CANCELLED, FAILED and DONE are final."""
-
-    IDLE = "idle"
-    STARTING = "starting"
-    RUNNING = "running"
-    IMPORTING = "importing"
-    CANCEL_REQUESTED = "cancel requested"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-    DONE = "done"
-
-    @property
-    def finished(self) -> bool:
-        return self in (RunState.CANCELLED, RunState.FAILED, RunState.DONE)
 
 
 @dataclass

@@ -17,6 +17,7 @@ the very code Slicer runs: the module only calls :meth:`EngineProcess.poll` from
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from ..options import SegmentationOptions
 from ..progress import ProgressEvent, parse_progress_line
 from ..resources import bundled_models
 
-__all__ = ["ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
+__all__ = ["RunState", "ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
            "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
            "bundled_models", "slicer_python", "LIB_PARENT"]
 
@@ -52,6 +53,24 @@ OUTPUT_DRAIN_S = 2.0
 
 #: How many trailing lines of the engine's stderr are kept for error details.
 STDERR_LINES_KEPT = 200
+
+
+class RunState(enum.Enum):
+    """Where a job followed by polling is (a segmentation, a refinement, a package install: each
+    passes through the states that apply to it). CANCELLED, FAILED and DONE are final."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    IMPORTING = "importing"
+    CANCEL_REQUESTED = "cancel requested"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    DONE = "done"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.CANCELLED, RunState.FAILED, RunState.DONE)
 
 
 @dataclass(frozen=True)
