@@ -18,7 +18,7 @@ import torch
 
 from DeepOrganSegLib.model import LabelSpec, ModelMetadata, Normalization, TaskSpec, save_model
 from DeepOrganSegLib.model.network import DSN3D, DSNConfig
-from DeepOrganSegLib.preprocess import normalize_intensities, resample_to_grid, working_grid
+from DeepOrganSegLib.preprocess import prepare_image, resample_to_grid, working_grid
 from DeepOrganSegLib.model.terminology import term_for
 from DeepOrganSegLib.volume import Volume
 
@@ -77,7 +77,7 @@ def _training_pair(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     where organs are from the distance to the field-of-view border."""
     image, labels = ellipsoid_scene(seed)
     grid = working_grid(image, TINY_SPACING_MM)
-    x = normalize_intensities(resample_to_grid(image, grid, default_value=-1024.0), CT_NORMALIZATION)
+    x = prepare_image(image, tiny_metadata().task("abdomen-ct"), grid)[0]  # as inference does
     y = resample_to_grid(labels, grid, interpolator=sitk.sitkNearestNeighbor, default_value=0)
     margins = np.random.default_rng(seed).integers(0, 9, size=(3, 2))
     x = np.pad(x, margins, constant_values=float(x.min()))
