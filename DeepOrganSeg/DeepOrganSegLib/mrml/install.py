@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .runner import EngineProcess, RunState
+from .runner import EngineProcess, RunState, poll_until_finished
 
 __all__ = ["TORCH_REQUIREMENT", "LIGHT_THE_TORCH", "InstallStep",
            "read_requirements", "missing_requirements", "install_steps", "InstallJob"]
@@ -182,12 +182,7 @@ class InstallJob:
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
         """Poll a started install until it is done (or ``timeout`` seconds passed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.state.finished and (deadline is None or time.monotonic() < deadline):
-            self.poll()
-            if not self.state.finished:
-                time.sleep(interval)
-        return self.state
+        return poll_until_finished(self.poll, timeout, interval)
 
     def _fail(self, message: str) -> None:
         self.failure = message

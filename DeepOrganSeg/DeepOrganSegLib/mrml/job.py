@@ -43,7 +43,8 @@ from ..volume_io import read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)
-from .runner import EngineFailure, EngineProcess, ProgressEvent, RunState, segment_command
+from .runner import (EngineFailure, EngineProcess, ProgressEvent, RunState,
+                     poll_until_finished, segment_command)
 
 __all__ = ["RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
            "SegmentationJob", "SegmentationFailed", "check_request", "run_segmentation"]
@@ -265,12 +266,7 @@ class SegmentationJob:
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
         """Poll until the job is finished (or ``timeout`` seconds passed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.poll().finished:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            time.sleep(interval)
-        return self.state
+        return poll_until_finished(self.poll, timeout, interval)
 
     @property
     def engine_pid(self) -> int | None:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,8 @@ from ..options import SegmentationOptions
 from ..progress import ProgressEvent, parse_progress_line
 from ..resources import bundled_models
 
-__all__ = ["RunState", "ProgressEvent", "EngineFailure", "parse_progress_line", "segment_command",
+__all__ = ["RunState", "poll_until_finished", "ProgressEvent", "EngineFailure",
+           "parse_progress_line", "segment_command",
            "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
            "bundled_models", "slicer_python", "LIB_PARENT"]
 
@@ -71,6 +72,18 @@ class RunState(enum.Enum):
     @property
     def finished(self) -> bool:
         return self in (RunState.CANCELLED, RunState.FAILED, RunState.DONE)
+
+
+def poll_until_finished(poll: Callable[[], RunState], timeout: float | None = None,
+                        interval: float = 0.1) -> RunState:
+    """Call ``poll`` until the state it returns is final (or ``timeout`` seconds passed), with
+    ``interval`` seconds between calls: how scripts and tests wait for a job the GUI polls."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not (state := poll()).finished:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    return state
 
 
 @dataclass(frozen=True)
