@@ -19,6 +19,10 @@ from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIO
                                       hvsmr_labels, make_phantom, merge_labels)
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
 from DeepOrganSegLib.phantoms import variants as variants_module
+from DeepOrganSegLib.phantoms.appearance import BOWEL_CONTRAST_SHARE, tissue_means
+from DeepOrganSegLib.phantoms.artefacts import BEAM_HARDENING_SHARE, add_dense_object_artefacts
+from DeepOrganSegLib.phantoms.geometry import Grid
+from DeepOrganSegLib.phantoms.labels import TISSUE_ID
 from DeepOrganSegLib.volume_io import read_volume
 
 SMALL = {"abdomen-ct": (40, 64, 64), "heart-mr": (40, 48, 48), "brain-mr": (40, 48, 48),
@@ -482,7 +486,8 @@ def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
 VARIANT_ORGANS = {"splenomegaly": ("spleen",), "hepatomegaly": ("liver",),
                   "no_gallbladder": ("gallbladder",), "no_right_kidney": ("right_kidney",),
                   "no_left_kidney": ("left_kidney",),
-                  "renal_cysts": ("right_kidney", "left_kidney")}
+                  "renal_cysts": ("right_kidney", "left_kidney"),
+                  "ascites": (), "surgical_clips": (), "spinal_fixation": ()}
 
 
 @pytest.mark.parametrize("seed", [2, 5, 13, 35])  # each variant at least once in these four
@@ -544,3 +549,89 @@ def test_variants_are_drawn_at_their_documented_prevalences():
     one_kidney = np.mean([any(n.startswith("no_") and n.endswith("kidney") for n in names)
                           for names in drawn])
     assert one_kidney == pytest.approx(variants_module.ONE_KIDNEY, abs=0.01)
+
+
+#: The tissue each finding paints (it replaces unlabelled tissue only).
+FINDING_TISSUES = {"ascites": "ascites", "spinal_fixation": "metal"}
+
+
+@pytest.mark.parametrize("seed, finding", [(11, "ascites"), (26, "spinal_fixation")])
+def test_findings_change_the_image_and_never_the_labels(seed, finding):
+    case = make_phantom("abdomen-ct", seed, shape=(48, 80, 80))
+    textbook = make_phantom("abdomen-ct", seed, shape=(48, 80, 80), variants=False)
+    assert case.info["variants"] == [finding]
+    assert np.array_equal(case.labels.array, textbook.labels.array)
+    tissue = TISSUE_ID[FINDING_TISSUES[finding]]
+    assert (case.tissues.array == tissue).any() and not (textbook.tissues.array == tissue).any()
+    assert not np.array_equal(case.image.array, textbook.image.array)
+
+
+def test_ascites_is_water_dense_free_fluid_against_the_liver():
+    case = make_phantom("abdomen-ct", 11, contrast_phase="portal-venous")
+    fluid = case.tissues.array == TISSUE_ID["ascites"]
+    assert fluid.sum() * case.labels.voxel_volume_ml >= 20.0  # mL
+    assert not case.labels.array[fluid].any()  # in no organ
+    assert -15.0 <= float(np.median(case.image.array[fluid])) <= 45.0  # HU: water, not fat
+    liver = case.labels.array == 1
+    assert (ndi.binary_dilation(liver, iterations=2) & fluid).any()  # perihepatic
+
+
+def test_metal_streaks_radiate_from_pedicle_screws():
+    case = make_phantom("abdomen-ct", 26, contrast_phase="portal-venous")
+    textbook = make_phantom("abdomen-ct", 26, contrast_phase="portal-venous", variants=False)
+    metal = case.tissues.array == TISSUE_ID["metal"]
+    k = int(np.argmax(metal.sum(axis=(1, 2))))
+    spacing = case.image.spacing
+    from_metal = ndi.distance_transform_edt(~metal[k], sampling=(spacing[1], spacing[0]))
+    same_tissue = case.tissues.array[k] == textbook.tissues.array[k]
+    ring = (from_metal > 15.0) & (from_metal < 45.0) & same_tissue & \
+        (textbook.image.array[k] > -500)
+    difference = case.image.array[k][ring] - textbook.image.array[k][ring]
+    assert ring.sum() > 100 and float(difference.std()) > 30.0  # HU: bright and dark streaks
+    far = (from_metal > 150.0) & same_tissue
+    assert np.abs(case.image.array[k][far] - textbook.image.array[k][far]).mean() < 5.0
+
+
+def test_beam_hardening_darkens_the_line_between_two_large_bones_only():
+    grid = Grid.centred((3, 100, 100), np.array([2.0, 2.0, 2.0]), np.zeros(3))
+    x, y = np.meshgrid(grid.axes()[0], grid.axes()[1])
+    tissue = np.full((3, 100, 100), TISSUE_ID["muscle"], np.uint8)
+    for cx in (-50.0, 50.0):  # two femoral heads, 20 mm radius
+        tissue[:, (x - cx) ** 2 + y ** 2 < 400] = TISSUE_ID["bone_cortical"]
+    image = np.full(tissue.shape, 50.0, np.float32)
+    # the scans whose reconstruction leaves bands (BEAM_HARDENING_SHARE of them) differ at all
+    outputs = (add_dense_object_artefacts(image, tissue, grid, np.random.default_rng(seed))
+               for seed in range(100))
+    out = next(o for o in outputs if not np.array_equal(o, image))
+    between = (np.abs(x) < 20) & (np.abs(y) < 2)
+    beside = (np.abs(x) < 20) & (np.abs(y) > 40)
+    assert float((out - image)[1][between].mean()) < -5.0  # HU
+    assert np.allclose(out[1][beside], image[1][beside], atol=0.01)  # HU
+
+
+def test_beam_hardening_appears_in_its_documented_share_of_scans():
+    grid = Grid.centred((1, 40, 40), np.array([2.0, 2.0, 2.0]), np.zeros(3))
+    tissue = np.full((1, 40, 40), TISSUE_ID["muscle"], np.uint8)
+    tissue[:, 5:15, 5:15] = tissue[:, 25:35, 25:35] = TISSUE_ID["bone_cortical"]
+    image = np.zeros(tissue.shape, np.float32)
+    banded = [not np.array_equal(image, add_dense_object_artefacts(
+        image, tissue, grid, np.random.default_rng(seed))) for seed in range(1000)]
+    assert np.mean(banded) == pytest.approx(BEAM_HARDENING_SHARE, abs=0.05)
+
+
+def test_findings_and_oral_contrast_are_drawn_at_their_documented_prevalences():
+    drawn = [variants_module.draw_variants(np.random.default_rng(seed)) for seed in range(4000)]
+    assert np.mean([v.ascites_mm > 0 for v in drawn]) == pytest.approx(variants_module.ASCITES,
+                                                                       abs=0.015)
+    assert all(v.surgical_clips == 0 for v in drawn if v.gallbladder)
+    after_cholecystectomy = [v.surgical_clips > 0 for v in drawn if not v.gallbladder]
+    assert np.mean(after_cholecystectomy) == pytest.approx(
+        variants_module.CLIPS_AFTER_CHOLECYSTECTOMY, abs=0.08)
+    assert np.mean([v.fixation_levels > 0 for v in drawn]) == pytest.approx(
+        variants_module.SPINAL_FIXATION, abs=0.01)
+    contrast = [tissue_means("abdomen-ct", "portal-venous", np.random.default_rng(seed))
+                for seed in range(1000)]
+    flagged = [means[TISSUE_ID["bowel_content"]] for means, _, info in contrast
+               if info["bowel_contrast"]]
+    assert len(flagged) / len(contrast) == pytest.approx(BOWEL_CONTRAST_SHARE, abs=0.04)
+    assert min(flagged) >= 150.0  # HU: positive oral contrast

@@ -102,6 +102,7 @@ def paint_gallbladder(torso: TorsoPainter) -> None:
     size = torso.rng.uniform(0.75, 1.25)
     centre = b.p(-45, -50, 10, 6, upper_abdomen=True)
     semi = np.array([38, 15, 15]) * size
+    torso.gallbladder_centre = centre
     if not torso.variants.gallbladder:  # drawn anyway: the anatomy stream stays aligned
         return
     c.paint(ellipsoid(centre, semi, axes), "bowel_wall", "gallbladder",

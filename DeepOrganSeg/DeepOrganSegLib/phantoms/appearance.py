@@ -54,7 +54,12 @@ _CT_HU: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, f
     "brain": ((30, 40), (32, 42), (33, 43), 4.0),
     "soft_tissue": ((35, 50), (60, 90), (70, 100), 10.0),
     "table": ((250, 600), (250, 600), (250, 600), 30.0),  # carbon-fibre shells of the CT table
+    "ascites": ((0, 20), (0, 25), (5, 30), 6.0),  # free fluid: water, hardly enhancing
+    "metal": ((3071, 3071), (3071, 3071), (3071, 3071), 0.0),  # titanium, beyond the scale
 }
+
+#: Share of abdominal CTs with positive oral contrast in the bowel (drunk before the scan).
+BOWEL_CONTRAST_SHARE = 0.2
 
 # Balanced SSFP (whole-heart MR), relative to blood ~ 0.9: (range, texture SD).
 _BSSFP = {
@@ -72,6 +77,7 @@ _BSSFP = {
     "myocardium": ((0.15, 0.25), 0.02), "disc": ((0.45, 0.65), 0.03),
     "csf": ((0.85, 1.0), 0.03), "cartilage": ((0.28, 0.38), 0.03), "thyroid": ((0.3, 0.4), 0.03),
     "brain": ((0.35, 0.45), 0.02), "soft_tissue": ((0.28, 0.38), 0.03),
+    "ascites": ((0.8, 1.0), 0.03), "metal": ((0.0, 0.01), 0.0),  # fluid bright, metal void
 }
 
 # T1-weighted (MPRAGE-like) brain MR, relative to white matter ~ 0.8: (range, texture SD).
@@ -106,7 +112,13 @@ def tissue_means(kind: str, phase: str | None, rng: np.random.Generator
         means[TISSUE_ID["gastric_content"]] = {
             "water": rng.uniform(-5, 20), "meal": rng.uniform(20, 70),
             "oral contrast": rng.uniform(150, 350)}[contents]
-        return means, texture, {"fatty_liver_hu": round(fatty, 1), "gastric_contents": contents}
+        # positive oral contrast drunk before the scan fills the bowel too
+        bowel_contrast = bool(rng.random() < BOWEL_CONTRAST_SHARE)
+        bowel_hu = float(rng.uniform(150, 400))
+        if bowel_contrast:
+            means[TISSUE_ID["bowel_content"]] = bowel_hu
+        return means, texture, {"fatty_liver_hu": round(fatty, 1), "gastric_contents": contents,
+                                "bowel_contrast": bowel_contrast}
     table = _BSSFP if kind == "heart-mr" else _T1W
     for name, ((lo, hi), sd) in table.items():
         means[TISSUE_ID[name]] = rng.uniform(lo, hi)

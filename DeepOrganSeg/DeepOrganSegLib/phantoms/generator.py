@@ -3,8 +3,8 @@
 It runs the stages described in :mod:`DeepOrganSegLib.phantoms`: the kind's scene (:mod:`.torso`
 or :mod:`.brain`), the tissue intensities (:mod:`.appearance`), the scanner (:mod:`.acquisition`),
 then the placement in patient space (a random table position, mm) and the optional
-re-orientation (:mod:`.orientation`). Five independent random streams (geometry, anatomy,
-intensity, noise, orientation) are spawned from the seed and the kind.
+re-orientation (:mod:`.orientation`). Independent random streams (geometry, anatomy,
+intensity, noise, orientation, variants, CT artefacts) are spawned from the seed and the kind.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from .acquisition import acquire, decimate, pad_outside_reconstruction_circle
+from .artefacts import add_dense_object_artefacts
 from .appearance import render_intensity, synthseg_means, tissue_means
 from .brain import brain_scene
 from .geometry import Grid
@@ -77,7 +78,7 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         field_of_view_cutoff: a tighter, off-centre field of view that cuts anatomy off (and for
             CT the padding outside the reconstruction circle).
         variants: draw common variants and findings (enlarged spleen or liver, no gallbladder,
-            one kidney, renal cysts; :mod:`.variants`) at their oversampled prevalences; False
+            one kidney, renal cysts, ascites, surgical clips, pedicle screws; :mod:`.variants`) at their oversampled prevalences; False
             gives the same body with textbook anatomy. Listed in ``info["variants"]``.
 
     Returns:
@@ -88,9 +89,11 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         raise InputError(f"phantom seed must be a non-negative integer, got {seed}")
     shape = None if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
     spacing = None if spacing is None else tuple(float(s) for s in spacing)  # type: ignore
-    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(6)
-    rng_geometry, rng_anatomy, rng_intensity, rng_noise, rng_orientation, rng_variants = (
-        np.random.default_rng(s) for s in streams)
+    # a stream per concern; a new concern gets a new stream (spawned children keep their index),
+    # so that adding one leaves every earlier draw of every case as it was
+    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(7)
+    (rng_geometry, rng_anatomy, rng_intensity, rng_noise, rng_orientation, rng_variants,
+     rng_artefacts) = (np.random.default_rng(s) for s in streams)
     drawn_variants = draw_variants(rng_variants) if variants and kind != "brain-mr" \
         else NO_VARIANTS
     modality = MODALITIES[kind]
@@ -103,8 +106,11 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
                             field_of_view_cutoff, drawn_variants, rng_variants)
     means, texture, drawn = ((*synthseg_means(rng_intensity), {}) if synthseg
                              else tissue_means(kind, contrast_phase, rng_intensity))
-    image = acquire(render_intensity(scene, means, texture, rng_noise), scene.acquisition,
-                    rng_noise, modality, synthseg)
+    intensity = render_intensity(scene, means, texture, rng_noise)
+    if modality == "CT" and not synthseg:
+        render = scene.acquisition.grid.subdivided(scene.acquisition.subslices)
+        intensity = add_dense_object_artefacts(intensity, scene.tissue, render, rng_artefacts)
+    image = acquire(intensity, scene.acquisition, rng_noise, modality, synthseg)
     if modality == "CT" and field_of_view_cutoff and not synthseg:
         image = pad_outside_reconstruction_circle(image, rng_noise)
     n = scene.acquisition.subslices

@@ -52,7 +52,8 @@ TISSUES = (
     "liver_lesion", "spleen", "kidney_cortex", "kidney_medulla", "stomach_wall", "gastric_content",
     "bowel_wall", "bowel_content", "pancreas", "bile", "urine", "arterial_blood",
     "right_heart_blood", "caval_blood", "portal_blood", "myocardium", "disc", "csf", "cartilage",
-    "thyroid", "brain", "soft_tissue", "grey_matter", "white_matter", "table",
+    "thyroid", "brain", "soft_tissue", "grey_matter", "white_matter", "table", "ascites",
+    "metal",
 )
 TISSUE_ID = {name: value for value, name in enumerate(TISSUES)}  # air = 0 (outside the body)
 

@@ -36,6 +36,8 @@ class TorsoPainter:
         self.textures = textures
         self.fields: dict[str, np.ndarray] = {}
         self.z_dia = np.zeros(canvas.grid.shape, dtype=np.float32)  # set by paint_body_wall()
+        self.cavity = np.zeros(canvas.grid.shape, dtype=bool)  # peritoneal: paint_body_wall()
+        self.gallbladder_centre = np.zeros(3)  # mm, set by paint_gallbladder() (its fossa)
         # Calibres of the great vessels (docs/phantoms.md, sources 8-9): the aorta 19-30 mm at the
         # diaphragm (path radii 10.5-11 mm times this factor; it widens with age), the cava
         # 14-25 mm (narrower than the aorta in most scans)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .body import Body
 from .painter import TorsoPainter
 from .shapes import Shape, View, capsule, ellipsoid, solid, tube
 
@@ -27,26 +28,31 @@ def paint_psoas(torso: TorsoPainter) -> None:
                 "muscle")
 
 
+def vertebra_geometry(b: Body, name: str) -> tuple[float, float, float, float, float]:
+    """Vertebra ``name``'s body centre height and y, semi-axes (x, y) and spinal canal centre y
+    (all mm): what :func:`paint_spine` paints and what implants are placed in."""
+    bottom, top, _height = b.vertebrae[name]
+    zc = (bottom + top) / 2
+    yc = float(b.y_spine(zc))
+    rx, ry = {"C": (10.0, 8.0), "T": (15.0, 13.0), "L": (21.0, 16.0)}[name[0]]
+    rx, ry = rx * b.w, ry * b.d
+    return zc, yc, rx, ry, yc + ry + 10 * b.d
+
+
 def paint_spine(torso: TorsoPainter) -> None:
     """Vertebral bodies, discs, posterior arches, spinal canal, and the sacrum."""
     b, c = torso.body, torso.canvas
     names = list(b.vertebrae)
     for n, name in enumerate(names):
         bottom, top, height = b.vertebrae[name]
-        zc = (bottom + top) / 2
-        yc = float(b.y_spine(zc))
+        zc, yc, rx, ry, canal_y = vertebra_geometry(b, name)
         region = name[0]
-        rx: float  # mm: the table's, then scaled to the body
-        ry: float
-        rx, ry = {"C": (10, 8), "T": (15, 13), "L": (21, 16)}[region]
-        rx, ry = rx * b.w, ry * b.d
         c.paint(_cylinder([0, yc], [rx, ry], bottom, top), "bone_cortical")
         c.paint(_cylinder([0, yc], [rx - 2, ry - 2], bottom + 1.5, top - 1.5),
                 "bone_marrow")
         if n + 1 < len(names):
             below_top = b.vertebrae[names[n + 1]][1]
             c.paint(_cylinder([0, yc], [rx, ry], below_top, bottom), "disc")
-        canal_y = yc + ry + 10 * b.d
         arch = _cylinder([0, canal_y], [rx * 0.75, 14 * b.d], bottom, top)
         c.paint(arch, "bone_cortical")
         c.paint(_cylinder([0, canal_y], [8 * b.w, 8 * b.d], bottom - 8, top + 8), "csf")

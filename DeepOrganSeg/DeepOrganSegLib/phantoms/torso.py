@@ -17,6 +17,7 @@ from .acquisition import Scene, choose_acquisition
 from .body import Body
 from .canvas import Canvas
 from .fields import smooth_displacement
+from .findings import paint_ascites, paint_implants
 from .head_neck import paint_head, paint_neck
 from .heart import paint_heart
 from .painter import TorsoPainter
@@ -29,8 +30,9 @@ from .wall import paint_body_wall
 _ANATOMICAL_ORDER = (
     paint_body_wall, paint_superior_mediastinum, paint_bowel, paint_liver, paint_gallbladder,
     paint_spleen, paint_stomach, paint_pancreas, paint_kidneys, paint_pelvic_organs,
-    paint_abdominal_vessels, paint_heart, paint_airways_and_oesophagus, paint_neck, paint_psoas,
-    paint_spine, paint_ribs_and_shoulders, paint_pelvis_and_leg_bones,
+    paint_abdominal_vessels, paint_ascites, paint_heart, paint_airways_and_oesophagus,
+    paint_neck, paint_psoas, paint_spine, paint_ribs_and_shoulders, paint_pelvis_and_leg_bones,
+    paint_implants,
 )
 
 

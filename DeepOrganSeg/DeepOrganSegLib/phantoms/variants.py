@@ -1,5 +1,6 @@
 """Common variants and findings of adult abdomens: an enlarged spleen or liver, a gallbladder
-or a kidney that is not there, simple renal cysts.
+or a kidney that is not there, simple renal cysts, free fluid (ascites), and metal: surgical
+clips after cholecystectomy and lumbar pedicle screws.
 
 A model that has only seen textbook anatomy meets these in the first week of clinical use: after
 cholecystectomy the gallbladder fossa is empty, after nephrectomy the renal fossa holds bowel and
@@ -21,6 +22,13 @@ one kidney             3 %         nephrectomy or agenesis, well under 1 %
 simple renal cysts     25 %        about a quarter of adults over 50 (1-3 cysts, 5-25 mm radius,
                                    water density; labelled as the kidney, as lesions are part of
                                    the liver label)
+ascites                8 %         free fluid (0-30 HU) around the liver and spleen, in the
+                                   paracolic gutters and the pelvis, 4-25 mm deep: cirrhosis,
+                                   heart failure, malignancy; common in hospital CT
+surgical clips         70 % of     2-5 clips in the gallbladder fossa (laparoscopic
+                       no-GB cases cholecystectomy leaves them in most patients)
+pedicle screws         3 %         a lumbar fixation over 2-3 levels: two screws per vertebra
+                                   and two rods (titanium, with metal streaks in the image)
 =====================  ==========  ==============================================================
 
 The variants come from their own random stream and keep every draw of the anatomy's stream:
@@ -41,6 +49,9 @@ HEPATOMEGALY = 0.10
 NO_GALLBLADDER = 0.10
 ONE_KIDNEY = 0.03
 RENAL_CYSTS = 0.25
+ASCITES = 0.08
+CLIPS_AFTER_CHOLECYSTECTOMY = 0.7
+SPINAL_FIXATION = 0.03
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,12 @@ class Variants:
     missing_kidney: str = ""
     #: Number of simple renal cysts (spread over the kidneys present).
     renal_cysts: int = 0
+    #: Depth (mm) of the free-fluid layer of ascites; 0: none.
+    ascites_mm: float = 0.0
+    #: Surgical clips in the gallbladder fossa (only without a gallbladder).
+    surgical_clips: int = 0
+    #: Lumbar levels held by pedicle screws and rods; 0: none.
+    fixation_levels: int = 0
 
     def names(self) -> list[str]:
         """The variants present, for a phantom's ``info["variants"]``."""
@@ -70,6 +87,12 @@ class Variants:
             found.append(f"no_{self.missing_kidney}")
         if self.renal_cysts:
             found.append("renal_cysts")
+        if self.ascites_mm:
+            found.append("ascites")
+        if self.surgical_clips:
+            found.append("surgical_clips")
+        if self.fixation_levels:
+            found.append("spinal_fixation")
         return found
 
 
@@ -84,8 +107,17 @@ def draw_variants(rng: np.random.Generator) -> Variants:
     liver = rng.uniform(1.2, 1.4)
     side = ("right_kidney", "left_kidney")[int(rng.integers(2))]
     cysts = int(rng.integers(1, 4))
+    u_late = rng.random(3)  # drawn after the first five: their cases keep their draws
+    depth = float(rng.uniform(4.0, 25.0))
+    clips = int(rng.integers(2, 6))
+    levels = int(rng.integers(2, 4))
+    gallbladder = bool(u[2] >= NO_GALLBLADDER)
     return Variants(spleen_scale=float(spleen) if u[0] < SPLENOMEGALY else 1.0,
                     liver_scale=float(liver) if u[1] < HEPATOMEGALY else 1.0,
-                    gallbladder=bool(u[2] >= NO_GALLBLADDER),
+                    gallbladder=gallbladder,
                     missing_kidney=side if u[3] < ONE_KIDNEY else "",
-                    renal_cysts=cysts if u[4] < RENAL_CYSTS else 0)
+                    renal_cysts=cysts if u[4] < RENAL_CYSTS else 0,
+                    ascites_mm=depth if u_late[0] < ASCITES else 0.0,
+                    surgical_clips=clips if not gallbladder
+                    and u_late[1] < CLIPS_AFTER_CHOLECYSTECTOMY else 0,
+                    fixation_levels=levels if u_late[2] < SPINAL_FIXATION else 0)

@@ -44,6 +44,7 @@ def paint_body_wall(torso: TorsoPainter) -> None:
     abdominal = (ellipse(-b.wall, np.maximum(cav, 1e-3)) & (c.z < torso.z_dia - 4.0)
                  & (cav > 0) & gutter)
     c.tissue[abdominal] = TISSUE_ID["fat"]
+    torso.cavity = abdominal
 
     chest = ellipse(-b.wall - 6.0) & (c.z > torso.z_dia) & _below_apex(torso, c.x, c.y, c.z)
     c.tissue[chest] = TISSUE_ID["lung"]
