@@ -184,7 +184,7 @@ def bare_widget(module, **ui):
 
 
 def models_combo() -> FakeComboBox:
-    return FakeComboBox([("DeepOrganSeg-multitask-v6", "/models/v6.safetensors"),
+    return FakeComboBox([("DeepOrganSeg-multitask-v7", "/models/v6.safetensors"),
                          ("Add model file...", "")])
 
 
