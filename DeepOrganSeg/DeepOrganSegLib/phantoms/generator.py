@@ -78,8 +78,9 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         field_of_view_cutoff: a tighter, off-centre field of view that cuts anatomy off (and for
             CT the padding outside the reconstruction circle).
         variants: draw common variants and findings (enlarged spleen or liver, no gallbladder,
-            one kidney, renal cysts, ascites, surgical clips, pedicle screws; :mod:`.variants`) at their oversampled prevalences; False
-            gives the same body with textbook anatomy. Listed in ``info["variants"]``.
+            one kidney, renal cysts, ascites, surgical clips, pedicle screws; :mod:`.variants`)
+            at their oversampled prevalences; False gives the same body with textbook anatomy.
+            Listed in ``info["variants"]``.
 
     Returns:
         A :class:`Phantom`; image float32 (HU for CT), labels uint8 per :data:`LABELS`\\[kind].
