@@ -576,6 +576,19 @@ def test_ascites_is_water_dense_free_fluid_against_the_liver():
     assert (ndi.binary_dilation(liver, iterations=2) & fluid).any()  # perihepatic
 
 
+@pytest.mark.parametrize("seed", [10030, 10044, 10055])
+def test_surgical_clips_show_as_metal_beside_the_liver_on_a_coarse_grid(seed):
+    # 1 mm clips fell between the voxel centres of a 3-4 mm grid and were never in the image
+    case = make_phantom("abdomen-ct", seed, shape=(64, 96, 96))
+    assert "surgical_clips" in case.info["variants"]
+    metal = case.tissues.array == TISSUE_ID["metal"]
+    assert metal.any() and not case.labels.array[metal].any()
+    from_liver = ndi.distance_transform_edt(case.labels.array != 1,
+                                            sampling=case.image.spacing[::-1])
+    assert float(from_liver[metal].max()) < 30.0  # mm: in the gallbladder fossa
+    assert float(case.image.array[metal].min()) > 500.0  # HU: brighter than any contrast
+
+
 def test_metal_streaks_radiate_from_pedicle_screws():
     case = make_phantom("abdomen-ct", 26, contrast_phase="portal-venous")
     textbook = make_phantom("abdomen-ct", 26, contrast_phase="portal-venous", variants=False)

@@ -58,11 +58,16 @@ def paint_implants(torso: TorsoPainter) -> None:
         return
     rng = cast(np.random.Generator, torso.rng_variants)  # drawn variants come with their rng
     b, c = torso.body, torso.canvas
+    # A 1 mm clip would fall between the voxel centres of a 3-4 mm grid and vanish; a real
+    # scanner blooms it into a bright dot of about a voxel, so its radius is at least half a
+    # voxel's in-plane diagonal.
+    spacing = sorted(c.grid.spacing)
+    clip_radius = max(1.0, 0.5 * float(np.hypot(spacing[1], spacing[2])))  # mm
     for _ in range(variants.surgical_clips):  # titanium clips, 1 x 7 mm, on the cystic stump
         centre = torso.gallbladder_centre + rng.normal(0, 7, 3)
         direction = rng.normal(0, 1, 3)
         half = direction / max(float(np.linalg.norm(direction)), 1e-6) * 3.5
-        c.paint(capsule(centre - half, centre + half, 1.0, 1.0), "metal",
+        c.paint(capsule(centre - half, centre + half, clip_radius, clip_radius), "metal",
                 within=("fat", "bowel_wall", "bowel_content", "soft_tissue", "ascites"))
     if not variants.fixation_levels:
         return
