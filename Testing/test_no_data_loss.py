@@ -58,7 +58,7 @@ def test_segment_refuses_to_write_over_its_model_file(tiny_model_path, scan, tmp
     _refused(capsys, code, model, before=before)
 
 
-@pytest.mark.parametrize("side", ["--stats", "--probabilities"])
+@pytest.mark.parametrize("side", ["--stats", "--probabilities", "--uncertainty"])
 def test_segment_refuses_side_files_over_the_input_or_the_output(tiny_model_path, scan, tmp_path,
                                                                  capsys, side):
     before = {scan: _digest(scan)}

@@ -47,6 +47,10 @@ def test_probabilities_are_asked_for_by_naming_their_file():
     assert parsed(SegmentationOptions(), "--probabilities", "p.nrrd").keep_probabilities
 
 
+def test_the_uncertainty_file_keeps_the_probabilities_it_is_computed_from():
+    assert parsed(SegmentationOptions(), "--uncertainty", "u.nrrd").keep_probabilities
+
+
 @pytest.mark.parametrize("options", [
     SegmentationOptions(largest_component=False),
     SegmentationOptions(inference=InferenceSettings(amp="fp16")),

@@ -228,7 +228,7 @@ def test_file_in_place_of_output_folder_is_reported(tiny_model_path, small_input
     _assert_refused_before_inference(code, events, err, "does not exist")
 
 
-@pytest.mark.parametrize("argument", ["output", "--stats", "--probabilities"])
+@pytest.mark.parametrize("argument", ["output", "--stats", "--probabilities", "--uncertainty"])
 def test_output_that_is_a_folder_is_reported(tiny_model_path, small_input, tmp_path, capsys,
                                              argument):
     """``segment ct.nrrd results/``: the folder is named as such, not as an unknown format."""
@@ -243,7 +243,8 @@ def test_output_that_is_a_folder_is_reported(tiny_model_path, small_input, tmp_p
 
 
 @pytest.mark.parametrize("option, name", [("--stats", "stats.json"),
-                                          ("--probabilities", "probabilities.nrrd")])
+                                          ("--probabilities", "probabilities.nrrd"),
+                                          ("--uncertainty", "uncertainty.nrrd")])
 def test_missing_folder_of_a_side_file_is_reported_before_anything_is_written(
         tiny_model_path, small_input, tmp_path, capsys, option, name):
     code, events, err = _run_json(capsys, ["segment", str(small_input),

@@ -47,6 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="activation memory per forward pass; larger volumes are tiled")
     parser.add_argument("--probabilities", metavar="FILE",
                         help="also write class probabilities on the input grid (vector image)")
+    parser.add_argument("--uncertainty", metavar="FILE",
+                        help="also write the voxelwise uncertainty on the input grid: the "
+                             "entropy of the class probabilities over ln(classes), 0 (certain) "
+                             "to 1 (all classes equally likely); overlay it to see where to "
+                             "correct")
     parser.add_argument("--stats", metavar="FILE.json", help="write organ volumes (mL) as JSON")
     add_progress_option(parser, default="bar")
     parser.set_defaults(handler=run)
@@ -61,13 +66,14 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     from ..volume_io import read_volume
 
     options = SegmentationOptions.from_args(args)  # refuses bad values before any work
-    check_outputs_spare_inputs([args.output, args.stats, args.probabilities],
+    check_outputs_spare_inputs([args.output, args.stats, args.probabilities, args.uncertainty],
                                [args.input, args.model or default_model_path()])
     output = check_output_path(args.output)
     if args.stats:
         check_output_path(args.stats, (".json",))
-    if args.probabilities:
-        check_output_path(args.probabilities, (".nrrd", ".nii.gz", ".nii", ".mha"))
+    for image_output in (args.probabilities, args.uncertainty):
+        if image_output:
+            check_output_path(image_output, (".nrrd", ".nii.gz", ".nii", ".mha"))
     staged = StagedProgress(progress)
     staged("load", 0.0, "reading the model")
     model = load_model(args.model or default_model_path())
@@ -97,10 +103,11 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
 
 def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
                    result: SegmentationResult, cancel: CancelToken) -> None:
-    """The labelmap, then the probabilities and statistics asked for: all or nothing, a failure
-    or cancel removes the outputs already written."""
+    """The labelmap, then the probabilities, uncertainty and statistics asked for: all or
+    nothing, a failure or cancel removes the outputs already written."""
     from ..labelmap_io import write_labelmap
-    from ..volume_io import write_atomically, write_probabilities
+    from ..postprocess import normalised_entropy
+    from ..volume_io import write_atomically, write_probabilities, write_volume
 
     specs = [s.label for s in result.statistics]
     written = []
@@ -110,6 +117,11 @@ def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
         if args.probabilities:
             assert result.probabilities is not None  # kept: keep_probabilities=True
             written.append(write_probabilities(result.probabilities, volume, args.probabilities))
+            cancel.raise_if_cancelled()
+        if args.uncertainty:
+            assert result.probabilities is not None  # kept: keep_probabilities=True
+            uncertainty = volume.with_array(normalised_entropy(result.probabilities))
+            written.append(write_volume(uncertainty, args.uncertainty))
             cancel.raise_if_cancelled()
         if args.stats:
             document = json.dumps(_json_safe(result.stats_dict()), indent=2, allow_nan=False)
