@@ -47,8 +47,9 @@ def test_probabilities_are_asked_for_by_naming_their_file():
     assert parsed(SegmentationOptions(), "--probabilities", "p.nrrd").keep_probabilities
 
 
-def test_the_uncertainty_file_keeps_the_probabilities_it_is_computed_from():
-    assert parsed(SegmentationOptions(), "--uncertainty", "u.nrrd").keep_probabilities
+def test_the_uncertainty_is_asked_for_by_naming_its_file_without_keeping_every_class():
+    options = parsed(SegmentationOptions(), "--uncertainty", "u.nrrd")
+    assert options.keep_uncertainty and not options.keep_probabilities
 
 
 @pytest.mark.parametrize("options", [

@@ -159,8 +159,9 @@ def save_comparison_png(image: Volume, truth: np.ndarray, prediction: np.ndarray
     low, high = np.percentile(image.array, [1, 99])
     # each row as tall as its slices are at their physical aspect (a 40 mm slab's coronal and
     # sagittal cuts are thin strips, not squares with white space around them)
-    heights = [max(cut(image.array).shape[0] * aspect / cut(image.array).shape[1], 0.12)
-               for _, cut, aspect in views]
+    shapes = [cut(image.array).shape for _, cut, _ in views]
+    heights = [max(rows * aspect / columns, 0.12)
+               for (rows, columns), (_, _, aspect) in zip(shapes, views)]
     figure, axes = plt.subplots(3, 2, figsize=(8, 4.0 * sum(heights) + 1.2), squeeze=False,
                                 gridspec_kw={"height_ratios": heights})
     for row, (name, cut, aspect) in enumerate(views):

@@ -46,7 +46,8 @@ class SegmentationOptions:
     """What to segment and how. ``organs``: label names to keep (None = all of the task's);
     ``crf_overrides``: CRF parameters (names as in the model's ``crf`` metadata) over the
     model's own; ``keep_probabilities``: also return the class probabilities (the command line
-    asks for it by naming the file, ``--probabilities FILE`` or ``--uncertainty FILE``)."""
+    asks for it by naming the file, ``--probabilities FILE``); ``keep_uncertainty``: also
+    return their normalised entropy per voxel (``--uncertainty FILE``)."""
 
     task: str = "auto"
     organs: tuple[str, ...] | None = None
@@ -55,6 +56,7 @@ class SegmentationOptions:
     largest_component: bool = True
     fill_holes: bool = True
     keep_probabilities: bool = False
+    keep_uncertainty: bool = False
     inference: InferenceSettings = InferenceSettings()
     #: Upper bound on the working grid's voxels (after resampling); larger inputs are refused
     #: with the numbers instead of exhausting memory.
@@ -104,7 +106,7 @@ class SegmentationOptions:
             task=args.task, organs=tuple(args.organs) if args.organs else None,
             crf=not args.no_crf, crf_overrides=_parse_crf_overrides(args.crf_param),
             largest_component=not args.no_cleanup, fill_holes=not args.no_cleanup,
-            keep_probabilities=bool(args.probabilities or args.uncertainty),
+            keep_probabilities=bool(args.probabilities), keep_uncertainty=bool(args.uncertainty),
             inference=InferenceSettings(device=args.device, overlap=args.overlap,
                                         memory_budget_bytes=round(args.memory_budget_gb * _GB)))
 

@@ -88,20 +88,16 @@ UNCERTAIN_PROBABILITY = 0.7
 REVIEW_CONFIDENCE = 0.85
 
 
-def normalised_entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Voxelwise uncertainty of class probabilities ``[k, j, i, C]``: their entropy divided by
-    ln C, float32 ``[k, j, i]`` in [0, 1] (0: one class is certain, 1: all C equally likely).
-    One k-slice at a time, so the temporaries stay a slice large."""
-    classes = probabilities.shape[-1]
-    uncertainty = np.zeros(probabilities.shape[:-1], np.float32)
+def normalised_entropy(probabilities: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Voxelwise uncertainty of class probabilities (the C classes along ``axis``): their
+    entropy divided by ln C, float32 in [0, 1] without that axis (0: one class is certain, 1:
+    all C equally likely). Its temporaries are as large as ``probabilities``: give it a slab."""
+    classes = probabilities.shape[axis]
     if classes < 2:
-        return uncertainty
-    scale = np.float32(1.0 / np.log(classes))
-    for k in range(probabilities.shape[0]):
-        p = np.clip(probabilities[k], 0.0, 1.0)
-        terms = p * np.log(np.where(p > 0, p, 1.0))
-        uncertainty[k] = np.clip(-terms.sum(axis=-1) * scale, 0.0, 1.0)
-    return uncertainty
+        return np.zeros(np.delete(probabilities.shape, axis), np.float32)
+    p = np.clip(probabilities, 0.0, 1.0)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=axis)
+    return np.clip(entropy / np.log(classes), 0.0, 1.0).astype(np.float32)
 
 
 def organ_statistics(labels: Volume, image: Volume, specs: list[LabelSpec],

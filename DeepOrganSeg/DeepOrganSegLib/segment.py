@@ -19,7 +19,8 @@ from .errors import InputError
 from .cascade import network_probabilities
 from .inference import resolve_device
 from .options import SegmentationOptions
-from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
+from .postprocess import (OrganStatistics, fill_holes, keep_largest_component, normalised_entropy,
+                          organ_statistics)
 from .preprocess import WorkingGrid, iter_slabs, resample_probabilities_to, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
@@ -60,6 +61,7 @@ class SegmentationResult:
     device: str
     crf_applied: bool
     probabilities: np.ndarray | None = None  # [k, j, i, C] on the input grid, if asked for
+    uncertainty: np.ndarray | None = None  # [k, j, i] normalised entropy, if asked for
     channels: list[int] = field(default_factory=list)
 
     def stats_dict(self) -> dict:
@@ -172,8 +174,8 @@ def segment_volume(volume: Volume, model: LoadedModel,
     del prediction, output
 
     progress("postprocess", 0.0, "resampling to the input grid")
-    labels, confidence, kept_probabilities = _labels_on_input_grid(
-        probabilities, grid, volume, channels, options.keep_probabilities, progress, cancel)
+    labels, confidence, kept_probabilities, uncertainty = _labels_on_input_grid(
+        probabilities, grid, volume, channels, options, progress, cancel)
     values = [label.value for label in task.labels]
     labels[~np.isin(labels, [label.value for label in kept])] = 0
     if options.largest_component:
@@ -187,7 +189,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
         labels=label_volume, task=task, statistics=statistics,
         elapsed_s=time.perf_counter() - started,
         device=str(resolve_device(options.inference.device)), crf_applied=use_crf,
-        probabilities=kept_probabilities, channels=channels)
+        probabilities=kept_probabilities, uncertainty=uncertainty, channels=channels)
 
 
 def segment_with_fallback(volume: Volume, model: LoadedModel, options: SegmentationOptions,
@@ -229,9 +231,13 @@ def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: Segm
         probabilities = np.zeros(volume.array.shape + (len(result.channels),), np.float32)
         probabilities[..., 0] = 1.0
         probabilities[slab] = result.probabilities
+    uncertainty = None
+    if result.uncertainty is not None:  # certain background outside the slab
+        uncertainty = np.zeros(volume.array.shape, np.float32)
+        uncertainty[slab] = result.uncertainty
     # outside the slab is background: every organ's statistics are the slab's own
     return replace(result, labels=volume.with_array(labels), probabilities=probabilities,
-                   elapsed_s=time.perf_counter() - started)
+                   uncertainty=uncertainty, elapsed_s=time.perf_counter() - started)
 
 
 def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[LabelSpec, ...]:
@@ -246,17 +252,20 @@ def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[La
 
 
 def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume: Volume,
-                          channels: list[int], keep_probabilities: bool,
+                          channels: list[int], options: SegmentationOptions,
                           progress: ProgressFunction, cancel: CancelToken | None
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Argmax of the probabilities sampled at the input voxel centres, slab by slab; also the
-    largest probability per voxel (uint8, 0-255: the organs' confidence) and, if asked, all
-    probabilities [k, j, i, C]."""
+    largest probability per voxel (uint8, 0-255: the organs' confidence) and, if the options
+    ask, all probabilities [k, j, i, C] and their normalised entropy [k, j, i] (from each slab,
+    so the entropy alone never holds C channels of the input grid)."""
     depth, rows, columns = volume.array.shape
     labels = np.zeros((depth, rows, columns), dtype=np.uint8)
     confidence = np.zeros((depth, rows, columns), dtype=np.uint8)
     kept = (np.zeros((depth, rows, columns, len(channels)), dtype=np.float32)
-            if keep_probabilities else None)
+            if options.keep_probabilities else None)
+    uncertainty = (np.zeros((depth, rows, columns), dtype=np.float32)
+                   if options.keep_uncertainty else None)
     lookup = torch.tensor(channels, dtype=torch.uint8)
     budget = max(rows * columns, 4_000_000 // max(1, len(channels)))
     for slab in iter_slabs(depth, rows * columns, budget):
@@ -268,6 +277,8 @@ def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume
         confidence[slab] = (largest * 255).round().to(torch.uint8).numpy()
         if kept is not None:
             kept[slab] = sampled.permute(1, 2, 3, 0).numpy()
+        if uncertainty is not None:
+            uncertainty[slab] = normalised_entropy(sampled.numpy(), axis=0)
         progress("postprocess", 0.8 * slab.stop / depth, "resampling to the input grid")
-    return labels, confidence, kept
+    return labels, confidence, kept, uncertainty
 

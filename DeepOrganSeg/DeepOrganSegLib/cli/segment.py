@@ -106,7 +106,6 @@ def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
     """The labelmap, then the probabilities, uncertainty and statistics asked for: all or
     nothing, a failure or cancel removes the outputs already written."""
     from ..labelmap_io import write_labelmap
-    from ..postprocess import normalised_entropy
     from ..volume_io import write_atomically, write_probabilities, write_volume
 
     specs = [s.label for s in result.statistics]
@@ -119,9 +118,8 @@ def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
             written.append(write_probabilities(result.probabilities, volume, args.probabilities))
             cancel.raise_if_cancelled()
         if args.uncertainty:
-            assert result.probabilities is not None  # kept: keep_probabilities=True
-            uncertainty = volume.with_array(normalised_entropy(result.probabilities))
-            written.append(write_volume(uncertainty, args.uncertainty))
+            assert result.uncertainty is not None  # kept: keep_uncertainty=True
+            written.append(write_volume(volume.with_array(result.uncertainty), args.uncertainty))
             cancel.raise_if_cancelled()
         if args.stats:
             document = json.dumps(_json_safe(result.stats_dict()), indent=2, allow_nan=False)

@@ -59,8 +59,8 @@ def paint_implants(torso: TorsoPainter) -> None:
     rng = cast(np.random.Generator, torso.rng_variants)  # drawn variants come with their rng
     b, c = torso.body, torso.canvas
     # A 1 mm clip would fall between the voxel centres of a 3-4 mm grid and vanish; a real
-    # scanner blooms it into a bright dot of about a voxel, so its radius is at least half a
-    # voxel's in-plane diagonal.
+    # scanner blooms it into a bright dot of about a voxel, so its radius is at least half the
+    # diagonal of a voxel's two longest sides (the clip lies in any direction).
     spacing = sorted(c.grid.spacing)
     clip_radius = max(1.0, 0.5 * float(np.hypot(spacing[1], spacing[2])))  # mm
     for _ in range(variants.surgical_clips):  # titanium clips, 1 x 7 mm, on the cystic stump
