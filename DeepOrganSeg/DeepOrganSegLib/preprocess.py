@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, cast
 
 import numpy as np
+from scipy import ndimage
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,8 @@ from .errors import InputError
 from .volume import Volume
 
 __all__ = ["WorkingGrid", "working_grid", "resample_to_grid", "normalize_intensities",
-           "resample_probabilities_to", "probabilities_on_grid", "iter_slabs", "prepare_image", "position_channels",
-           "CT_FILL_HU", "POSITION_SCALE_MM"]
+           "resample_probabilities_to", "probabilities_on_grid", "iter_slabs", "prepare_image",
+           "position_channels", "blank_background", "CT_FILL_HU", "POSITION_SCALE_MM"]
 
 #: What the working grid holds outside a CT's extent: air, in HU.
 CT_FILL_HU = -1024.0
@@ -154,6 +155,33 @@ def prepare_image(volume: Volume, task: TaskSpec, grid: WorkingGrid,
     for name in inputs:
         channels.extend([image] if name == "image" else list(cast(np.ndarray, position)))
     return np.stack(channels)
+
+
+def blank_background(volume: Volume, grid: WorkingGrid) -> np.ndarray:
+    """Working-grid voxels (bool [k, j, i]) that lie wholly in the input's *blank* background.
+
+    Blank: input voxels at exactly the volume's minimum value that reach the edge of the grid
+    through such voxels, and the working grid's margin beyond the input's extent. That is
+    masked-out or zero-filled space: the outside of a skull-stripped or body-masked MR, the
+    padding outside a CT's reconstruction circle. A scanner's own background has noise and is
+    not blank; cavities at the minimum inside the body (gas, lungs) do not reach the edge.
+
+    Why: no organ lies where the scan has no signal, but a network given a flat region can still
+    predict one from its context (the bundled model called 0.57 L of the empty space around the
+    skull-stripped ICBM152 T1 grey matter). Nearest-neighbour sampling would let an organ's edge
+    voxel turn blank, so a working voxel counts only if its whole linear footprint is blank."""
+    at_minimum = volume.to_sitk((volume.array == volume.array.min()).view(np.uint8))
+    coverage = sitk.GetArrayFromImage(sitk.Resample(  # uint8 in: no float copy of the input
+        at_minimum, grid.size, sitk.Transform(), sitk.sitkLinear, grid.origin, grid.spacing,
+        np.eye(3).flatten().tolist(), 1.0, sitk.sitkFloat32))
+    candidates = coverage >= 1.0 - 1e-4
+    if not candidates.any():
+        return candidates
+    components, _ = ndimage.label(candidates)
+    edge = np.zeros(candidates.shape, dtype=bool)
+    edge[[0, -1]] = edge[:, [0, -1]] = edge[:, :, [0, -1]] = True
+    touching = np.unique(components[edge & candidates])
+    return np.isin(components, touching[touching != 0])
 
 
 def iter_slabs(depth: int, voxels_per_slice: int, budget_voxels: int) -> Iterator[slice]:

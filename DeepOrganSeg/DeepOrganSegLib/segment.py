@@ -21,7 +21,7 @@ from .inference import resolve_device
 from .options import SegmentationOptions
 from .postprocess import (OrganStatistics, fill_holes, keep_largest_component, normalised_entropy,
                           organ_statistics)
-from .preprocess import WorkingGrid, iter_slabs, resample_probabilities_to, working_grid
+from .preprocess import WorkingGrid, blank_background, iter_slabs, resample_probabilities_to, working_grid
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
                          task_warnings)
@@ -131,6 +131,20 @@ def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: 
                          progress=progress, cancel=cancel)
 
 
+def _background_where_blank(probabilities: torch.Tensor, volume: Volume, grid: WorkingGrid,
+                             progress: ProgressFunction) -> torch.Tensor:
+    """Certain background ([1, 0, ...]) at the working voxels of the input's blank background
+    (:func:`preprocess.blank_background`: masked-out, zero-filled), before the CRF sees them."""
+    blank = torch.from_numpy(blank_background(volume, grid)).to(probabilities.device)
+    if bool(blank.any()):
+        probabilities[:, blank] = 0.0
+        probabilities[0, blank] = 1.0
+        litres = float(blank.sum()) * float(np.prod(grid.spacing)) / 1e6
+        progress("inference", 1.0, f"{litres:.2f} L of blank background (no signal) "
+                 "left as background")
+    return probabilities
+
+
 def segment_volume(volume: Volume, model: LoadedModel,
                    options: SegmentationOptions = SegmentationOptions(), *,
                    progress: ProgressFunction = no_progress,
@@ -167,7 +181,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
     output = network_probabilities(volume, model, task, grid, settings, progress=progress,
                                    cancel=cancel)
     prediction = output.prediction
-    probabilities = prediction.main
+    probabilities = _background_where_blank(prediction.main, volume, grid, progress)
     if use_crf:
         probabilities = _apply_crf(probabilities, prediction.sides, output.image, grid,
                                    crf_settings, progress, cancel)
