@@ -23,7 +23,7 @@ from .container import check_header_shapes, read_header
 from .schema import require
 from .spec import STAGE1_PREFIX, ModelMetadata
 
-__all__ = ["read_metadata", "load_model", "save_model", "LoadedModel"]
+__all__ = ["read_metadata", "load_model", "save_model", "replace_metadata", "LoadedModel"]
 
 _METADATA_KEY = "deeporganseg"
 #: Most levels a network in a model file may have (an untrusted file could ask for more).
@@ -181,3 +181,22 @@ def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
     return write_atomically(
         path, lambda tmp: save_file(tensors, str(tmp),
                                     metadata={_METADATA_KEY: json.dumps(document)}))
+
+
+def replace_metadata(path: str | os.PathLike, metadata: ModelMetadata) -> Path:
+    """Give the model file at ``path`` new ``metadata``, its tensors copied byte for byte, the
+    file replaced atomically (e.g. provenance re-measured after an engine change). The metadata
+    must still describe the tensors: the result is loaded before it replaces ``path``."""
+    from safetensors.torch import load_file, save_file
+
+    document = metadata.to_dict()
+    _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))
+    read_metadata(path)  # the file being replaced is a model file
+    tensors = load_file(str(path))
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(document)})
+        load_model(tmp)  # refuse metadata that no longer fits the weights
+
+    return write_atomically(path, write)
+
