@@ -487,7 +487,8 @@ VARIANT_ORGANS = {"splenomegaly": ("spleen",), "hepatomegaly": ("liver",),
                   "no_gallbladder": ("gallbladder",), "no_right_kidney": ("right_kidney",),
                   "no_left_kidney": ("left_kidney",),
                   "renal_cysts": ("right_kidney", "left_kidney"),
-                  "ascites": (), "surgical_clips": (), "spinal_fixation": ()}
+                  "ascites": (), "surgical_clips": (), "spinal_fixation": (),
+                  "aortic_calcification": ("aorta",)}
 
 
 @pytest.mark.parametrize("seed", [2, 5, 13, 35])  # each variant at least once in these four
@@ -555,7 +556,7 @@ def test_variants_are_drawn_at_their_documented_prevalences():
 FINDING_TISSUES = {"ascites": "ascites", "spinal_fixation": "metal"}
 
 
-@pytest.mark.parametrize("seed, finding", [(11, "ascites"), (26, "spinal_fixation")])
+@pytest.mark.parametrize("seed, finding", [(66, "ascites"), (26, "spinal_fixation")])
 def test_findings_change_the_image_and_never_the_labels(seed, finding):
     case = make_phantom("abdomen-ct", seed, shape=(48, 80, 80))
     textbook = make_phantom("abdomen-ct", seed, shape=(48, 80, 80), variants=False)
@@ -564,6 +565,26 @@ def test_findings_change_the_image_and_never_the_labels(seed, finding):
     tissue = TISSUE_ID[FINDING_TISSUES[finding]]
     assert (case.tissues.array == tissue).any() and not (textbook.tissues.array == tissue).any()
     assert not np.array_equal(case.image.array, textbook.image.array)
+
+
+@pytest.mark.parametrize("seed", [5, 10002])  # both with calcified plaques
+def test_the_aorta_label_holds_its_wall_and_its_calcified_plaques(seed):
+    case = make_phantom("abdomen-ct", seed, contrast_phase="portal-venous")
+    textbook = make_phantom("abdomen-ct", seed, contrast_phase="portal-venous", variants=False)
+    assert "aortic_calcification" in case.info["variants"]
+    aorta = case.labels.array == 8
+    tissues = case.tissues.array
+    # the wall: soft tissue labelled as the aorta, around the contrast-filled lumen
+    wall = aorta & (tissues == TISSUE_ID["muscle"])
+    lumen = aorta & (tissues == TISSUE_ID["arterial_blood"])
+    assert wall.sum() > 0.1 * lumen.sum()
+    assert float(np.median(case.image.array[lumen])) > 120.0  # HU: contrast-filled
+    # plaques: calcium-dense voxels inside the label, brighter than any lumen voxel of the
+    # case without them
+    plaque = aorta & (tissues == TISSUE_ID["bone_cortical"])
+    assert plaque.any() and not (textbook.tissues.array[textbook.labels.array == 8]
+                                 == TISSUE_ID["bone_cortical"]).any()
+    assert case.image.array[aorta].max() > textbook.image.array[textbook.labels.array == 8].max() + 100
 
 
 def test_ascites_is_water_dense_free_fluid_against_the_liver():

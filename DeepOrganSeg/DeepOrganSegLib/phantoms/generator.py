@@ -24,7 +24,7 @@ from .geometry import Grid
 from .labels import KINDS, LABELS, MODALITIES, PHASES, TISSUES, label_lut
 from .orientation import reorient
 from .torso import torso_scene
-from .variants import NO_VARIANTS, draw_variants
+from .variants import NO_VARIANTS, draw_aortic_wall, draw_variants
 
 
 @dataclass
@@ -92,11 +92,12 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
     spacing = None if spacing is None else tuple(float(s) for s in spacing)  # type: ignore
     # a stream per concern; a new concern gets a new stream (spawned children keep their index),
     # so that adding one leaves every earlier draw of every case as it was
-    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(7)
+    streams = np.random.SeedSequence([int(seed), KINDS.index(kind)]).spawn(8)
     (rng_geometry, rng_anatomy, rng_intensity, rng_noise, rng_orientation, rng_variants,
-     rng_artefacts) = (np.random.default_rng(s) for s in streams)
+     rng_artefacts, rng_aortic_wall) = (np.random.default_rng(s) for s in streams)
     drawn_variants = draw_variants(rng_variants) if variants and kind != "brain-mr" \
         else NO_VARIANTS
+    aortic_wall = draw_aortic_wall(rng_aortic_wall, plaques=variants)
     modality = MODALITIES[kind]
     if modality == "CT" and contrast_phase is None:
         contrast_phase = PHASES[int(rng_intensity.integers(len(PHASES)))]
@@ -104,7 +105,7 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         scene = brain_scene(rng_geometry, rng_anatomy, shape, spacing, field_of_view_cutoff)
     else:
         scene = torso_scene(kind, rng_geometry, rng_anatomy, shape, spacing,
-                            field_of_view_cutoff, drawn_variants, rng_variants)
+                            field_of_view_cutoff, drawn_variants, rng_variants, aortic_wall)
     means, texture, drawn = ((*synthseg_means(rng_intensity), {}) if synthseg
                              else tissue_means(kind, contrast_phase, rng_intensity))
     intensity = render_intensity(scene, means, texture, rng_noise)
@@ -131,7 +132,9 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
         "slice_thickness_mm": round(scene.acquisition.thickness, 3),
         "synthseg": bool(synthseg), "random_orientation": bool(random_orientation),
         "field_of_view_cutoff": bool(field_of_view_cutoff),
-        "arms_down": bool(scene.arms_down), "variants": drawn_variants.names(), **drawn,
+        "arms_down": bool(scene.arms_down), "variants": drawn_variants.names()
+        + (["aortic_calcification"] if aortic_wall.plaques and kind != "brain-mr" else []),
+        **drawn,
     }
     return Phantom(image=image_v, labels=labels_v, label_names=dict(LABELS[kind]), kind=kind,
                    modality=modality, slice_regions=slice_regions, tissues=tissues_v,

@@ -14,7 +14,7 @@ from .body import Body
 from .canvas import Canvas
 from .fields import noise_field
 from .shapes import View
-from .variants import NO_VARIANTS, Variants
+from .variants import NO_AORTIC_WALL, NO_VARIANTS, AorticWall, Variants
 
 
 class TorsoPainter:
@@ -22,13 +22,15 @@ class TorsoPainter:
 
     def __init__(self, body: Body, canvas: Canvas, rng: np.random.Generator,
                  textures: np.random.Generator, variants: Variants = NO_VARIANTS,
-                 rng_variants: np.random.Generator | None = None):
+                 rng_variants: np.random.Generator | None = None,
+                 aortic_wall: AorticWall = NO_AORTIC_WALL):
         """``rng`` draws the anatomy (a fixed number of draws, whatever the grid); ``textures``
         draws the grid-sized random fields (vessels, bowel gas, pancreatic lobulation);
         ``variants`` says what the case has beyond textbook anatomy, and ``rng_variants`` draws
         their details (cyst positions), so that ``rng``'s draws stay the same with or without
-        them."""
+        them; ``aortic_wall`` is the aorta's wall and plaques (drawn on a stream of their own)."""
         self.body = body
+        self.aortic_wall = aortic_wall
         self.variants = variants
         self.rng_variants = rng_variants
         self.canvas = canvas

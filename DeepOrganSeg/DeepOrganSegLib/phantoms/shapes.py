@@ -81,7 +81,7 @@ def capsule(p0: np.ndarray, p1: np.ndarray, r0: float, r1: float) -> Shape:
     return Shape(np.minimum(p0, p0 + d) - r, np.maximum(p0, p0 + d) + r, inside)
 
 
-def _spline(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
+def centre_line(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
             step_mm: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
     """Catmull-Rom curve through ``points`` sampled about every ``step_mm``; radii interpolated."""
     p = np.asarray(points, dtype=float)
@@ -104,7 +104,7 @@ def tube(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
          step_mm: float = 10.0) -> list[Shape]:
     """A tube along a smooth curve through ``points``, as a chain of capsules (radii in mm)."""
     radii = np.broadcast_to(np.asarray(radii, dtype=float), (len(points),))
-    p, r = _spline(points, radii, step_mm)
+    p, r = centre_line(points, radii, step_mm)
     return [capsule(p[s], p[s + 1], r[s], r[s + 1]) for s in range(len(p) - 1)]
 
 

@@ -23,7 +23,7 @@ from .heart import paint_heart
 from .painter import TorsoPainter
 from .skeleton import paint_pelvis_and_leg_bones, paint_psoas, paint_ribs_and_shoulders, paint_spine
 from .thorax import paint_airways_and_oesophagus, paint_superior_mediastinum
-from .variants import NO_VARIANTS, Variants
+from .variants import NO_AORTIC_WALL, NO_VARIANTS, AorticWall, Variants
 from .vessels import paint_abdominal_vessels
 from .wall import paint_body_wall
 
@@ -47,9 +47,10 @@ def paint_torso(torso: TorsoPainter, with_head: bool) -> None:
 def torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.random.Generator,
                 shape: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None,
                 fov_cutoff: bool, variants: Variants = NO_VARIANTS,
-                rng_variants: np.random.Generator | None = None) -> Scene:
+                rng_variants: np.random.Generator | None = None,
+                aortic_wall: AorticWall = NO_AORTIC_WALL) -> Scene:
     """Build one body, choose the kind's field of view on it, and paint it (with
-    ``variants``, whose details ``rng_variants`` draws)."""
+    ``variants``, whose details ``rng_variants`` draws, and ``aortic_wall``)."""
     body = Body(rng_anatomy)
     width = 2 * (150 * body.w + body.fat + body.arm_extent)
     crop = (0.7, 0.95) if fov_cutoff else (1.05, 1.3)
@@ -87,7 +88,7 @@ def torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.ra
                                       (420.0, 420.0, 1200.0))
     textures = np.random.default_rng(rng_anatomy.integers(2 ** 63))  # grid-sized draws
     canvas = Canvas(render, deformation)
-    paint_torso(TorsoPainter(body, canvas, rng_anatomy, textures, variants, rng_variants),
-                with_head)
+    paint_torso(TorsoPainter(body, canvas, rng_anatomy, textures, variants, rng_variants,
+                             aortic_wall), with_head)
     return Scene(acquisition, canvas.tissue, canvas.organ, body.region_of,
                  arms_down=body.arms_down)

@@ -42,7 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Variants", "NO_VARIANTS", "draw_variants"]
+__all__ = ["Variants", "NO_VARIANTS", "draw_variants", "AorticWall", "NO_AORTIC_WALL",
+           "draw_aortic_wall"]
 
 SPLENOMEGALY = 0.10
 HEPATOMEGALY = 0.10
@@ -52,6 +53,7 @@ RENAL_CYSTS = 0.25
 ASCITES = 0.08
 CLIPS_AFTER_CHOLECYSTECTOMY = 0.7
 SPINAL_FIXATION = 0.03
+AORTIC_CALCIFICATION = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,3 +123,29 @@ def draw_variants(rng: np.random.Generator) -> Variants:
                     surgical_clips=clips if not gallbladder
                     and u_late[1] < CLIPS_AFTER_CHOLECYSTECTOMY else 0,
                     fixation_levels=levels if u_late[2] < SPINAL_FIXATION else 0)
+
+
+@dataclass(frozen=True)
+class AorticWall:
+    """The abdominal aorta's wall around the lumen and the calcified plaques in it."""
+
+    #: Wall thickness (mm) outside the lumen's radius; 0: no wall (the lumen is the aorta).
+    thickness_mm: float = 0.0
+    #: Calcified plaques: (position along the aorta's centre line from the diaphragm, 0-1;
+    #: angle around it, radians; radius, mm).
+    plaques: tuple[tuple[float, float, float], ...] = ()
+
+
+NO_AORTIC_WALL = AorticWall()
+
+
+def draw_aortic_wall(rng: np.random.Generator, plaques: bool) -> AorticWall:
+    """One case's aortic wall, and its plaques if ``plaques`` (a finding: only with variants),
+    at the prevalence above. Always the same number of draws."""
+    thickness = float(rng.uniform(1.0, 2.5))
+    calcified = bool(rng.random() < AORTIC_CALCIFICATION)
+    count = int(rng.integers(2, 21))
+    drawn = [(float(rng.beta(2.0, 1.2)), float(rng.uniform(0.0, 2 * np.pi)),
+              float(rng.uniform(1.0, 2.5))) for _ in range(20)]
+    return AorticWall(thickness_mm=thickness,
+                      plaques=tuple(drawn[:count]) if plaques and calcified else ())

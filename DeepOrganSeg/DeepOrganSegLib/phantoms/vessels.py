@@ -11,7 +11,7 @@ import numpy as np
 
 from .body import Body
 from .painter import TorsoPainter
-from .shapes import tube
+from .shapes import centre_line, ellipsoid, tube
 
 
 def aorta_path(b: Body) -> tuple[list[np.ndarray], list[float]]:
@@ -34,11 +34,39 @@ def ivc_path(b: Body) -> list[np.ndarray]:
     return points
 
 
+def _paint_aorta(torso: TorsoPainter, path: list[np.ndarray], lumen_mm: np.ndarray) -> None:
+    """The aorta: its wall (soft tissue, as thick as ``torso.aortic_wall`` says), the lumen
+    inside it, and calcified plaques in the wall, all labelled as the aorta (reference
+    segmentations outline the outer wall, plaques included)."""
+    c, wall = torso.canvas, torso.aortic_wall
+    if wall.thickness_mm > 0:
+        c.paint(tube(path, lumen_mm + wall.thickness_mm), "muscle", "aorta")
+    c.paint(tube(path, lumen_mm), "arterial_blood", "aorta")
+    if not wall.plaques:
+        return
+    centre, radius = centre_line(path, lumen_mm, 2.0)
+    # as the surgical clips: a 1 mm plaque would fall between the voxel centres of a coarse
+    # grid; a scanner blooms it into a bright dot of about a voxel
+    spacing = sorted(c.grid.spacing)
+    smallest = 0.5 * float(np.hypot(spacing[1], spacing[2]))
+    for along, angle, size in wall.plaques:
+        at = min(int(round(along * (len(centre) - 1))), len(centre) - 2)
+        tangent = centre[at + 1] - centre[at]
+        tangent /= max(float(np.linalg.norm(tangent)), 1e-6)
+        across = np.cross(tangent, [0.0, 1.0, 0.0])
+        across /= max(float(np.linalg.norm(across)), 1e-6)
+        other = np.cross(tangent, across)
+        offset = radius[at] + 0.5 * wall.thickness_mm
+        position = centre[at] + offset * (np.cos(angle) * across + np.sin(angle) * other)
+        c.paint(ellipsoid(position, [max(size, smallest)] * 3), "bone_cortical", "aorta",
+                within=("muscle", "arterial_blood"))
+
+
 def paint_abdominal_vessels(torso: TorsoPainter) -> None:
     """Aorta and IVC with their main branches, portal and splenic veins, iliac vessels."""
     b, c = torso.body, torso.canvas
     aorta, radii = aorta_path(b)
-    c.paint(tube(aorta, np.array(radii) * torso.aorta_scale), "arterial_blood", "aorta")
+    _paint_aorta(torso, aorta, np.array(radii) * torso.aorta_scale)
     ivc = ivc_path(b)
     c.paint(tube(ivc, torso.ivc_radius), "caval_blood", "inferior_vena_cava")
     ys = lambda z: float(b.y_spine(z * b.h))  # noqa: E731 - tiny local helper
