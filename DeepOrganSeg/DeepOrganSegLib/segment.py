@@ -1,7 +1,8 @@
 """The segmentation pipeline: input volume + model -> labelmap on the input's exact grid.
 
 load -> working grid (canonical orientation, task spacing) -> normalise -> network (whole or
-tiled) -> optional dense CRF on the fused main/side outputs -> probabilities sampled back at the
+tiled) -> certain background where the input is blank (masked-out, zero-filled) -> optional
+dense CRF on the fused main/side outputs -> probabilities sampled back at the
 input's voxel centres, slab by slab (bounded memory) -> argmax -> per-organ clean-up -> stats.
 """
 
