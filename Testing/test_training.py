@@ -27,6 +27,7 @@ from training.distributed import DistributedContext  # noqa: E402
 from training.export import main as export_main  # noqa: E402
 from training.losses import (MarginalDiceCELoss, merge_unlabelled,  # noqa: E402
                              side_output_weights)
+import training.train as train_module  # noqa: E402
 from training.train import Checkpoint, lr_factor, train  # noqa: E402
 
 pytest.importorskip("DeepOrganSegLib.phantoms")
@@ -257,7 +258,8 @@ def test_a_few_training_steps_reduce_the_loss(phantom_cache, tmp_path):
 
 
 def test_bf16_autocast_on_cpu_trains_float32_weights_that_reduce_the_loss(phantom_cache,
-                                                                          tmp_path):
+                                                                          tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)  # on any CPU
     config = tiny_config(phantom_cache, tmp_path, "schedule.steps=30", "data.augment=false",
                          "schedule.cpu_amp=true")
     untrained = train(tiny_config(phantom_cache, tmp_path / "zero", "schedule.steps=0"), CPU,
@@ -267,6 +269,18 @@ def test_bf16_autocast_on_cpu_trains_float32_weights_that_reduce_the_loss(phanto
     before = _fixed_batch_loss(untrained, config, phantom_cache)
     after = _fixed_batch_loss(trained, config, phantom_cache)
     assert after < 0.9 * before, (before, after)
+
+
+def test_bf16_autocast_on_a_cpu_without_native_bf16_trains_in_float32_and_says_so(
+        phantom_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    asked = train(tiny_config(phantom_cache, tmp_path / "amp", "schedule.steps=3",
+                              "schedule.cpu_amp=true"), CPU, show_progress=False).network
+    assert "no native bf16" in capsys.readouterr().err
+    plain = train(tiny_config(phantom_cache, tmp_path / "fp32", "schedule.steps=3"), CPU,
+                  show_progress=False).network
+    assert all(torch.equal(a, b) for a, b in zip(asked.state_dict().values(),
+                                                 plain.state_dict().values()))
 
 
 def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
