@@ -22,7 +22,8 @@ from .inference import resolve_device
 from .options import SegmentationOptions
 from .postprocess import (OrganStatistics, fill_holes, keep_largest_component, normalised_entropy,
                           organ_statistics)
-from .preprocess import WorkingGrid, blank_background, iter_slabs, resample_probabilities_to, working_grid
+from .preprocess import (WorkingGrid, blank_background, iter_slabs, resample_probabilities_to,
+                         working_grid)
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
                          task_warnings)
