@@ -154,6 +154,14 @@ def _check_crf(metadata: ModelMetadata) -> None:
             raise ModelFileError(f"metadata field '{where}' is invalid ({error})") from None
 
 
+def _checked_document(metadata: ModelMetadata) -> dict:
+    """``metadata`` as the file's JSON document, refused (ModelFileError) if a reader would
+    refuse it: what every writer of a model file checks before it writes."""
+    document = metadata.to_dict()
+    _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))
+    return document
+
+
 def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
                half_precision: bool = False, stage1: "Any" = None) -> Path:
     """Write ``network``'s weights (and a cascade's ``stage1`` network's) and ``metadata`` as a
@@ -165,8 +173,7 @@ def save_model(path: str | os.PathLike, network: "Any", metadata: ModelMetadata,
     import torch
     from safetensors.torch import save_file
 
-    document = metadata.to_dict()
-    _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))  # refuse invalid files
+    document = _checked_document(metadata)
     if (stage1 is None) != (metadata.stage1 is None):
         raise ValueError("a cascade model file needs both its stage-1 network and metadata")
     state = dict(network.state_dict())
@@ -189,8 +196,7 @@ def replace_metadata(path: str | os.PathLike, metadata: ModelMetadata) -> Path:
     must still describe the tensors: the result is loaded before it replaces ``path``."""
     from safetensors.torch import load_file, save_file
 
-    document = metadata.to_dict()
-    _check_crf(ModelMetadata.from_dict(json.loads(json.dumps(document))))
+    document = _checked_document(metadata)
     read_metadata(path)  # the file being replaced is a model file
     tensors = load_file(str(path))
 
@@ -199,4 +205,3 @@ def replace_metadata(path: str | os.PathLike, metadata: ModelMetadata) -> Path:
         load_model(tmp)  # refuse metadata that no longer fits the weights
 
     return write_atomically(path, write)
-
