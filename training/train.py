@@ -454,7 +454,7 @@ def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> lis
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX tiles). Without it,
-    bf16 autocast is emulated: 43 s per step against 2.5 s in float32 on an AVX2 EPYC, for the
+    bf16 autocast is emulated: 41-44 s per step against 1.8 s in float32 on an AVX2 EPYC, for the
     cascade's stage 2 (docs/model-card.md, speed table)."""
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
                 or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())

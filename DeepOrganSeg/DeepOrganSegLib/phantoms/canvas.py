@@ -33,6 +33,14 @@ class Canvas:
         self.tissue = np.zeros(grid.shape, dtype=np.uint8)
         self.organ = np.zeros(grid.shape, dtype=np.uint8)
 
+    def visible_radius_mm(self, radius_mm: float) -> float:
+        """``radius_mm``, or half the diagonal of the grid's two longest voxel sides if that is
+        larger: a small dense object (a 1 mm clip or plaque) would otherwise fall between the
+        voxel centres of a coarse grid and vanish, where a scanner blooms it into a bright dot
+        of about a voxel (in whatever direction it lies)."""
+        spacing = sorted(self.grid.spacing)
+        return max(float(radius_mm), 0.5 * float(np.hypot(spacing[1], spacing[2])))
+
     def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
         """Array slices covering the mm box [lo, hi] (plus the deformation margin), or None."""
         slices = []

@@ -58,11 +58,7 @@ def paint_implants(torso: TorsoPainter) -> None:
         return
     rng = cast(np.random.Generator, torso.rng_variants)  # drawn variants come with their rng
     b, c = torso.body, torso.canvas
-    # A 1 mm clip would fall between the voxel centres of a 3-4 mm grid and vanish; a real
-    # scanner blooms it into a bright dot of about a voxel, so its radius is at least half the
-    # diagonal of a voxel's two longest sides (the clip lies in any direction).
-    spacing = sorted(c.grid.spacing)
-    clip_radius = max(1.0, 0.5 * float(np.hypot(spacing[1], spacing[2])))  # mm
+    clip_radius = c.visible_radius_mm(1.0)  # a 1 mm clip, bloomed to about a voxel
     for _ in range(variants.surgical_clips):  # titanium clips, 1 x 7 mm, on the cystic stump
         centre = torso.gallbladder_centre + rng.normal(0, 7, 3)
         direction = rng.normal(0, 1, 3)

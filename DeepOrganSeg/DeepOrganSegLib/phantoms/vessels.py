@@ -45,10 +45,6 @@ def _paint_aorta(torso: TorsoPainter, path: list[np.ndarray], lumen_mm: np.ndarr
     if not wall.plaques:
         return
     centre, radius = centre_line(path, lumen_mm, 2.0)
-    # as the surgical clips: a 1 mm plaque would fall between the voxel centres of a coarse
-    # grid; a scanner blooms it into a bright dot of about a voxel
-    spacing = sorted(c.grid.spacing)
-    smallest = 0.5 * float(np.hypot(spacing[1], spacing[2]))
     for along, angle, size in wall.plaques:
         at = min(int(round(along * (len(centre) - 1))), len(centre) - 2)
         tangent = centre[at + 1] - centre[at]
@@ -58,7 +54,7 @@ def _paint_aorta(torso: TorsoPainter, path: list[np.ndarray], lumen_mm: np.ndarr
         other = np.cross(tangent, across)
         offset = radius[at] + 0.5 * wall.thickness_mm
         position = centre[at] + offset * (np.cos(angle) * across + np.sin(angle) * other)
-        c.paint(ellipsoid(position, [max(size, smallest)] * 3), "bone_cortical", "aorta",
+        c.paint(ellipsoid(position, [c.visible_radius_mm(size)] * 3), "bone_cortical", "aorta",
                 within=("muscle", "arterial_blood"))
 
 
