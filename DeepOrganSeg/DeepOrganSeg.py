@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import qt
 import slicer
@@ -34,14 +34,16 @@ from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.mrml.install import (TORCH_REQUIREMENT, InstallJob,
                                           install_steps, missing_requirements, read_requirements)
-from DeepOrganSegLib.mrml.job import (RunState, SegmentationJob, SegmentationRequest,
-                                      run_segmentation)
+from DeepOrganSegLib.mrml.job import SegmentationJob, SegmentationRequest, run_segmentation
 from DeepOrganSegLib.mrml.nodes import hand_drawn_matches, load_terminology_context, set_show_3d
 from DeepOrganSegLib.mrml.refine import RefinementSession, RefineJob
-from DeepOrganSegLib.mrml.runner import (TERMINATE_GRACE_S, bundled_models, probe_cuda,
+from DeepOrganSegLib.mrml.runner import (TERMINATE_GRACE_S, EngineJob, RunState, probe_cuda,
                                          slicer_python)
 from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions
-from DeepOrganSegLib.resources import user_model_folder, user_models
+from DeepOrganSegLib.resources import bundled_models, user_model_folder, user_models
+
+#: A job the Logic follows (``DeepOrganSegLogic._follow``): handed back to its callbacks as is.
+JobT = TypeVar("JobT", bound=EngineJob)
 
 #: Parameter-node fields of the CRF section -> the engine's CRF parameter names.
 CRF_PARAMETERS = {
@@ -777,10 +779,11 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._job: SegmentationJob | RefineJob | InstallJob | None = None
+        self._job: EngineJob | None = None
         self._timer: qt.QTimer | None = None
-        self._progressCallback: Callable[[SegmentationJob], None] | None = None
-        self._completedCallback: Callable[[SegmentationJob], None] | None = None
+        # called with the followed job, as its own type (segmentation, refinement or install)
+        self._progressCallback: Callable[[Any], None] | None = None
+        self._completedCallback: Callable[[Any], None] | None = None
         if hasattr(slicer.modules, "terminologies"):  # our context: segments Slicer's list lacks
             load_terminology_context(slicer.modules.terminologies.logic(),
                                      Path(__file__).parent / "Resources" / "Terminology")
@@ -792,6 +795,7 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def bundledModels() -> list[Path]:
+        """The model files shipped with the module, for scripts (``docs/slicer.md``)."""
         return bundled_models()
 
     @staticmethod
@@ -802,10 +806,10 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def crfDefaults(metadata: ModelMetadata, task: str | None = None) -> dict[str, float]:
-        """The CRF parameters the model was tuned with (those the GUI shows), for ``task`` when
-        given (a task may carry its own), else the model-wide ones."""
-        crf = metadata.crf_for(task) if task else metadata.crf
-        return {name: value for name, value in crf.items() if name in CRF_PARAMETERS.values()}
+        """The CRF parameters the model runs with (those the GUI shows), for ``task`` when
+        given (a task may carry its own), else the model-wide ones; {} without a CRF."""
+        crf = metadata.crf_parameters(task)
+        return {} if crf is None else {name: getattr(crf, name) for name in CRF_PARAMETERS.values()}
 
     @classmethod
     def cudaAvailability(cls) -> tuple[bool, str]:
@@ -896,18 +900,19 @@ class DeepOrganSegLogic(ScriptedLoadableModuleLogic):
                         environment=slicer.util.startupEnvironment())
         return self._follow(job, progressCallback, completedCallback)
 
-    def _follow(self, job, progressCallback, completedCallback):
-        """Start ``job`` (a segmentation, refinement or install: ``start``/``poll``/``state``)
-        and poll it from a QTimer, calling back on progress and completion; returns it."""
+    def _follow(self, job: JobT, progressCallback: Callable[[JobT], None] | None,
+                completedCallback: Callable[[JobT], None] | None) -> JobT:
+        """Start ``job`` (a segmentation, refinement or install) and poll it from a QTimer,
+        calling back on progress and completion; returns it."""
         self._job = job
         self._progressCallback, self._completedCallback = progressCallback, completedCallback
-        self._job.start()
+        job.start()
         if self._timer is None:  # one timer for all jobs: a completion callback may start the
             self._timer = qt.QTimer()  # next job (install, then segment) from inside its slot
             self._timer.setInterval(self.POLL_INTERVAL_MS)
             self._timer.connect("timeout()", self._onTimer)
         self._timer.start()
-        return self._job
+        return job
 
     def _onTimer(self) -> None:
         job = self._job

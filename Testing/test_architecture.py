@@ -10,7 +10,11 @@
 * the engine never imports ``training`` (training imports the engine, not the reverse);
 * the torch-free modules the Slicer module loads into Slicer's own process stay torch-free,
   and import, with ``import torch`` failing, under the interpreter running the tests (CI runs this
-  file under Python 3.9 too: Slicer 5.8's).
+  file under Python 3.9 too: Slicer 5.8's);
+* every module belongs to one layer of ``docs/architecture.md``'s table and imports only what
+  its layer may import (:data:`LAYERS`);
+* each name has one import home: a module's ``__all__`` lists only what the module defines
+  (a package's ``__init__`` may gather its modules' entry points).
 """
 
 from __future__ import annotations
@@ -32,10 +36,33 @@ APPLICATION_PACKAGES = {"cli", "phantoms", "mrml"}
 #: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
 SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
-TORCH_FREE = {"model", "model.file", "model.spec", "model.schema", "model.container",
-              "model.terminology", "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine",
-              "mrml.runner", "mrml.install", "resources", "labelmap_io", "volume", "volume_io", "validation",
-              "crf", "crf.parameters", "bodypart", "metrics"}
+TORCH_FREE = {"model", "model.file", "model.spec", "schema", "container", "model.terminology",
+              "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine", "mrml.runner",
+              "mrml.install", "resources", "options", "progress", "strokes", "grid", "outputs",
+              "volume", "volume_io", "validation", "crf", "crf.parameters", "bodypart", "metrics"}
+
+#: The layers of docs/architecture.md's table: a module (or every module of a package) -> its
+#: layer, and each layer -> the layers it may import (its own included).
+LAYER_OF = {
+    **dict.fromkeys(("errors", "devices", "progress", "resources", "options"), "foundation"),
+    **dict.fromkeys(("volume", "volume_io", "validation", "metrics", "grid", "strokes", "outputs",
+                     "container", "schema"), "data"),
+    **dict.fromkeys(("model", "crf"), "model"),
+    "bodypart": "bodypart",
+    **dict.fromkeys(("preprocess", "inference", "cascade", "postprocess", "segment", "refine",
+                     "qc", "labelmap_io"), "pipeline"),
+    **dict.fromkeys(("__main__", "demo", "cli", "phantoms"), "applications"),
+    "mrml": "slicer",
+}
+LAYERS = {
+    "foundation": {"foundation"},
+    "data": {"foundation", "data"},
+    "model": {"foundation", "data", "model"},
+    "bodypart": {"foundation", "data", "bodypart"},
+    "pipeline": {"foundation", "data", "model", "bodypart", "pipeline"},
+    "applications": {"foundation", "data", "model", "bodypart", "pipeline", "applications"},
+    "slicer": {"foundation", "data", "model", "slicer"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -104,6 +131,49 @@ def _modules() -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def graph() -> dict[str, tuple[set[str], set[str]]]:
     return {name: _imports(path) for name, path in _modules().items()}
+
+
+def _layer(name: str) -> str:
+    return LAYER_OF.get(name) or LAYER_OF[name.split(".")[0]]
+
+
+def test_every_engine_module_has_a_layer():
+    unplaced = sorted(name for name in _modules()
+                      if name not in LAYER_OF and name.split(".")[0] not in LAYER_OF)
+    assert not unplaced, f"add {unplaced} to LAYER_OF and to docs/architecture.md's table"
+
+
+def test_each_layer_imports_only_what_the_table_allows(graph):
+    breaches = [f"{name} ({_layer(name)}) imports {target} ({_layer(target)})"
+                for name, (engine, _) in sorted(graph.items()) for target in sorted(engine)
+                if _layer(target) not in LAYERS[_layer(name)]]
+    assert not breaches, "\n".join(breaches)
+
+
+def test_a_modules_all_lists_only_what_it_defines():
+    """One import home per name: ``__all__`` of a module names what the module defines, never
+    a name it imports to pass on; a package's ``__init__`` may gather its own modules' names
+    (``model.load_model``), not names from outside the package."""
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        exported: list[str] = []
+        defined: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 \
+                    and path.name == "__init__.py":
+                defined.update(alias.asname or alias.name for alias in node.names)
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    defined.add(target.id)
+                    if target.id == "__all__" and isinstance(node.value, (ast.List, ast.Tuple)):
+                        exported = [element.value for element in node.value.elts
+                                    if isinstance(element, ast.Constant)]
+        passed_on = sorted(set(exported) - defined)
+        assert not passed_on, f"{name}.__all__ passes on {passed_on}: import them from their home"
 
 
 def test_engine_modules_import_each_other_without_circles(graph):

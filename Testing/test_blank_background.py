@@ -6,7 +6,8 @@ the skull-stripped ICBM152 T1 with the bundled model: ``test_real_mr.py``.)"""
 import numpy as np
 import torch
 
-from DeepOrganSegLib.preprocess import blank_background, working_grid
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.preprocess import blank_background
 from DeepOrganSegLib.segment import _background_where_blank
 from DeepOrganSegLib.volume import Volume
 

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 import torch
-from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata
+from helpers import TINY_CONFIG, ellipsoid_scene, tiny_metadata
 from DeepOrganSegLib.bodypart import REGIONS
 from DeepOrganSegLib.bodypart import classifier as bodypart_classifier
 from DeepOrganSegLib.bodypart.classifier import bundled_classifier, load_classifier
@@ -20,11 +20,14 @@ from DeepOrganSegLib.bodypart.profile import (AutoChoice, RegionProfile, RegionR
                                               auto_choice, choose_auto_task, region_profile,
                                               viterbi_profile)
 from DeepOrganSegLib.model import LoadedModel
-from DeepOrganSegLib.cli import default_model_path, main
+from DeepOrganSegLib.cli import main
+from DeepOrganSegLib.resources import default_model_path
 from DeepOrganSegLib.errors import InputError, ModelFileError
 from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.phantoms import make_phantom
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.progress import AutoTaskNote
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import write_volume
 
@@ -149,6 +152,7 @@ def test_auto_picks_abdomen_ct_for_whole_body_ct(classifier, whole_body):
     assert choice.slab.stop - choice.slab.start < 0.7 * whole_body.image.array.shape[0]
     assert choice.summary().startswith("auto: CT, regions ")
     assert "task abdomen-ct, slab slices" in choice.summary()
+    assert choice.summary().auto_task == "abdomen-ct"  # the JSON line's own field
 
 
 def test_auto_refuses_ct_of_the_legs_alone(classifier, whole_body):
@@ -222,6 +226,7 @@ def test_auto_slab_is_segmented_and_pasted_onto_the_full_input_grid(monkeypatch)
     alone = segment_volume(cropped, model, SegmentationOptions(task="abdomen-ct", crf=False))
     np.testing.assert_array_equal(result.labels.array[slab], alone.labels.array)
     assert "auto: CT, regions chest..abdomen, task abdomen-ct, slab slices 8-31" in messages
+    assert [m.auto_task for m in messages if isinstance(m, AutoTaskNote)] == ["abdomen-ct"]
     assert sum(s.voxels for s in result.statistics) == np.count_nonzero(result.labels.array)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import TINY_CONFIG, tiny_metadata
+from helpers import TINY_CONFIG, tiny_metadata
 from DeepOrganSegLib.model import FORMAT_VERSION, load_model, read_metadata, save_model
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.model.network import DSN3D

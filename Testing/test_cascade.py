@@ -5,7 +5,6 @@ prior channels. Model file contract, geometry, the region rule, and training eit
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,24 +14,24 @@ import SimpleITK as sitk
 import torch
 import yaml
 
+from helpers import TINY_CONFIG, ellipsoid_scene, tiny_metadata
+from test_geometry import _flip_axis, _oblique_copy
+from DeepOrganSegLib import cascade
+from DeepOrganSegLib.errors import InputError, ModelFileError
+from DeepOrganSegLib.model import StageSpec, load_model, read_metadata, save_model
+from DeepOrganSegLib.inference import Prediction
+from DeepOrganSegLib.options import InferenceSettings
+from DeepOrganSegLib.model.network import DSN3D
+from DeepOrganSegLib.grid import WorkingGrid, working_grid
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
+from training.config import ConfigError, PriorConfig, TrainConfig
+from training.distributed import DistributedContext
+from training.export import export_checkpoint
+from training.prior import CoarsePrior, perturbed_prior
+from training.train import train
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata  # noqa: E402
-from test_geometry import _flip_axis, _oblique_copy  # noqa: E402
-from DeepOrganSegLib import cascade  # noqa: E402
-from DeepOrganSegLib.errors import InputError, ModelFileError  # noqa: E402
-from DeepOrganSegLib.model import StageSpec, load_model, read_metadata, save_model  # noqa: E402
-from DeepOrganSegLib.inference import InferenceSettings, Prediction  # noqa: E402
-from DeepOrganSegLib.model.network import DSN3D  # noqa: E402
-from DeepOrganSegLib.preprocess import WorkingGrid, working_grid  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
-from training.config import ConfigError, PriorConfig, TrainConfig  # noqa: E402
-from training.distributed import DistributedContext  # noqa: E402
-from training.export import export_checkpoint  # noqa: E402
-from training.prior import CoarsePrior, perturbed_prior  # noqa: E402
-from training.train import train  # noqa: E402
-
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 COARSE_MM = (9.0, 9.0, 9.0)
 

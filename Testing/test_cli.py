@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ellipsoid_scene
+from helpers import ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.volume_io import read_volume, write_volume

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from conftest import TINY_LABELS, ellipsoid_scene, tiny_metadata
+from helpers import TINY_LABELS, ellipsoid_scene, tiny_metadata
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.postprocess import REVIEW_CONFIDENCE, normalised_entropy, organ_statistics
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import write_volume
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from DeepOrganSegLib.crf.meanfield import (PROBABILITY_FLOOR, dense_crf, dense_crf_roi,
-                                           fuse_side_outputs)
+                                           fuse_side_outputs, keep_found_organs)
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.crf.permutohedral import PermutohedralLattice
 from DeepOrganSegLib.errors import Cancelled, InputError
@@ -24,7 +24,7 @@ DENSECRF_NO_NORMALIZATION = 0
 SPACING = (2.0, 1.0, 1.5)  # mm along Z, Y, X: deliberately anisotropic
 
 
-def ellipsoid_scene(shape=(24, 40, 40), spacing=SPACING, seed=0, noise=1.5):
+def crf_case(shape=(24, 40, 40), spacing=SPACING, seed=0, noise=1.5):
     """Two touching ellipsoid 'organs' (labels 1, 2) in background; a noisy image and a noisy,
     over-smoothed 'network prediction'. Returns (labels, image, probabilities)."""
     generator = torch.Generator().manual_seed(seed)
@@ -103,7 +103,7 @@ def test_lattice_rejects_bad_features():
 
 def test_labels_agree_with_pydensecrf_on_99_percent_of_voxels():
     densecrf = pytest.importorskip("pydensecrf.densecrf")
-    labels, image, probabilities = ellipsoid_scene(shape=(48, 64, 64))
+    labels, image, probabilities = crf_case(shape=(48, 64, 64))
     params = CRFParameters()
     ours = dense_crf(probabilities, image, SPACING, params).argmax(0)
 
@@ -122,7 +122,7 @@ def test_labels_agree_with_pydensecrf_on_99_percent_of_voxels():
 
 
 def test_crf_raises_dice_on_noisy_prediction():
-    labels, image, probabilities = ellipsoid_scene()
+    labels, image, probabilities = crf_case()
     refined = dense_crf(probabilities, image, SPACING, CRFParameters())
     for organ in (1, 2):
         before = dice(probabilities.argmax(0).numpy(), labels.numpy(), organ, empty=0.0)
@@ -132,14 +132,14 @@ def test_crf_raises_dice_on_noisy_prediction():
 
 
 def test_output_is_a_probability_map_on_the_input_grid():
-    labels, image, probabilities = ellipsoid_scene(shape=(8, 12, 10))
+    labels, image, probabilities = crf_case(shape=(8, 12, 10))
     refined = dense_crf(probabilities.double(), image, SPACING, CRFParameters())
     assert refined.shape == probabilities.shape and refined.dtype == torch.float32
     torch.testing.assert_close(refined.sum(0), torch.ones(labels.shape))
 
 
 def test_clamped_voxels_keep_their_label():
-    labels, image, probabilities = ellipsoid_scene(shape=(16, 24, 24))
+    labels, image, probabilities = crf_case(shape=(16, 24, 24))
     clamp = torch.full(labels.shape, -1)
     clamp[8, 4:20, 4:20] = 2  # a scribble of label 2 across organ 1, organ 2 and background
     refined = dense_crf(probabilities, image, SPACING, CRFParameters(), clamp=clamp)
@@ -175,7 +175,7 @@ def test_anisotropic_spacing_is_respected(kernel):
 
 
 def test_potts_default_equals_the_potts_compatibility_matrix():
-    _, image, probabilities = ellipsoid_scene(shape=(8, 12, 10))
+    _, image, probabilities = crf_case(shape=(8, 12, 10))
     potts = 1.0 - torch.eye(3)
     default = dense_crf(probabilities, image, SPACING, CRFParameters())
     explicit = dense_crf(probabilities, image, SPACING, CRFParameters(), compatibility=potts)
@@ -183,14 +183,14 @@ def test_potts_default_equals_the_potts_compatibility_matrix():
 
 
 def test_multichannel_image_is_accepted():
-    _, image, probabilities = ellipsoid_scene(shape=(12, 16, 16))
+    _, image, probabilities = crf_case(shape=(12, 16, 16))
     two_channels = torch.stack([image, 1.0 - image])
     refined = dense_crf(probabilities, two_channels, SPACING, CRFParameters())
     assert refined.shape == probabilities.shape
 
 
 def test_mismatched_inputs_are_refused():
-    _, image, probabilities = ellipsoid_scene(shape=(8, 12, 10))
+    _, image, probabilities = crf_case(shape=(8, 12, 10))
     with pytest.raises(ValueError, match="does not match"):
         dense_crf(probabilities, image[:, :-1], SPACING, CRFParameters())
     with pytest.raises(ValueError, match="compatibility"):
@@ -200,7 +200,7 @@ def test_mismatched_inputs_are_refused():
 
 
 def test_progress_is_reported_and_cancel_stops_between_iterations():
-    _, image, probabilities = ellipsoid_scene(shape=(8, 12, 10))
+    _, image, probabilities = crf_case(shape=(8, 12, 10))
     token = CancelToken()
     reports = []
 
@@ -218,7 +218,7 @@ def test_progress_is_reported_and_cancel_stops_between_iterations():
 # ---------------------------------------------------------------------------------- ROI mode
 
 def test_roi_mode_refines_the_foreground_box_and_keeps_the_rest():
-    _, image, probabilities = ellipsoid_scene(shape=(24, 40, 40))
+    _, image, probabilities = crf_case(shape=(24, 40, 40))
     padded = torch.zeros(3, 40, 60, 60)
     padded[0] = 1.0
     padded[:, 8:32, 10:50, 10:50] = probabilities
@@ -266,6 +266,8 @@ def test_parameters_round_trip_through_a_dictionary():
     ({"appearance_intensity": "wide"}, "appearance_intensity"),
     ({"side_output_weights": [0.7, 0.6]}, "sum to at most 1"),
     ({"theta": 3}, "unknown CRF parameter"),
+    ({"min_organ_share": 1.5}, "min_organ_share"),
+    ({"min_organ_share": -0.1}, "min_organ_share"),
 ])
 def test_invalid_parameters_are_refused_with_a_one_line_message(bad, message):
     with pytest.raises(InputError, match=message) as error:
@@ -284,7 +286,50 @@ def test_side_outputs_are_fused_with_their_weights():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_labels():
-    _, image, probabilities = ellipsoid_scene()
+    _, image, probabilities = crf_case()
     cpu = dense_crf(probabilities, image, SPACING, CRFParameters()).argmax(0)
     gpu = dense_crf(probabilities.cuda(), image.cuda(), SPACING, CRFParameters()).argmax(0).cpu()
     assert float((cpu == gpu).float().mean()) > 0.999
+
+
+def _found_and_refined() -> tuple[torch.Tensor, torch.Tensor]:
+    """Network probabilities with a large organ 1 and a thin organ 2, and a CRF result that
+    kept organ 1 and pulled three quarters of organ 2 into the background."""
+    network = torch.zeros(3, 8, 8, 8)
+    network[0] = 0.9
+    network[1, :4] = 0.9
+    network[0, :4] = 0.1
+    network[2, 6, 2, :] = 0.8
+    network[0, 6, 2, :] = 0.2
+    refined = network.clone()
+    refined[2, 6, 2, 2:] = 0.1
+    refined[0, 6, 2, 2:] = 0.9
+    return network, refined
+
+
+def test_an_organ_the_crf_shrinks_below_the_share_keeps_the_networks_voxels():
+    network, refined = _found_and_refined()
+    kept = keep_found_organs(network, refined.clone(), min_share=0.5).argmax(0)
+    assert torch.equal(kept == 2, network.argmax(0) == 2)
+    assert torch.equal(kept == 1, refined.argmax(0) == 1)  # the organ that held is the CRF's
+
+
+def test_without_a_share_the_crf_result_stands():
+    network, refined = _found_and_refined()
+    assert torch.equal(keep_found_organs(network, refined.clone(), 0.0), refined)
+    assert torch.equal(keep_found_organs(network, refined.clone(), 0.2).argmax(0),
+                       refined.argmax(0))  # organ 2 kept a quarter: above a fifth
+
+
+def test_the_model_the_task_and_the_user_meet_in_one_crf():
+    from helpers import tiny_metadata
+
+    metadata = tiny_metadata({"appearance_weight": 4.0, "iterations": 3})
+    crf = metadata.crf_parameters("abdomen-ct", {"iterations": 7, "min_organ_share": 0.5})
+    assert (crf.appearance_weight, crf.iterations, crf.min_organ_share) == (4.0, 7, 0.5)
+    assert crf.smoothness_weight == CRFParameters().smoothness_weight  # the engine's default
+    assert metadata.crf_parameters(None) == CRFParameters(appearance_weight=4.0, iterations=3)
+    assert tiny_metadata({}).crf_parameters("abdomen-ct") is None  # a model without a CRF
+    with pytest.raises(InputError, match="unknown CRF parameter"):
+        metadata.crf_parameters("abdomen-ct", {"theta": 1})
+    assert not CRFParameters(appearance_weight=0.0, smoothness_weight=0.0).has_weight

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import ellipsoid_scene
+from helpers import ellipsoid_scene
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.crf.parameters import CRFParameters
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("monai")
 from training.evaluate import EvaluationCase  # noqa: E402

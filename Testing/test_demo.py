@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from DeepOrganSegLib.cli import default_model_path, main
+from DeepOrganSegLib.cli import main
+from DeepOrganSegLib.resources import default_model_path
 from DeepOrganSegLib.errors import InputError
 
 pytest.importorskip("DeepOrganSegLib.phantoms")

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ellipsoid_scene
+from helpers import ellipsoid_scene
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.preprocess import working_grid
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import read_volume, write_volume
 
@@ -20,7 +21,7 @@ def model(tiny_model_path):
 
 
 @pytest.fixture(scope="module")
-def scene():
+def ellipsoid():
     return ellipsoid_scene(seed=21)
 
 
@@ -80,8 +81,8 @@ def _assert_same_grid(a: Volume, b: Volume) -> None:
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_flipped_grid_gives_the_same_labels_voxel_for_voxel(model, scene, axis):
-    image, _ = scene
+def test_flipped_grid_gives_the_same_labels_voxel_for_voxel(model, ellipsoid, axis):
+    image, _ = ellipsoid
     reference = _segment(image, model)
     flipped_image = _flip_axis(image, axis)
     flipped = _segment(flipped_image, model)
@@ -90,8 +91,8 @@ def test_flipped_grid_gives_the_same_labels_voxel_for_voxel(model, scene, axis):
     assert np.mean(undone == reference.array) >= 0.999
 
 
-def test_permuted_axes_give_the_same_labels_voxel_for_voxel(model, scene):
-    image, _ = scene
+def test_permuted_axes_give_the_same_labels_voxel_for_voxel(model, ellipsoid):
+    image, _ = ellipsoid
     reference = _segment(image, model)
     permuted_image = _permute_axes(image, (2, 0, 1))
     permuted = _segment(permuted_image, model)
@@ -100,8 +101,8 @@ def test_permuted_axes_give_the_same_labels_voxel_for_voxel(model, scene):
     assert np.mean(back.array == reference.array) >= 0.999
 
 
-def test_output_geometry_matches_oblique_input_and_labels_agree_after_undoing_rotation(model, scene):
-    image, truth = scene
+def test_output_geometry_matches_oblique_input_and_labels_agree_after_undoing_rotation(model, ellipsoid):
+    image, truth = ellipsoid
     reference = _segment(image, model)
     oblique_image = _oblique_copy(image, sitk.sitkLinear)
     oblique = _segment(oblique_image, model)
@@ -113,9 +114,9 @@ def test_output_geometry_matches_oblique_input_and_labels_agree_after_undoing_ro
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
-def test_geometry_survives_files_in_every_format(model, scene, tmp_path, suffix):
+def test_geometry_survives_files_in_every_format(model, ellipsoid, tmp_path, suffix):
     """NIfTI stores RAS on disk, NRRD/MHA LPS: the round trip must not care."""
-    oblique = Volume(scene[0].array, (0.9, 1.7, 3.1), (12.5, -40.0, 7.25),
+    oblique = Volume(ellipsoid[0].array, (0.9, 1.7, 3.1), (12.5, -40.0, 7.25),
                      _rotation(-33, 1) @ np.diag([1.0, -1.0, 1.0]))
     path = write_volume(oblique, tmp_path / f"input{suffix}")
     loaded = read_volume(path)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from DeepOrganSegLib.errors import Cancelled, InputError
-from DeepOrganSegLib.inference import InferenceSettings, activation_bytes, predict, resolve_device
+from DeepOrganSegLib.inference import activation_bytes, predict, resolve_device
+from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.model.network import DSN3D, DSNConfig
 from DeepOrganSegLib.progress import CancelToken
 

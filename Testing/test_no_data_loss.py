@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ellipsoid_scene
+from helpers import ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.volume_io import write_volume
 

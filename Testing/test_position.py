@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, ellipsoid_scene, tiny_metadata
+from helpers import TINY_CONFIG, ellipsoid_scene, tiny_metadata
 from test_geometry import _flip_axis, _oblique_copy, _permute_axes
 import SimpleITK as sitk
 from DeepOrganSegLib.errors import ModelFileError
 from DeepOrganSegLib.model import load_model, read_metadata, save_model
 from DeepOrganSegLib.model.network import DSN3D
-from DeepOrganSegLib.preprocess import POSITION_SCALE_MM, prepare_image, working_grid
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.preprocess import POSITION_SCALE_MM, prepare_image
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 
 POSITION_INPUTS = ("image", "position")
 
@@ -29,7 +31,7 @@ def _liver_offsets(image, labels):
     task = _task()
     grid = working_grid(image, task.spacing_mm)
     channels = prepare_image(image, task, grid, POSITION_INPUTS)
-    from DeepOrganSegLib.preprocess import resample_to_grid
+    from DeepOrganSegLib.grid import resample_to_grid
 
     liver = resample_to_grid(labels, grid, interpolator=sitk.sitkNearestNeighbor,
                              default_value=0) == 1

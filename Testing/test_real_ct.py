@@ -7,19 +7,17 @@ only real patient silently. A few seconds on CPU; skipped where the data set is 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from DeepOrganSegLib.model import load_model
+from DeepOrganSegLib.metrics import dice
+from DeepOrganSegLib.resources import default_model_path
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from DeepOrganSegLib.model import load_model  # noqa: E402
-from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.resources import default_model_path  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
-
 REAL_CT = Path(os.environ.get("DEEPORGANSEG_REAL_CT",
                               ROOT.parent / "shared" / "data" / "real-ct-upper-abdomen"))
 

@@ -6,20 +6,15 @@ outside the brain. About 15 s on CPU; runs in CI (nilearn holds the data, no dow
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.model import load_model  # noqa: E402
-from DeepOrganSegLib.resources import default_model_path  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
+from DeepOrganSegLib.metrics import dice
+from DeepOrganSegLib.model import load_model
+from DeepOrganSegLib.resources import default_model_path
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 
 #: Dice of the bundled model (v7) with the CRF on the ICBM152 T1, as measured for
 #: docs/model-card.md (grey matter 0.856, white matter 0.877), less 0.02-0.03 for float

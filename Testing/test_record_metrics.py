@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from DeepOrganSegLib.model import read_metadata  # noqa: E402
-from training.entry import run_script  # noqa: E402
-from training.record_metrics import main as record_main  # noqa: E402
+from DeepOrganSegLib.model import read_metadata
+from training.entry import run_script
+from training.record_metrics import main as record_main
 
 SUMMARY = {"brain-mr": {"no_crf": {"organs": {"grey_matter": {"dice": 0.79}}, "mean_dice": 0.79,
                                    "cases": 1},

@@ -4,11 +4,11 @@ missed organ and cut a false one, only that organ changes, stroked voxels keep t
 import numpy as np
 import pytest
 
-from conftest import CT_NORMALIZATION, ellipsoid_scene
+from helpers import CT_NORMALIZATION, ellipsoid_scene
 from DeepOrganSegLib.cli import main
-from DeepOrganSegLib.labelmap_io import REMOVE_OFFSET
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.refine import Scribbles, refine
+from DeepOrganSegLib.refine import refine
+from DeepOrganSegLib.strokes import REMOVE_OFFSET, Scribbles
 from DeepOrganSegLib.volume_io import write_volume
 
 CHANNELS = [0, 1, 2]  # background, liver, spleen (the scene's values)

@@ -19,14 +19,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import ellipsoid_scene
-from DeepOrganSegLib import cli, labelmap_io, segment
+from helpers import ellipsoid_scene
+from DeepOrganSegLib import cli, labelmap_io, outputs, segment
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.errors import Cancelled
 from DeepOrganSegLib.progress import CancelToken
 from DeepOrganSegLib.options import InferenceSettings
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume_io import read_volume, write_volume
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
@@ -260,7 +261,7 @@ def test_full_disk_is_reported_before_inference(tiny_model_path, small_input, tm
                                                 monkeypatch):
     real = os.statvfs(tmp_path)
     full = SimpleNamespace(f_bavail=1, f_frsize=real.f_frsize)
-    monkeypatch.setattr(labelmap_io.os, "statvfs", lambda folder: full)
+    monkeypatch.setattr(outputs.os, "statvfs", lambda folder: full)
     code, events, err = _run_json(capsys, ["segment", str(small_input),
                                            str(tmp_path / "labels.nii.gz"),
                                            "--model", str(tiny_model_path)])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ellipsoid_scene
+from helpers import ellipsoid_scene
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.volume import Volume
@@ -485,7 +485,7 @@ def test_mr_volume_given_to_a_ct_task_warns_but_segments(tiny_model_path, tmp_pa
 def test_ct_volume_for_an_mr_task_is_a_warning_not_an_error():
     from dataclasses import replace
 
-    from conftest import tiny_metadata
+    from helpers import tiny_metadata
     from DeepOrganSegLib.validation import task_warnings
 
     ct_task = tiny_metadata().tasks[0]
@@ -503,8 +503,8 @@ def test_a_volume_guessed_ct_is_never_warned_as_not_ct(air_share):
     percentiles, which once told CT from MR in two places), which counts as CT."""
     from dataclasses import replace
 
-    from conftest import tiny_metadata
-    from DeepOrganSegLib.segment import guess_modality
+    from helpers import tiny_metadata
+    from DeepOrganSegLib.validation import guess_modality
     from DeepOrganSegLib.validation import task_warnings
 
     ct_task = tiny_metadata().tasks[0]
@@ -532,9 +532,7 @@ SLICER_CASES = {
 @pytest.mark.parametrize("case", list(SLICER_CASES))
 def test_slicer_logic_refuses_bad_volume_and_leaves_scene_unchanged(tiny_model_path, case):
     slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing"
-                           / "Python"))
-    from DeepOrganSegTestBodies import scene_snapshot
+    from Testing.Python.DeepOrganSegTestBodies import scene_snapshot
     from DeepOrganSegLib.mrml.job import (SegmentationFailed, SegmentationRequest,
                                           run_segmentation)
     from DeepOrganSegLib.mrml.nodes import add_volume_node
@@ -574,20 +572,13 @@ def _msd_folder(folder: Path, cases: int = 2) -> Path:
     return folder
 
 
-def _training_readers():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from training.data import CaseRef, load_case, read_msd_folder
-
-    return CaseRef, load_case, read_msd_folder
-
-
 @pytest.mark.parametrize("damage, pattern", [
     ("truncated-image", "liver_1.nii.gz: compressed data is truncated"),
     ("missing-label", "liver_1.nii.gz: no such file"),
     ("labelmap-is-text", "labelsTr/liver_1.nii.gz: compressed data is truncated or corrupt"),
 ])
 def test_corrupt_case_in_msd_folder_names_the_file(tmp_path, damage, pattern):
-    CaseRef, load_case, read_msd_folder = _training_readers()
+    from training.data import CaseRef, load_case, read_msd_folder
     from DeepOrganSegLib.errors import InputError
 
     folder = _msd_folder(tmp_path)
@@ -615,7 +606,7 @@ def test_corrupt_case_in_msd_folder_names_the_file(tmp_path, damage, pattern):
     ("[1, 2]", "dataset.json: the dataset description must be a JSON object"),
 ])
 def test_corrupt_msd_dataset_json_names_the_file(tmp_path, content, pattern):
-    _, _, read_msd_folder = _training_readers()
+    from training.data import read_msd_folder
     from DeepOrganSegLib.errors import InputError
 
     folder = _msd_folder(tmp_path, cases=1)

@@ -14,7 +14,6 @@ import signal
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +21,14 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
-
-import DeepOrganSegTestBodies as bodies  # noqa: E402
-from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
+from Testing.Python import DeepOrganSegTestBodies as bodies  # noqa: E402
+from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
 from DeepOrganSegLib.mrml import runner  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.mrml.job import SegmentationJob, run_segmentation  # noqa: E402
 from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions  # noqa: E402
+from DeepOrganSegLib.progress import (AutoTaskNote, JsonProgress, ProgressEvent,  # noqa: E402
+                                      parse_progress_line)
 from DeepOrganSegLib.volume import Volume  # noqa: E402
 
 
@@ -65,12 +64,12 @@ def oblique_copy(image: Volume, truth: Volume, direction: np.ndarray,
 
 
 @pytest.fixture(scope="module")
-def scene():
-    yield from mrml_scene()
+def mrml_scene():
+    yield from fresh_mrml_scene()
 
 
 @pytest.fixture(scope="module")
-def context(scene, tiny_model_path, tmp_path_factory) -> bodies.Context:
+def context(mrml_scene, tiny_model_path, tmp_path_factory) -> bodies.Context:
     """An ellipsoid abdomen, resampled onto an oblique, flipped, anisotropic grid."""
     image, truth = ellipsoid_scene(seed=11)
     direction = rotation((18.0, -12.0, 25.0)) @ np.diag([1.0, -1.0, 1.0])
@@ -83,7 +82,7 @@ def context(scene, tiny_model_path, tmp_path_factory) -> bodies.Context:
         job.start()
         return job
 
-    return bodies.Context(scene=scene, case=case,
+    return bodies.Context(scene=mrml_scene, case=case,
                           run=lambda request: run_segmentation(request, sys.executable),
                           start=start, python=sys.executable,
                           workdir=tmp_path_factory.mktemp("slicer-logic"))
@@ -167,14 +166,57 @@ def fake_engine(script: str) -> list[str]:
 
 
 def test_progress_lines_are_parsed_and_chatter_ignored():
-    parse = runner.parse_progress_line
+    parse = parse_progress_line
     assert parse('{"stage": "inference", "fraction": 0.5, "message": "tile 2/4"}') == \
-        runner.ProgressEvent("inference", 0.5, "tile 2/4")
+        ProgressEvent("inference", 0.5, "tile 2/4")
     assert parse('{"stage": "error", "message": "bad volume", "exit_code": 2}') == \
-        runner.ProgressEvent("error", 0.0, "bad volume", exit_code=2)
+        ProgressEvent("error", 0.0, "bad volume", exit_code=2)
     assert parse('{"stage": "crf", "fraction": 7}').fraction == 1.0
+    assert parse('{"stage": "preprocess", "message": "auto: CT", "auto_task": "abdomen-ct"}') == \
+        ProgressEvent("preprocess", 0.0, "auto: CT", auto_task="abdomen-ct")
     for chatter in ("UserWarning: something", "", "{not json", '{"no": "stage"}', "[1, 2]"):
         assert parse(chatter) is None
+
+
+def test_the_auto_choice_travels_as_its_own_field_of_the_progress_line(capsys):
+    """The task Auto chose is written only on the line that reports it (an AutoTaskNote) and
+    read back from that field, never from the message's text."""
+    progress = JsonProgress()
+    progress("preprocess", 0.1, AutoTaskNote("auto: CT, regions chest..abdomen, task abdomen-ct",
+                                             "abdomen-ct"))
+    progress("preprocess", 0.2, "auto: a message that only looks like the choice")
+    first, second = (parse_progress_line(line) for line in capsys.readouterr().out.splitlines())
+    assert first == ProgressEvent("preprocess", 0.1,
+                                  "auto: CT, regions chest..abdomen, task abdomen-ct",
+                                  auto_task="abdomen-ct")
+    assert second.auto_task is None
+
+
+def test_a_job_keeps_the_auto_choice_and_the_warnings_as_notes(tmp_path):
+    class StandIn(runner.EngineCommandJob):
+        def _command(self) -> list[str]:
+            self.temporary_folder = tmp_path / "job"
+            self.temporary_folder.mkdir()
+            return fake_engine("""
+                import json
+                for line in ({"stage": "preprocess", "message": "auto: CT, task abdomen-ct",
+                              "auto_task": "abdomen-ct"},
+                             {"stage": "warning", "message": "unusual spacing"},
+                             {"stage": "inference", "message": "auto: not the choice"}):
+                    print(json.dumps(line), flush=True)
+            """)
+
+        def _apply(self) -> None:
+            pass
+
+        def _done_message(self) -> str:
+            return "done"
+
+    job = StandIn(sys.executable)
+    job.start()
+    assert job.wait(timeout=60) is runner.RunState.DONE, job.failure
+    assert job.notes == ["auto: CT, task abdomen-ct", "unusual spacing"]
+    assert not job.temporary_folder.exists()
 
 
 def test_segment_command_passes_every_choice():

@@ -5,35 +5,33 @@ changed organs rewritten, undo, and nothing left behind."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Testing" / "Python"))
-
-from conftest import ellipsoid_scene, mrml_scene  # noqa: E402
+from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
-from DeepOrganSegLib.mrml.job import RunState, SegmentationRequest, run_segmentation  # noqa: E402
+from DeepOrganSegLib.mrml.job import SegmentationRequest, run_segmentation  # noqa: E402
 from DeepOrganSegLib.mrml.nodes import add_volume_node, node_ijk_to_ras  # noqa: E402
 from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: E402
                                          segment_mask_on_grid)
 from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
+from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
 
 
 @pytest.fixture
-def scene():
-    yield from mrml_scene()
+def mrml_scene():
+    yield from fresh_mrml_scene()
 
 
 @pytest.fixture
-def refinable(scene, tiny_model_path, tmp_path):
+def refinable(mrml_scene, tiny_model_path, tmp_path):
     """A run of the tiny model on an ellipsoid abdomen that kept what refinement needs."""
     image, truth = ellipsoid_scene(seed=5)
-    volume = add_volume_node(scene, image, "CT")
+    volume = add_volume_node(mrml_scene, image, "CT")
     job = run_segmentation(SegmentationRequest(volume, tiny_model_path,
                                                options=SegmentationOptions(task="abdomen-ct"),
                                                keep_for_refinement=True), sys.executable,

@@ -3,17 +3,14 @@ master list for the codes it has (verified against its sources at v5.8.0 and v5.
 own context file, which the module loads, for the rest (the myocardium)."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "DeepOrganSeg" / "Testing" / "Python"))
-
-from DeepOrganSegLib.model.terminology import (CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT,  # noqa: E402
+from DeepOrganSegLib.model.terminology import (CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT,
                                          DICOM_MASTER_CONTEXT, STRUCTURES)
 
+ROOT = Path(__file__).resolve().parent.parent
 CONTEXT_FILE = ROOT / "DeepOrganSeg" / "Resources" / "Terminology" / CONTEXT_FILE_NAME
 
 #: (category code, type code) -> type meaning in Slicer's
@@ -58,7 +55,7 @@ def test_brain_tissues_use_slicers_anatomical_codes_not_the_retired_tissue_ones(
 
 def test_the_segment_tag_names_the_context_of_its_structure():
     from DeepOrganSegLib.model import LabelSpec
-    from DeepOrganSegLib.labelmap_io import terminology_entry
+    from DeepOrganSegLib.model.terminology import terminology_entry
 
     for name, context in (("myocardium", DEEPORGANSEG_CONTEXT), ("liver", DICOM_MASTER_CONTEXT)):
         term = STRUCTURES[name].to_dict()
@@ -84,7 +81,7 @@ def test_terminology_tags_are_read_on_an_instance_as_slicer_5_8_requires():
     """Until Slicer 5.10 DeserializeTerminologyEntry is an instance method: the test bodies
     call it on an instance, which a class with such a method accepts (a class call would not)."""
     pytest.importorskip("slicer")
-    import DeepOrganSegTestBodies as bodies
+    from Testing.Python import DeepOrganSegTestBodies as bodies
 
     calls = []
 

@@ -12,26 +12,26 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from DeepOrganSegLib.model import TaskSpec, load_model, read_metadata, save_model  # noqa: E402
-from DeepOrganSegLib.model.network import DSN3D  # noqa: E402
-from DeepOrganSegLib.preprocess import prepare_image, working_grid  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
-from training.config import TrainConfig, apply_overrides, load_config  # noqa: E402
-from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,  # noqa: E402
+from DeepOrganSegLib.model import TaskSpec, load_model, read_metadata, save_model
+from DeepOrganSegLib.model.network import DSN3D
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.preprocess import prepare_image
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
+from training.config import TrainConfig, apply_overrides, load_config
+from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,
                            read_msd_folder, read_nnunet_folder, sample_patch,
                            shift_label_intensities, working_arrays)
-from training.distributed import DistributedContext  # noqa: E402
-from training.export import main as export_main  # noqa: E402
-from training.losses import (MarginalDiceCELoss, merge_unlabelled,  # noqa: E402
+from training.distributed import DistributedContext
+from training.export import main as export_main
+from training.losses import (MarginalDiceCELoss, merge_unlabelled,
                              side_output_weights)
-import training.train as train_module  # noqa: E402
-from training.train import Checkpoint, lr_factor, train  # noqa: E402
+import training.train as train_module
+from training.train import Checkpoint, lr_factor, train
 
 pytest.importorskip("DeepOrganSegLib.phantoms")
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "configs" / "tiny.yaml"
 CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -188,6 +188,23 @@ def test_training_inputs_are_built_exactly_as_inference_builds_them():
     expected = prepare_image(phantom.image, spec, working_grid(phantom.image, task.spacing_mm))
     np.testing.assert_array_equal(x, expected)
     assert x.shape[0] == 1  # the image channel only: no position channels in this config
+
+
+def test_cached_cases_are_shared_read_only_memory_maps_of_their_files(tmp_path):
+    """A training's cached cases are mapped from their ``.npz`` files (one copy in the file
+    cache for every worker and run), equal to what ``np.load`` reads; a compressed member is
+    read as ``np.load`` would."""
+    from training.data import map_npz
+
+    image = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    labels = (np.arange(3 * 4 * 5) % 7).astype(np.uint8).reshape(3, 4, 5)
+    np.savez(tmp_path / "case.npz", image=image, labels=labels)
+    np.savez_compressed(tmp_path / "packed.npz", image=image)
+    mapped = map_npz(tmp_path / "case.npz")
+    np.testing.assert_array_equal(mapped["image"], image)
+    np.testing.assert_array_equal(mapped["labels"], labels)
+    assert isinstance(mapped["image"], np.memmap) and not mapped["image"].flags.writeable
+    np.testing.assert_array_equal(map_npz(tmp_path / "packed.npz")["image"], image)
 
 
 def test_patches_oversample_foreground_and_pad_small_volumes():

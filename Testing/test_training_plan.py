@@ -5,7 +5,6 @@ and bad data before any work starts."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,20 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from DeepOrganSegLib.model import load_model, save_model  # noqa: E402
-from DeepOrganSegLib.model.network import DSN3D, DSNConfig  # noqa: E402
-from DeepOrganSegLib.resources import default_model_path  # noqa: E402
-from training.config import ConfigError, TrainConfig, load_config  # noqa: E402
-from training.entry import run_script  # noqa: E402
-from training.export import build_metadata  # noqa: E402
-from training.plan import (fingerprint, patch_and_batch, plan_config,  # noqa: E402
+from DeepOrganSegLib.model import load_model, save_model
+from DeepOrganSegLib.model.network import DSN3D, DSNConfig
+from DeepOrganSegLib.resources import default_model_path
+from training.config import ConfigError, TrainConfig, load_config
+from training.entry import run_script
+from training.export import build_metadata
+from training.plan import (fingerprint, patch_and_batch, plan_config,
                            training_bytes_per_voxel, working_spacing)
-from training.train import initial_weights, main as train_main  # noqa: E402
+from training.train import initial_weights, main as train_main
 
 pytest.importorskip("DeepOrganSegLib.phantoms")
-from training.phantom_dataset import write_phantom_dataset  # noqa: E402
+from training.phantom_dataset import write_phantom_dataset
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "configs" / "tiny.yaml"
 
 

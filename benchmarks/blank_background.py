@@ -54,7 +54,8 @@ def _peak_rss_bytes() -> int:
 
 def _measure(which: str, step: str, repeats: int, queue) -> None:
     from DeepOrganSegLib.model import load_model
-    from DeepOrganSegLib.preprocess import blank_background, prepare_image, working_grid
+    from DeepOrganSegLib.grid import working_grid
+    from DeepOrganSegLib.preprocess import blank_background, prepare_image
     from DeepOrganSegLib.resources import default_model_path
 
     volume, task_name = _ct_volume() if which == "ct" else _mr_volume()

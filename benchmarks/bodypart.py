@@ -28,10 +28,11 @@ from DeepOrganSegLib.bodypart.classifier import bundled_classifier
 from DeepOrganSegLib.bodypart.profile import region_profile, viterbi_profile
 from DeepOrganSegLib.bodypart.slices import slice_stack
 from DeepOrganSegLib.model import load_model
-from DeepOrganSegLib.cli import default_model_path
+from DeepOrganSegLib.resources import default_model_path
 from DeepOrganSegLib.metrics import dice as dice_of
 from DeepOrganSegLib.phantoms import make_phantom
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 
 

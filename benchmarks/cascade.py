@@ -47,7 +47,7 @@ def stage_split(model_path: Path, volume: Volume) -> dict:
     """Seconds in stage 1 and stage 2 and the organ box's share of the working grid."""
     from DeepOrganSegLib import cascade
     from DeepOrganSegLib.model import load_model
-    from DeepOrganSegLib.preprocess import working_grid
+    from DeepOrganSegLib.grid import working_grid
 
     model = load_model(model_path)
     task = model.metadata.task("abdomen-ct")

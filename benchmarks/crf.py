@@ -245,7 +245,8 @@ def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, objec
 
     from DeepOrganSegLib.model import load_model
     from DeepOrganSegLib.metrics import dice
-    from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+    from DeepOrganSegLib.options import SegmentationOptions
+    from DeepOrganSegLib.segment import segment_volume
 
     model = load_model(model_path)
     model = replace(model, metadata=replace(model.metadata, crf=crf))

@@ -9,7 +9,7 @@ Targets:
 * ``volume``: NRRD, MHA and NIfTI files whose header fields (sizes, spacings, directions, pixel
   types, encodings, NIfTI dims/pixdim/datatype/scaling/qform/sform) take hostile values, with
   too little, enough or too much data; fed to ``volume.read_volume`` and
-  ``segment.check_input_volume``.
+  ``validation.check_volume``.
 
 The only acceptable failure is a ``DeepOrganSegError`` (a clean refusal). Each input runs under
 a per-input time limit (``signal.alarm``; over it counts as a hang) in a worker process; workers
@@ -216,7 +216,7 @@ def _valid_model(model: str | None, folder: Path) -> Path:
     if model:
         return Path(model)
     sys.path.insert(0, str(ROOT / "Testing"))
-    from conftest import train_tiny_model
+    from helpers import train_tiny_model
 
     return train_tiny_model(folder / "tiny.safetensors", steps=5)
 
@@ -229,7 +229,7 @@ def run_worker(target: str, seconds: float, seed: int, timeout_s: int, model: st
 
     from DeepOrganSegLib.model import load_model, read_metadata
     from DeepOrganSegLib.errors import DeepOrganSegError
-    from DeepOrganSegLib.segment import check_input_volume
+    from DeepOrganSegLib.validation import check_volume
     from DeepOrganSegLib.volume_io import read_volume
 
     folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
@@ -259,7 +259,7 @@ def run_worker(target: str, seconds: float, seed: int, timeout_s: int, model: st
             read_metadata(path)
             load_model(path)
         else:
-            check_input_volume(read_volume(path))
+            check_volume(read_volume(path))
 
     def one_input(data) -> None:
         path = prepare(data.draw)

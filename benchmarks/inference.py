@@ -29,10 +29,12 @@ import torch
 from scipy import ndimage
 
 from DeepOrganSegLib.model import load_model
-from DeepOrganSegLib.cli import default_model_path
-from DeepOrganSegLib.inference import InferenceSettings, predict
+from DeepOrganSegLib.resources import default_model_path
+from DeepOrganSegLib.inference import predict
+from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.preprocess import prepare_image, working_grid
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.preprocess import prepare_image
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import write_volume
 

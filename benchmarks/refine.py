@@ -25,11 +25,13 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from DeepOrganSegLib.model import load_model  # noqa: E402
-from DeepOrganSegLib.cli import default_model_path  # noqa: E402
+from DeepOrganSegLib.resources import default_model_path  # noqa: E402
 from DeepOrganSegLib.crf.parameters import CRFParameters  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.refine import Scribbles, refine  # noqa: E402
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume  # noqa: E402
+from DeepOrganSegLib.refine import refine  # noqa: E402
+from DeepOrganSegLib.strokes import Scribbles  # noqa: E402
+from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
+from DeepOrganSegLib.segment import segment_volume  # noqa: E402
 from training.evaluate import _truth_in_model_values, iter_cases  # noqa: E402
 
 STROKE_RADIUS_MM = 4.0
@@ -106,7 +108,7 @@ def main() -> int:
     parser.add_argument("--organs", nargs="*", default=[])
     args = parser.parse_args()
     model = load_model(args.model or default_model_path())
-    crf = CRFParameters.from_dict(model.metadata.crf_for("abdomen-ct") or {})
+    crf = model.metadata.crf_parameters("abdomen-ct") or CRFParameters()
     cases = [*iter_cases(args.real)] if Path(args.real).exists() else []
     if args.phantoms:
         cases += list(iter_cases(f"phantom:abdomen-ct:{args.phantoms}"))

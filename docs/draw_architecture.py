@@ -1,5 +1,6 @@
-"""Draw docs/images/architecture.png: the engine's modules in layers, from the import graph
-that Testing/test_architecture.py checks (one walker for both).
+"""Draw docs/images/architecture.png: the engine's modules and packages in the layers of
+docs/architecture.md's table, with their imports, from the import graph and the layer table that
+Testing/test_architecture.py checks (one walker and one table for both).
 
     python docs/draw_architecture.py
 """
@@ -17,10 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "Testing"))
 
-from test_architecture import (APPLICATION_PACKAGES, APPLICATIONS, SLICER_SIDE,  # noqa: E402
-                               _imports, _modules)
+from test_architecture import LAYERS, _imports, _layer, _modules  # noqa: E402
 
 OUT = ROOT / "docs" / "images" / "architecture.png"
+#: Bottom to top: each layer imports only layers below it (and itself).
+ORDER = ("foundation", "data", "model", "bodypart", "pipeline", "applications", "slicer")
+COLOURS = {"foundation": "#e4e7eb", "data": "#dde7d3", "model": "#b9d7f0", "bodypart": "#c9c3ef",
+           "pipeline": "#a8d8c8", "applications": "#f3e3a1", "slicer": "#f6c7a8"}
 
 
 def package_graph() -> dict[str, set[str]]:
@@ -35,52 +39,36 @@ def package_graph() -> dict[str, set[str]]:
     return graph
 
 
-def layers(graph: dict[str, set[str]]) -> dict[str, int]:
-    """Each node's depth: 0 for modules that import no engine module, else 1 + the deepest."""
-    depth: dict[str, int] = {}
-
-    def visit(node: str) -> int:
-        if node not in depth:
-            depth[node] = 1 + max((visit(t) for t in graph[node]), default=-1)
-        return depth[node]
-
-    for node in graph:
-        visit(node)
-    return depth
-
-
 def main() -> int:
+    assert set(ORDER) == set(LAYERS)
     graph = package_graph()
-    depth = layers(graph)
     rows: dict[int, list[str]] = {}
-    for node, level in sorted(depth.items()):
-        rows.setdefault(level, []).append(node)
-    position = {node: (column - (len(row) - 1) / 2, level)
+    for node in sorted(graph):
+        rows.setdefault(ORDER.index(_layer(node)), []).append(node)
+    width = max(len(row) for row in rows.values())
+    position = {node: ((column - (len(row) - 1) / 2) * width / max(len(row), 1) * 0.9, level)
                 for level, row in rows.items() for column, node in enumerate(row)}
-    figure, axes = plt.subplots(figsize=(13, 8))
+    figure, axes = plt.subplots(figsize=(14, 8))
     for node, targets in graph.items():
         for target in targets:
             (x0, y0), (x1, y1) = position[node], position[target]
             axes.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
                           arrowprops=dict(arrowstyle="->", color="#9aa5b1", lw=0.7,
                                           shrinkA=2, shrinkB=2))
-    slicer_side = {name.split(".")[0] for name in SLICER_SIDE}
-    applications = ({name.split(".")[0] for name in APPLICATIONS} | APPLICATION_PACKAGES
-                    ) - slicer_side
     packages = {name.split(".")[0] for name in _modules() if "." in name}
     for node, (x, y) in position.items():
-        colour = ("#f6c7a8" if node in slicer_side else "#f3e3a1" if node in applications
-                  else "#b9d7f0" if node in packages else "#dde7d3")
-        axes.text(x, y, node + ("/" if node in packages else ""), ha="center",
-                  va="center", fontsize=10,
-                  bbox=dict(boxstyle="round,pad=0.35", facecolor=colour, edgecolor="#52606d"))
-    axes.set_xlim(min(x for x, _ in position.values()) - 1,
-                  max(x for x, _ in position.values()) + 1)
-    axes.set_ylim(-0.7, max(depth.values()) + 0.7)
+        axes.text(x, y, node + ("/" if node in packages else ""), ha="center", va="center",
+                  fontsize=10, bbox=dict(boxstyle="round,pad=0.35",
+                                         facecolor=COLOURS[_layer(node)], edgecolor="#52606d"))
+    left = min(x for x, _ in position.values()) - 1.6
+    for level, layer in enumerate(ORDER):
+        axes.text(left, level, layer, ha="left", va="center", fontsize=10, style="italic",
+                  color="#3e4c59")
+    axes.set_xlim(left - 0.2, max(x for x, _ in position.values()) + 1)
+    axes.set_ylim(-0.7, len(ORDER) - 0.3)
     axes.axis("off")
-    axes.set_title("DeepOrganSegLib: modules and packages by import depth (arrows: imports; "
-                   "green core modules, blue core packages, yellow applications, orange the "
-                   "Slicer side)", fontsize=11)
+    axes.set_title("DeepOrganSegLib: layers (bottom to top, as in docs/architecture.md's table) "
+                   "and imports (arrows point at what is imported)", fontsize=11)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(OUT, dpi=110, bbox_inches="tight")
     print(f"wrote {OUT}")

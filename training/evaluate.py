@@ -3,12 +3,15 @@ distance (mm), with and without the dense CRF; CSV, markdown table, JSON summary
 
     python training/evaluate.py MODEL DATA [--task NAME] [--out DIR] [--crf both|on|off]
 
-``DATA``: ``phantom:KIND:SEEDS`` (``phantom:abdomen-ct:10000-10004`` or ``...:1,5,9``), a
+``DATA``: ``phantom:KIND:SEEDS[:OPTIONS]`` (``phantom:abdomen-ct:10000-10004`` or ``...:1,5,9``;
+``OPTIONS`` are ``make_phantom`` keywords, ``...:10001-10003:contrast_phase=arterial``), a
 Medical Segmentation Decathlon or nnU-Net raw folder (its training cases), ``icbm152`` (the
 real ICBM152 2009 T1 shipped with nilearn, grey/white matter probability maps thresholded at
 0.5 as reference), or a single labelled case: a folder with ``reference_labels.nii.gz``,
 ``reference_labels.json`` (``{"1": {"name": "liver"}, ...}``) and the image as ``dicom/`` or
-``image.nii.gz`` (``../shared/data/real-ct-upper-abdomen``; scored as abdominal CT). Metrics
+``image.nii.gz`` (``../shared/data/real-ct-upper-abdomen``; scored as abdominal CT), or
+``phase:PHASE:FOLDER``, such a case re-rendered at another contrast phase from its labels
+(:mod:`training.phase_variants`; ``non-contrast``, ``arterial``, ``delayed``). Metrics
 are computed on the input grid, for the task's organs that the reference labels (an organ the
 data set does not annotate is not scored).
 """
@@ -30,8 +33,9 @@ if not __package__:  # run as a script: make ``import training`` work
 import numpy as np
 
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
-from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
-from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+from DeepOrganSegLib.outputs import check_outputs_spare_inputs
+from DeepOrganSegLib.options import SegmentationOptions
+from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import read_volume
 from training.data import read_msd_folder, read_nnunet_folder
@@ -56,6 +60,19 @@ def _parse_seeds(text: str) -> list[int]:
         first, _, last = part.partition("-")
         seeds += list(range(int(first), int(last or first) + 1))
     return seeds
+
+
+def _phantom_options(text: str) -> dict[str, object]:
+    """``contrast_phase=arterial,variants=false`` -> ``make_phantom`` keyword arguments (values
+    JSON where they parse as JSON, else strings)."""
+    options: dict[str, object] = {}
+    for pair in text.split(","):
+        name, _, value = pair.partition("=")
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    return options
 
 
 def icbm152_case() -> EvaluationCase:
@@ -94,7 +111,8 @@ def labelled_folder_case(folder: Path, task: str = "abdomen-ct") -> EvaluationCa
 def data_files(specs: Sequence[str]) -> list[str]:
     """The ``DATA`` arguments that name files or folders (not generated phantoms or the
     bundled ICBM152): what an output must never overwrite."""
-    return [spec for spec in specs if not spec.startswith("phantom:") and spec != "icbm152"]
+    return [spec.split(":", 2)[2] if spec.startswith("phase:") else spec for spec in specs
+            if not spec.startswith("phantom:") and spec != "icbm152"]
 
 
 def iter_cases(data: str) -> Iterator[EvaluationCase]:
@@ -105,11 +123,22 @@ def iter_cases(data: str) -> Iterator[EvaluationCase]:
     if data.startswith("phantom:"):
         from DeepOrganSegLib.phantoms import make_phantom
 
-        _, kind, seeds = data.split(":", 2)
+        _, kind, seeds, *rest = data.split(":", 3)
+        options = _phantom_options(rest[0]) if rest else {}
+        suffix = "".join(f"-{value}" for value in options.values())
         for seed in _parse_seeds(seeds):
-            phantom = make_phantom(kind, seed)
-            yield EvaluationCase(f"{kind}-{seed}", phantom.image, phantom.labels,
+            phantom = make_phantom(kind, seed, **options)
+            yield EvaluationCase(f"{kind}-{seed}{suffix}", phantom.image, phantom.labels,
                                  dict(phantom.label_names), kind)
+        return
+    if data.startswith("phase:"):
+        from training.phase_variants import render_phase
+
+        _, phase, folder_name = data.split(":", 2)
+        case = labelled_folder_case(Path(folder_name))
+        case.image = render_phase(case.image, case.labels, case.names, phase)
+        case.case_id = f"{case.case_id}-{phase}"
+        yield case
         return
     folder = Path(data)
     if (folder / "reference_labels.json").exists():
@@ -272,7 +301,8 @@ def _write_reports(rows: list[dict], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="model file (.safetensors)")
-    parser.add_argument("data", help="phantom:KIND:SEEDS, an MSD/nnU-Net folder, or icbm152")
+    parser.add_argument("data", help="phantom:KIND:SEEDS, an MSD/nnU-Net folder, a labelled case folder, "
+                        "phase:PHASE:FOLDER, or icbm152")
     parser.add_argument("--task", help="model task (default: the phantom kind / data's task)")
     parser.add_argument("--out", default="runs/evaluation", help="output folder")
     parser.add_argument("--crf", choices=("both", "on", "off"), default="both",

@@ -25,7 +25,7 @@ if not __package__:  # run as a script: make ``import training`` work
 from DeepOrganSegLib.model import (LabelSpec, LoadedModel, ModelMetadata, StageSpec, TaskSpec,
                                     save_model)
 from DeepOrganSegLib.errors import InputError
-from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
+from DeepOrganSegLib.outputs import check_outputs_spare_inputs
 from DeepOrganSegLib.model.network import DSN3D
 from DeepOrganSegLib.model.terminology import term_for
 from training.config import SourceConfig, TrainConfig

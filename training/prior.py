@@ -44,7 +44,7 @@ def perturbed_prior(labels: np.ndarray, values: list[int], factors: tuple[float,
     ``settings.shift_mm`` (``spacing_mm`` i, j, k: the patch's voxel size) and scaled in
     confidence; without it (validation) the prior is the coarse truth alone."""
     shape = labels.shape
-    truth = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    truth = torch.from_numpy(labels.astype(np.int64))  # a copy: cached labels are read-only maps
     one_hot = torch.stack([(truth == value).float() for value in values])
     coarse = tuple(max(1, round(n / f)) for n, f in zip(shape, factors))
     down = F.interpolate(one_hot[None], size=coarse, mode="area")[0]

@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from DeepOrganSegLib.model import load_model
     from DeepOrganSegLib.qc import save_overlay_png
-    from DeepOrganSegLib.segment import SegmentationOptions, segment_volume
+    from DeepOrganSegLib.options import SegmentationOptions
+    from DeepOrganSegLib.segment import segment_volume
 
     volume = read_invesalius()
     model = load_model(args.model)

@@ -41,8 +41,9 @@ from torch.utils.data import DataLoader
 
 from DeepOrganSegLib.devices import TRAINING_DEVICES
 from DeepOrganSegLib.errors import InputError
-from DeepOrganSegLib.inference import InferenceSettings, predict
-from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
+from DeepOrganSegLib.inference import predict
+from DeepOrganSegLib.options import InferenceSettings
+from DeepOrganSegLib.outputs import check_outputs_spare_inputs
 from DeepOrganSegLib.model.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
@@ -271,7 +272,8 @@ def validate(network: DSN3D, config: TrainConfig, cases: dict, device: torch.dev
                 image = assemble_inputs(config, task, {
                     **cached_sample(image, config),
                     "prior": task_prior(config, task, labels, spacings[task.name], None)})
-            prediction = predict(network, torch.from_numpy(image), channels,
+            writable = np.require(image, requirements="W")  # the cache is mapped read-only
+            prediction = predict(network, torch.from_numpy(writable), channels,
                                  config.data.patch_size, settings)
             predicted = np.asarray(channels, np.uint8)[prediction.main.argmax(0).numpy()]
             spacing = task.spacing_mm[::-1]

@@ -7,8 +7,9 @@
 folder); each case is tuned for its own task (``--task`` for folders). The network runs once per
 case; then every parameter set of a small grid refines its probabilities on the working grid
 (ROI mode, as ``deeporganseg segment`` does), the best of them once more with the side
-outputs fused in, and each is scored by the mean organ Dice against the
-reference resampled (nearest neighbour) onto that grid. Per task the best set is kept if it
+outputs fused in, then the best with organs the CRF shrinks below a share of the network's
+volume kept as the network found them (``min_organ_share``), and each is scored by the mean
+organ Dice against the reference resampled (nearest neighbour) onto that grid. Per task the best set is kept if it
 beats the network alone by at least ``--min-gain``; otherwise the task gets both weights 0, which
 turns the CRF off for it. The grid's intensity widths are in each modality's normalised units:
 CT ``(HU - 40) / 350`` (0.03 = 10 HU), MR z-scores.
@@ -36,13 +37,13 @@ import SimpleITK as sitk
 import torch
 
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
-from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs
+from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs, keep_found_organs
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.cascade import network_probabilities
-from DeepOrganSegLib.inference import InferenceSettings
-from DeepOrganSegLib.labelmap_io import check_outputs_spare_inputs
+from DeepOrganSegLib.options import InferenceSettings
+from DeepOrganSegLib.outputs import check_outputs_spare_inputs
 from DeepOrganSegLib.metrics import dice
-from DeepOrganSegLib.preprocess import resample_to_grid, working_grid
+from DeepOrganSegLib.grid import resample_to_grid, working_grid
 from DeepOrganSegLib.volume_io import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
@@ -57,6 +58,8 @@ APPEARANCE_SPATIAL_MM = (3.0, 5.0, 10.0)
 SMOOTHNESS_WEIGHTS = (0.0, 1.0)
 #: Weights τ_d tried for every side output, at the best kernel parameters only.
 SIDE_OUTPUT_WEIGHTS = (0.1, 0.2)
+#: Shares of the network's volume below which an organ keeps the network's voxels, tried last.
+MIN_ORGAN_SHARES = (0.25, 0.5, 0.75)
 
 
 @dataclass
@@ -119,7 +122,7 @@ def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:
     if params.side_output_weights:
         unary = fuse_side_outputs(unary, case.sides, params.side_output_weights)
     refined = dense_crf_roi(unary, case.image, case.spacing_kji, params)
-    return refined.max(0).indices.numpy()
+    return keep_found_organs(unary, refined, params.min_organ_share).max(0).indices.numpy()
 
 
 def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
@@ -156,6 +159,9 @@ def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
         sides = len(model.network.config.side_output_levels)
         best_dice, best = max([(best_dice, best)] + score(with_side_outputs(best, sides)),
                               key=lambda pair: pair[0])
+        best_dice, best = max([(best_dice, best)] + score(
+            [replace(best, min_organ_share=share) for share in MIN_ORGAN_SHARES]),
+            key=lambda pair: pair[0])
         chosen = best if best_dice >= network + min_gain else replace(
             defaults, appearance_weight=0.0, smoothness_weight=0.0)
         result["tasks"][name] = {key: value for key, value in chosen.to_dict().items()
@@ -174,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="crf.json", help="JSON file to write")
     parser.add_argument("--min-gain", type=float, default=0.002,
                         help="mean Dice the CRF must add to stay on for a task")
+    parser.add_argument("--keep-kernels", action="store_true",
+                        help="start from the model's own CRF parameters instead of the grid "
+                             "(then side-output weights and the organ-keeping share are tried)")
     args = parser.parse_args(argv)
     check_outputs_spare_inputs([args.out], [args.model, *data_files(args.data)])
     torch.set_grad_enabled(False)
@@ -184,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = model.metadata.task(args.task or case.task)
             print(f"{case.case_id}: network on task {task.name}", flush=True)
             cases.append((task, network_outputs(model, case, task)))
-    result = tune(model, cases, args.min_gain)
+    own = model.metadata.crf_parameters
+    result = tune(model, cases, args.min_gain, grid_for=(
+        lambda task: [own(task.name) or CRFParameters()]) if args.keep_kernels else None)
     write_atomically(args.out, lambda path: Path(path).write_text(json.dumps(result, indent=2)
                                                                     + "\n"))
     print("| task | Dice, network | Dice, best CRF | CRF kept | parameters |")

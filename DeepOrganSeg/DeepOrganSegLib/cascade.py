@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from .model import INPUT_CHANNELS, LoadedModel, TaskSpec
-from .inference import InferenceSettings, Prediction, predict
-from .preprocess import WorkingGrid, prepare_image, probabilities_on_grid, working_grid
+from .options import InferenceSettings
+from .inference import Prediction, predict
+from .grid import WorkingGrid, working_grid
+from .preprocess import prepare_image, probabilities_on_grid
 from .progress import CancelToken, ProgressFunction, no_progress
 from .volume import Volume
 

@@ -38,10 +38,12 @@ def run_demo(out: Path, *, kind: str = "abdomen-ct", seed: int = DEMO_SEED,
     """Generate, segment, write and score one phantom; returns the ``stats.json`` document."""
     from .model import load_model
     from .resources import default_model_path
-    from .inference import InferenceSettings
-    from .labelmap_io import check_outputs_spare_inputs, write_labelmap
+    from .options import InferenceSettings
+    from .labelmap_io import write_labelmap
+    from .outputs import check_outputs_spare_inputs
     from .phantoms import make_phantom
-    from .segment import SegmentationOptions, StagedProgress, segment_volume
+    from .options import SegmentationOptions
+    from .segment import StagedProgress, segment_volume
     from .volume_io import write_atomically, write_volume
 
     if kind not in DEMO_KINDS:

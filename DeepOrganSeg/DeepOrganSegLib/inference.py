@@ -18,13 +18,13 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from .devices import DEVICES
+from .devices import check_device_name
 from .errors import InputError
 from .model.network import DSN3D
 from .options import InferenceSettings
 from .progress import CancelToken, ProgressFunction, no_progress
 
-__all__ = ["InferenceSettings", "Prediction", "predict", "resolve_device", "activation_bytes"]
+__all__ = ["Prediction", "predict", "resolve_device", "activation_bytes"]
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Prediction:
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA if available, else MPS if available, else CPU. Explicit requests for an
     absent accelerator are an input error, not a silent fallback."""
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -50,8 +51,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None)
                               and torch.backends.mps.is_available()):
         raise InputError("--device mps: Apple MPS is not available here; use --device auto or cpu")
-    if name not in DEVICES:
-        raise InputError(f"--device {name}: unknown device; use {', '.join(DEVICES)}")
     return torch.device(name)
 
 

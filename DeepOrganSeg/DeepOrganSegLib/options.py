@@ -13,16 +13,15 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .devices import DEVICES
 from .errors import InputError
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["InferenceSettings", "SegmentationOptions"]
+__all__ = ["InferenceSettings", "SegmentationOptions", "BYTES_PER_GB"]
 
 #: Bytes per GB of ``--memory-budget-gb``.
-_GB = 1e9
+BYTES_PER_GB = 1e9
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class SegmentationOptions:
         if self.inference.overlap != defaults.inference.overlap:
             argv += ["--overlap", repr(self.inference.overlap)]
         if self.inference.memory_budget_bytes != defaults.inference.memory_budget_bytes:
-            argv += ["--memory-budget-gb", repr(self.inference.memory_budget_bytes / _GB)]
+            argv += ["--memory-budget-gb", repr(self.inference.memory_budget_bytes / BYTES_PER_GB)]
         return argv
 
     @classmethod
@@ -100,15 +99,13 @@ class SegmentationOptions:
             raise InputError(f"--overlap {args.overlap}: must be in [0, 1)")
         if args.memory_budget_gb <= 0:
             raise InputError("--memory-budget-gb must be positive")
-        if args.device not in DEVICES:
-            raise InputError(f"--device {args.device}: unknown device; use {', '.join(DEVICES)}")
         return cls(
             task=args.task, organs=tuple(args.organs) if args.organs else None,
             crf=not args.no_crf, crf_overrides=_parse_crf_overrides(args.crf_param),
             largest_component=not args.no_cleanup, fill_holes=not args.no_cleanup,
             keep_probabilities=bool(args.probabilities), keep_uncertainty=bool(args.uncertainty),
             inference=InferenceSettings(device=args.device, overlap=args.overlap,
-                                        memory_budget_bytes=round(args.memory_budget_gb * _GB)))
+                                        memory_budget_bytes=round(args.memory_budget_gb * BYTES_PER_GB)))
 
 
 def _parse_crf_overrides(pairs: list[str]) -> dict[str, Any]:

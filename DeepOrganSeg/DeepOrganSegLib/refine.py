@@ -8,28 +8,30 @@ that an organ the network missed entirely can still be grown from a few strokes;
 then runs on the box around the organ and the strokes only. Every voxel that neither was nor
 becomes the organ keeps its label.
 
-Scribble labelmaps (``deeporganseg refine``) are on the input grid: value ``v`` (1-127) marks
-"this is the organ of label value v", ``128 + v`` "this is not that organ"; 0 is no stroke.
+Strokes arrive as :class:`.strokes.Scribbles` (the protocol: :mod:`.strokes`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from .model import Normalization
+from .model import ModelMetadata, Normalization, TaskSpec
 from .crf.meanfield import _bounding_box, dense_crf
 from .crf.parameters import CRFParameters
 from .errors import InputError
-from .labelmap_io import REMOVE_OFFSET
 from .postprocess import fill_holes
 from .preprocess import normalize_intensities
+from .progress import CancelToken, ProgressFunction, no_progress
+from .strokes import Scribbles, scribbles_for, stroked_organs
+from .volume import Volume, grid_differences
 
-__all__ = ["Scribbles", "RefinementResult", "refine", "scribbles_for"]
+__all__ = ["RefinementResult", "refine", "refine_volume"]
 
 #: How far (mm) an "add" stroke's pull on its organ reaches (the e-folding distance): far, so
 #: that a few strokes grow an organ the network missed.
@@ -42,24 +44,11 @@ LIKENESS_REGION = 0.3
 MARGIN_MM = 15.0
 
 
-@dataclass(frozen=True)
-class Scribbles:
-    """Strokes for one organ on the segmentation's grid: boolean ``[k, j, i]`` masks."""
-
-    add: np.ndarray
-    remove: np.ndarray
-
-
 @dataclass
 class RefinementResult:
     labels: np.ndarray  # uint8 [k, j, i], the whole segmentation with the organ corrected
     changed_voxels: int
     elapsed_s: float
-
-
-def scribbles_for(scribble_labels: np.ndarray, value: int) -> Scribbles:
-    """The add/remove strokes of the organ with label ``value`` in a scribble labelmap."""
-    return Scribbles(scribble_labels == value, scribble_labels == REMOVE_OFFSET + value)
 
 
 def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_kji: tuple[float, ...],
@@ -141,3 +130,60 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
     result[box] = new
     return RefinementResult(result, int((result != labels).sum()),
                             time.perf_counter() - started)
+
+
+def _check_same_grid(image: Volume, other: Volume, what: str) -> None:
+    if grid_differences(other, image, spacing_mm=1e-8, spacing_rtol=1e-4, origin_mm=1e-3,
+                        direction=1e-4):
+        raise InputError(f"the {what} is not on the input's grid (size, spacing, origin and "
+                         f"direction must match); use the files of one segment run")
+
+
+def _task_of(metadata: ModelMetadata, labels: np.ndarray, channel_count: int,
+             requested: str | None) -> TaskSpec:
+    """The one task of the model whose organs and channel count fit the segmentation."""
+    present = set(np.unique(labels).tolist()) - {0}
+    candidates = [task for task in metadata.tasks if requested in (None, task.name)
+                  and len(task.labels) + 1 == channel_count
+                  and present <= {label.value for label in task.labels}]
+    if len(candidates) != 1:
+        raise InputError("cannot tell which task of the model made this segmentation; give "
+                         "--task" if len(candidates) > 1 else
+                         "the segmentation and probabilities do not fit any task of the model "
+                         "(--model, --task)")
+    return candidates[0]
+
+
+def refine_volume(image: Volume, segmentation: Volume, probabilities: np.ndarray,
+                  probability_grid: Volume, scribble_labels: Volume, metadata: ModelMetadata,
+                  task: str | None = None, *, progress: ProgressFunction = no_progress,
+                  cancel: CancelToken | None = None) -> tuple[Volume, TaskSpec]:
+    """Correct every organ that ``scribble_labels`` has strokes for (:mod:`.strokes`), organ by
+    organ, on the files of one segment run: ``image`` (scanner units), its ``segmentation``,
+    the class ``probabilities`` [k, j, i, C] on ``probability_grid``
+    (:func:`.volume_io.read_probabilities`), all on one grid. The task is the one of
+    ``metadata`` whose organs fit (or ``task``); the CRF is the model's for it. Returns the
+    corrected labelmap and the task. Raises :class:`InputError` with one line for volumes on
+    other grids, a task that does not fit, and strokes for no organ or an unknown one."""
+    for volume, what in ((segmentation, "segmentation"), (scribble_labels, "scribble labelmap"),
+                         (probability_grid, "probability file")):
+        _check_same_grid(image, volume, what)
+    labels = np.rint(segmentation.array).astype(np.uint8)
+    chosen = _task_of(metadata, labels, probabilities.shape[3], task)
+    channels = [0] + [label.value for label in chosen.labels]
+    strokes = np.rint(scribble_labels.array).astype(np.int64)
+    organs = stroked_organs(strokes)
+    unknown = [v for v in organs if v not in channels[1:]]
+    if not organs or unknown:
+        raise InputError("the scribble labelmap has no strokes" if not organs else
+                         f"scribble value {unknown[0]} is no organ of task {chosen.name}")
+    crf = metadata.crf_parameters(chosen.name) or CRFParameters()
+    spacing = cast("tuple[float, float, float]", tuple(image.spacing[::-1]))
+    for number, organ in enumerate(organs):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        progress("crf", number / len(organs), f"refining label {organ}")
+        labels = refine(image.array, labels, probabilities, channels, organ,
+                        scribbles_for(strokes, organ), spacing, chosen.normalization,
+                        crf).labels
+    return image.with_array(labels), chosen

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from .bodypart.profile import AutoChoice, auto_choice
+from .crf.parameters import CRFParameters
+from .grid import WorkingGrid, iter_slabs, working_grid
 from .model import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .cascade import network_probabilities
@@ -22,15 +24,14 @@ from .inference import resolve_device
 from .options import SegmentationOptions
 from .postprocess import (OrganStatistics, fill_holes, keep_largest_component, normalised_entropy,
                           organ_statistics)
-from .preprocess import (WorkingGrid, blank_background, iter_slabs, resample_probabilities_to,
-                         working_grid)
+from .preprocess import blank_background, resample_probabilities_to
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
                          task_warnings)
 from .volume import Volume
 
-__all__ = ["SegmentationOptions", "SegmentationResult", "segment_volume", "segment_with_fallback",
-           "choose_task", "StagedProgress", "check_input_volume", "guess_modality"]
+__all__ = ["SegmentationResult", "segment_volume", "segment_with_fallback", "StagedProgress",
+]
 
 #: Share of the overall progress bar each stage takes.
 STAGE_WEIGHTS = {"load": 0.05, "preprocess": 0.10, "inference": 0.55, "crf": 0.15,
@@ -72,25 +73,12 @@ class SegmentationResult:
                 "labels": [s.to_dict() for s in self.statistics]}
 
 
-def check_input_volume(volume: Volume) -> None:
-    """Refuse volumes the pipeline cannot segment meaningfully, with what to do about it
-    (geometry and intensity checks of :mod:`.validation`)."""
-    check_volume(volume)
-
-
-def choose_task(volume: Volume, metadata: ModelMetadata, requested: str) -> TaskSpec:
-    """The task to run: the requested one, or for ``auto`` the one matching the volume.
-
-    ``auto`` with a multi-task model uses the body-part classifier when its file is installed
-    (:mod:`.bodypart`: modality and body regions), otherwise the modality alone
-    (:func:`.validation.guess_modality`: CT intensities reach air at about -1000 HU, MR
-    intensities are non-negative)."""
-    return _choose_task(volume, metadata, requested)[0]
-
-
 def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
                  ) -> tuple[TaskSpec, AutoChoice | None]:
-    """:func:`choose_task`, plus what the body-part classifier found when it chose."""
+    """The task to run, and what the body-part classifier found when it chose it: the
+    requested task, or for ``auto`` the one matching the volume (the body-part classifier when
+    its file is installed, :mod:`.bodypart`; otherwise the modality alone,
+    :func:`.validation.guess_modality`)."""
     if requested != "auto":
         return metadata.task(requested), None
     if len(metadata.tasks) == 1:
@@ -107,30 +95,19 @@ def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
                      f"give --task (one of: {names})")
 
 
-def _crf_has_weight(crf_settings: dict) -> bool:
-    """Whether the CRF would change anything: one of its kernels has a weight (defaults: yes)."""
-    from .crf.parameters import CRFParameters
-
-    defaults = CRFParameters()
-    return any(crf_settings.get(name, getattr(defaults, name)) != 0
-               for name in ("appearance_weight", "smoothness_weight"))
-
-
 def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: np.ndarray,
-               grid: WorkingGrid, crf_settings: dict, progress: ProgressFunction,
+               grid: WorkingGrid, parameters: CRFParameters, progress: ProgressFunction,
                cancel: CancelToken | None) -> torch.Tensor:
-    from .crf.meanfield import dense_crf_roi, fuse_side_outputs
-    from .crf.parameters import CRFParameters
+    """The dense CRF on the fused main and side outputs; organs it would shrink below
+    ``parameters.min_organ_share`` of the network's volume keep the network's voxels."""
+    from .crf.meanfield import dense_crf_roi, fuse_side_outputs, keep_found_organs
 
-    try:
-        parameters = CRFParameters.from_dict(crf_settings)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"CRF parameters are invalid: {error}") from None
     unary = prediction_main
     if sides and parameters.side_output_weights:
         unary = fuse_side_outputs(prediction_main, sides, parameters.side_output_weights)
-    return dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
-                         progress=progress, cancel=cancel)
+    refined = dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
+                            progress=progress, cancel=cancel)
+    return keep_found_organs(unary, refined, parameters.min_organ_share)
 
 
 def _background_where_blank(probabilities: torch.Tensor, volume: Volume, grid: WorkingGrid,
@@ -151,42 +128,54 @@ def segment_volume(volume: Volume, model: LoadedModel,
                    options: SegmentationOptions = SegmentationOptions(), *,
                    progress: ProgressFunction = no_progress,
                    cancel: CancelToken | None = None) -> SegmentationResult:
-    """Segment ``volume`` with ``model``; the labelmap is on exactly ``volume``'s grid."""
+    """Segment ``volume`` with ``model``; the labelmap is on exactly ``volume``'s grid. The
+    volume is checked (:func:`.validation.check_volume`: refused with what to do about it) and
+    the task chosen here, once."""
     started = time.perf_counter()
-    check_input_volume(volume)
+    check_volume(volume)
     task, auto = _choose_task(volume, model.metadata, options.task)
+    kept = model.metadata.selected_labels(task.name, options.organs)
     if auto is not None:
         progress("preprocess", 0.0, auto.summary())
         if auto.slab is not None:
-            return _segment_slab(volume, auto.slab, model, replace(options, task=task.name),
-                                 progress, cancel, started)
+            return _segment_slab(volume, auto.slab, model, task, kept, options, progress,
+                                 cancel, started)
+    return _segment_task(volume, model, task, kept, options, progress, cancel, started)
+
+
+def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tuple[LabelSpec, ...],
+                  options: SegmentationOptions, progress: ProgressFunction,
+                  cancel: CancelToken | None, started: float) -> SegmentationResult:
+    """The pipeline for a checked volume and a chosen ``task``, keeping the ``kept`` organs."""
+    device = resolve_device(options.inference.device)  # the device's one check of the run
     for warning in geometry_warnings(volume) + task_warnings(volume, task):
         progress("warning", 0.0, warning)
-    kept = _selected_labels(task, options.organs)
-    crf_settings = {**model.metadata.crf_for(task.name), **options.crf_overrides}
-    use_crf = options.crf and bool(model.metadata.crf) and _crf_has_weight(crf_settings)
-    if options.crf and model.metadata.crf and not use_crf:
+    crf = model.metadata.crf_parameters(task.name, options.crf_overrides) if options.crf \
+        else None
+    if crf is not None and not crf.has_weight:
         progress("warning", 0.0, f"CRF off for task {task.name}: its weights are 0")
+        crf = None
 
     progress("preprocess", 0.0, f"task {task.name}: resampling to {task.spacing_mm} mm")
     grid = working_grid(volume, task.spacing_mm)
     check_working_memory(grid.size, task.spacing_mm, len(task.labels) + 1,
-                         len(model.network.config.side_output_levels) if use_crf else 0,
-                         use_crf, options.max_working_voxels)
+                         len(model.network.config.side_output_levels) if crf else 0,
+                         crf is not None, options.max_working_voxels)
     if cancel is not None:
         cancel.raise_if_cancelled()
     progress("preprocess", 1.0, f"working grid {grid.size} voxels")
 
     channels = [0] + [label.value for label in task.labels]
-    settings = replace(options.inference, side_outputs=options.inference.side_outputs or (
-        use_crf and bool(crf_settings.get("side_output_weights"))))
+    settings = replace(options.inference, device=device.type,
+                       side_outputs=options.inference.side_outputs
+                       or (crf is not None and bool(crf.side_output_weights)))
     output = network_probabilities(volume, model, task, grid, settings, progress=progress,
                                    cancel=cancel)
     prediction = output.prediction
     probabilities = _background_where_blank(prediction.main, volume, grid, progress)
-    if use_crf:
-        probabilities = _apply_crf(probabilities, prediction.sides, output.image, grid,
-                                   crf_settings, progress, cancel)
+    if crf is not None:
+        probabilities = _apply_crf(probabilities, prediction.sides, output.image, grid, crf,
+                                   progress, cancel)
     del prediction, output
 
     progress("postprocess", 0.0, "resampling to the input grid")
@@ -204,7 +193,7 @@ def segment_volume(volume: Volume, model: LoadedModel,
     return SegmentationResult(
         labels=label_volume, task=task, statistics=statistics,
         elapsed_s=time.perf_counter() - started,
-        device=str(resolve_device(options.inference.device)), crf_applied=use_crf,
+        device=str(device), crf_applied=crf is not None,
         probabilities=kept_probabilities, uncertainty=uncertainty, channels=channels)
 
 
@@ -232,14 +221,15 @@ def segment_with_fallback(volume: Volume, model: LoadedModel, options: Segmentat
         attempt.inference, device="cpu")), progress=progress, cancel=cancel)
 
 
-def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: SegmentationOptions,
+def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, task: TaskSpec,
+                  kept: tuple[LabelSpec, ...], options: SegmentationOptions,
                   progress: ProgressFunction, cancel: CancelToken | None,
                   started: float) -> SegmentationResult:
     """Segment only the input k-slices ``slab`` (task Auto's abdominal slab) and paste the
     result into a labelmap on the whole input grid (background outside the slab)."""
     origin = volume.index_to_physical(np.array([0.0, 0.0, float(slab.start)]))
     cropped = Volume(volume.array[slab], volume.spacing, tuple(origin), volume.direction)
-    result = segment_volume(cropped, model, options, progress=progress, cancel=cancel)
+    result = _segment_task(cropped, model, task, kept, options, progress, cancel, started)
     labels = np.zeros(volume.array.shape, dtype=result.labels.array.dtype)
     labels[slab] = result.labels.array
     probabilities = None
@@ -254,17 +244,6 @@ def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, options: Segm
     # outside the slab is background: every organ's statistics are the slab's own
     return replace(result, labels=volume.with_array(labels), probabilities=probabilities,
                    uncertainty=uncertainty, elapsed_s=time.perf_counter() - started)
-
-
-def _selected_labels(task: TaskSpec, organs: tuple[str, ...] | None) -> tuple[LabelSpec, ...]:
-    if organs is None:
-        return task.labels
-    known = {label.name: label for label in task.labels}
-    unknown = [name for name in organs if name not in known]
-    if unknown:
-        raise InputError(f"task {task.name} has no organ {unknown[0]!r}; choose from: "
-                         f"{', '.join(known)}")
-    return tuple(known[name] for name in organs)
 
 
 def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume: Volume,

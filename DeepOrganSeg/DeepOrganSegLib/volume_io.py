@@ -25,7 +25,7 @@ from .errors import InputError
 from .validation import MEMORY_SHARE, available_memory_bytes, check_readable_size
 from .volume import Volume
 
-__all__ = ["read_volume", "write_volume", "write_probabilities", "write_atomically",
+__all__ = ["read_volume", "write_volume", "read_probabilities", "write_probabilities", "write_atomically",
            "remove_pending_temporaries"]
 
 _READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
@@ -399,6 +399,29 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     return write_atomically(
         path, lambda tmp: sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
     )
+
+
+def read_probabilities(path: str | os.PathLike) -> tuple[np.ndarray, Volume]:
+    """Read what :func:`write_probabilities` wrote: the class probabilities ``[k, j, i, C]``
+    (float32) and their grid (a :class:`Volume` holding the background channel), through the
+    same checks as :func:`read_volume`. A file that is not a vector image with one component
+    per class (at least two) is an :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        image = _read_file(path)
+    except RuntimeError as error:
+        raise InputError(f"{path}: cannot read the probabilities ({_itk_reason(error)})") from None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to read the probabilities") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() < 2:
+        raise InputError(f"{path}: not a probability file of segment (a 3D vector image with "
+                         f"one component per class)")
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)  # [k, j, i, C]
+    grid = Volume(array[..., 0], image.GetSpacing(), image.GetOrigin(),
+                  np.reshape(image.GetDirection(), (3, 3)))
+    return array, grid
 
 
 def write_probabilities(probabilities: np.ndarray, grid: Volume, path: str | os.PathLike) -> Path:

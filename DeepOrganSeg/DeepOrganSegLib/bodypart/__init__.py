@@ -10,7 +10,7 @@ dynamic programming (Viterbi). Task **Auto** uses the profile to pick the task
 (:func:`abdomen_slab`).
 
 Input of the network, whatever the input's direction matrix: the volume resampled onto the
-canonical axis-aligned LPS grid (:func:`DeepOrganSegLib.preprocess.working_grid`) at
+canonical axis-aligned LPS grid (:func:`DeepOrganSegLib.grid.working_grid`) at
 :attr:`SliceGeometry.pixel_mm` in-plane and :attr:`SliceGeometry.slice_mm` between slices,
 centred on the body, padded/cropped to ``size`` x ``size`` pixels, 2.5D (each slice with its
 neighbours as channels). Intensities are normalised the same way for CT and MR: the

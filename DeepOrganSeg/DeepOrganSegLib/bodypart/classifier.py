@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model.container import read_header
-from ..model.schema import check_format, get_field, require
+from ..container import read_header
+from ..schema import check_format, get_field, require
 from ..errors import ModelFileError
 from ..resources import bundled_file
 from ..volume import Volume

@@ -9,6 +9,7 @@ from typing import Any, Sequence, cast
 import numpy as np
 
 from ..errors import InputError
+from ..progress import AutoTaskNote
 from ..volume import Volume
 from . import MODALITIES, REGIONS
 from .classifier import BodyPartClassifier, bundled_classifier
@@ -189,14 +190,15 @@ class AutoChoice:
     profile: RegionProfile
     slab: slice | None
 
-    def summary(self) -> str:
+    def summary(self) -> AutoTaskNote:
         """One status line, e.g. ``auto: CT, regions chest..pelvis, task abdomen-ct, slab
-        slices 40-310``."""
+        slices 40-310``, that carries the task chosen as its ``auto_task``: the progress
+        message that reports the choice (written as the JSON line's ``auto_task`` field)."""
         text = (f"auto: {self.profile.modality}, regions {'..'.join(self.profile.names)}, "
                 f"task {self.task}")
         if self.slab is not None:
             text += f", slab slices {self.slab.start}-{self.slab.stop - 1}"
-        return text
+        return AutoTaskNote(text, self.task)
 
 
 def auto_choice(volume: Volume, available: Sequence[str],

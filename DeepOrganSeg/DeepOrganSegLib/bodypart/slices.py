@@ -8,9 +8,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..model.schema import get_field, numbers, require
+from ..schema import get_field, numbers, require
 from ..errors import InputError
-from ..preprocess import WorkingGrid, resample_to_grid, working_grid
+from ..grid import WorkingGrid, resample_to_grid, working_grid
 from ..volume import Volume
 
 

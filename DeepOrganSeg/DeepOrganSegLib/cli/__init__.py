@@ -14,7 +14,6 @@ reporting), ``signals`` (cancel on SIGINT/SIGTERM), ``reporters`` (progress bar,
 sub-command: :func:`main` sets process settings before anything loads torch.
 """
 
-from ..resources import default_model_path
 from .app import build_parser, main
 
-__all__ = ["main", "build_parser", "default_model_path"]
+__all__ = ["main", "build_parser"]

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction | None = None,
     Generation takes about a second, so it is not cancellable midway; ``progress`` and
     ``cancel`` may be left out (tests call the handler directly).
     """
-    from ..labelmap_io import check_outputs_spare_inputs
+    from ..outputs import check_outputs_spare_inputs
 
     report = progress or no_progress
     check_outputs_spare_inputs([args.out, args.labels], [])

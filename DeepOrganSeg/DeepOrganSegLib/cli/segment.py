@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..devices import DEVICES
-from ..errors import EXIT_OK, InputError
+from ..errors import EXIT_OK
+from ..options import BYTES_PER_GB, InferenceSettings
 from ..progress import CancelToken, ProgressFunction
 from ..resources import default_model_path
 from .native_stderr import native_stderr_silenced
@@ -41,10 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--organs", nargs="+", metavar="NAME", help="only these organs")
     parser.add_argument("--no-cleanup", action="store_true",
                         help="keep all connected components and holes")
-    parser.add_argument("--overlap", type=float, default=0.25,
-                        help="tile overlap as a fraction of the model patch size (default 0.25)")
-    parser.add_argument("--memory-budget-gb", type=float, default=1.5,
-                        help="activation memory per forward pass; larger volumes are tiled")
+    defaults = InferenceSettings()
+    parser.add_argument("--overlap", type=float, default=defaults.overlap,
+                        help="tile overlap as a fraction of the model patch size (default "
+                             f"{defaults.overlap:g})")
+    parser.add_argument("--memory-budget-gb", type=float,
+                        default=defaults.memory_budget_bytes / BYTES_PER_GB,
+                        help="activation memory per forward pass; larger volumes are tiled "
+                             f"(default {defaults.memory_budget_bytes / BYTES_PER_GB:g})")
     parser.add_argument("--probabilities", metavar="FILE",
                         help="also write class probabilities on the input grid (vector image)")
     parser.add_argument("--uncertainty", metavar="FILE",
@@ -60,9 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
     """Check every output location, read, segment (with the out-of-memory fallback), write."""
     from ..model import load_model
-    from ..labelmap_io import check_free_space, check_output_path, check_outputs_spare_inputs
+    from ..outputs import check_free_space, check_output_path, check_outputs_spare_inputs
     from ..options import SegmentationOptions
-    from ..segment import StagedProgress, check_input_volume, segment_with_fallback
+    from ..segment import StagedProgress, segment_with_fallback
     from ..volume_io import read_volume
 
     options = SegmentationOptions.from_args(args)  # refuses bad values before any work
@@ -81,10 +86,6 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     staged("load", 0.5, f"reading {args.input}")
     with native_stderr_silenced():
         volume = read_volume(args.input)
-    try:
-        check_input_volume(volume)
-    except InputError as error:
-        raise InputError(f"{args.input}: {error}") from None
     cancel.raise_if_cancelled()
     labelmap_bytes = volume.array.size + 65536  # uncompressed uint8 + header: an upper bound
     check_free_space(output, labelmap_bytes)

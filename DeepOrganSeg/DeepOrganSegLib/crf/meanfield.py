@@ -32,7 +32,7 @@ from ..progress import CancelToken, ProgressFunction
 from .parameters import CRFParameters
 from .permutohedral import PermutohedralLattice
 
-__all__ = ["PROBABILITY_FLOOR", "dense_crf", "dense_crf_roi", "fuse_side_outputs"]
+__all__ = ["PROBABILITY_FLOOR", "dense_crf", "dense_crf_roi", "fuse_side_outputs", "keep_found_organs"]
 
 PROBABILITY_FLOOR = 1e-5
 """Probabilities are clipped to at least this before ``-log``: a unary of at most 11.5 (as
@@ -119,6 +119,26 @@ def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_kji: Sequence[fl
             clamp=None if clamp is None else clamp[box], progress=progress, cancel=cancel)
     clamped, labels = _clamped_voxels(clamp, shape, len(probabilities), refined.device)
     _clamp_marginals(refined.view(len(refined), -1), clamped, labels)
+    return refined
+
+
+def keep_found_organs(network: Tensor, refined: Tensor, min_share: float) -> Tensor:
+    """``refined`` (the CRF's probabilities [C, k, j, i]) with every organ that the CRF shrank
+    below ``min_share`` of the network's volume of it given back: where ``network`` (the
+    probabilities the CRF started from) labels such an organ, its probabilities replace the
+    CRF's. In place on ``refined``; returned."""
+    if min_share <= 0:
+        return refined
+    before = network.max(0).indices
+    after = refined.max(0).indices
+    channels = len(network)
+    counts_before = torch.bincount(before.flatten(), minlength=channels)
+    counts_after = torch.bincount(after.flatten(), minlength=channels)
+    for channel in range(1, channels):
+        found = int(counts_before[channel])
+        if found and int(counts_after[channel]) < min_share * found:
+            where = before == channel
+            refined[:, where] = network[:, where].to(refined.dtype)
     return refined
 
 

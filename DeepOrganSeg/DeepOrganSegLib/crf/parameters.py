@@ -47,6 +47,11 @@ class CRFParameters:
     smoothness_weight: float = 1.0  # w2
     smoothness_spatial_mm: float = 2.0  # θγ
     side_output_weights: tuple[float, ...] = ()  # τ_d, one per side output
+    #: An organ the CRF would shrink below this share of the network's own volume of it keeps
+    #: the network's voxels (0: off). The fully connected CRF pulls thin and small structures
+    #: (an unenhanced aorta, a flattened IVC, a pancreas among bowel) into the organ or
+    #: background around them; a structure the network found is never erased.
+    min_organ_share: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) \
@@ -57,10 +62,18 @@ class CRFParameters:
             _check_number(name, getattr(self, name), minimum=0.0)
         for name in ("appearance_spatial_mm", "appearance_intensity", "smoothness_spatial_mm"):
             _check_number(name, getattr(self, name), minimum=0.0, exclusive=True)
+        _check_number("min_organ_share", self.min_organ_share, minimum=0.0)
+        if self.min_organ_share > 1.0:
+            raise InputError(f"min_organ_share must be at most 1, got {self.min_organ_share}")
         for weight in self.side_output_weights:
             _check_number("side_output_weights", weight, minimum=0.0)
         if sum(self.side_output_weights) > 1.0:
             raise InputError(f"side_output_weights must sum to at most 1, got {self.side_output_weights}")
+
+    @property
+    def has_weight(self) -> bool:
+        """Whether the CRF would change anything: one of its kernels has a weight."""
+        return self.appearance_weight != 0 or self.smoothness_weight != 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dictionary (the tuple becomes a list)."""

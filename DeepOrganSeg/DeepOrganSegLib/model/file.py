@@ -19,8 +19,8 @@ from typing import Any
 
 from ..errors import ModelFileError
 from ..volume_io import write_atomically
-from .container import check_header_shapes, read_header
-from .schema import require
+from ..container import check_header_shapes, read_header
+from ..schema import require
 from .spec import STAGE1_PREFIX, ModelMetadata
 
 __all__ = ["read_metadata", "load_model", "save_model", "replace_metadata", "LoadedModel"]

@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Mapping, Sequence, cast
 
-from ..errors import ModelFileError
-from .schema import check_format, get_field, numbers, require
+from ..crf.parameters import CRFParameters
+from ..errors import InputError, ModelFileError
+from ..schema import check_format, get_field, numbers, require
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "ARCHITECTURES", "LabelSpec", "Normalization", "TaskSpec",
@@ -286,10 +287,36 @@ class ModelMetadata:
         known = ", ".join(task.name for task in self.tasks)
         raise ModelFileError(f"the model has no task {name!r}; choose one of: {known}")
 
+    def selected_labels(self, task: str, organs: Sequence[str] | None) -> tuple[LabelSpec, ...]:
+        """The labels of ``task`` to keep: all of them (``organs`` None), or those named, in
+        the order given. Raises :class:`ModelFileError` for an unknown task and
+        :class:`~..errors.InputError` naming the first unknown organ and the choices."""
+        spec = self.task(task)
+        if organs is None:
+            return spec.labels
+        known = {label.name: label for label in spec.labels}
+        unknown = [name for name in organs if name not in known]
+        if unknown:
+            raise InputError(f"task {spec.name} has no organ {unknown[0]!r}; choose from: "
+                             f"{', '.join(known)}")
+        return tuple(known[name] for name in organs)
+
     def crf_for(self, task: str) -> dict[str, Any]:
-        """The CRF parameters of ``task``: the model's, updated by the task's own ({} when the
-        model carries none)."""
+        """The CRF parameters of ``task`` as stored: the model's, updated by the task's own ({}
+        when the model carries none)."""
         return {**self.crf, **self.task(task).crf} if self.crf else {}
+
+    def crf_parameters(self, task: str | None, overrides: Mapping[str, Any] | None = None
+                       ) -> CRFParameters | None:
+        """The CRF to run for ``task`` (None: the model-wide parameters, what task Auto starts
+        from): the model's parameters, updated by the task's own, then by ``overrides`` (a
+        user's: the command line's ``--crf-param``, the Slicer panel); None when the model
+        carries no CRF. The one place where the three meet. Raises
+        :class:`~..errors.InputError` with one line for an unknown or out-of-range override."""
+        if not self.crf:
+            return None
+        stored = self.crf_for(task) if task is not None else self.crf
+        return CRFParameters.from_dict({**stored, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         document = {"format": FORMAT, "format_version": self.format_version,

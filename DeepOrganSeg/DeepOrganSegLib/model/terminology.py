@@ -9,10 +9,13 @@ self-describing; this table is where the exporter takes them from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .spec import LabelSpec
 
 __all__ = ["Code", "StructureTerm", "STRUCTURES", "SYNONYMS", "term_for", "canonical_name",
-           "DICOM_MASTER_CONTEXT", "DEEPORGANSEG_CONTEXT", "CONTEXT_FILE_NAME"]
+           "DICOM_MASTER_CONTEXT", "DEEPORGANSEG_CONTEXT", "CONTEXT_FILE_NAME", "terminology_entry"]
 
 #: Slicer's terminology context of DICOM's segmentation codes (loaded by every Slicer).
 DICOM_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
@@ -133,3 +136,15 @@ def term_for(name: str) -> StructureTerm:
         return STRUCTURES[name]
     display = name.replace("_", " ").capitalize()
     return StructureTerm(display, (128, 128, 128), TISSUE, Code("SCT", "85756007", "Tissue"))
+
+
+def terminology_entry(label: LabelSpec) -> str:
+    """Slicer's ``TerminologyEntry`` tag value for ``label`` (SNOMED CT category/type/modifier)."""
+
+    def coded(code: dict | None) -> str:
+        return "^".join((code["scheme"], code["code"], code["meaning"])) if code else "^^"
+
+    snomed = label.snomed
+    return (f"{snomed.get('context') or DICOM_MASTER_CONTEXT}~"
+            f"{coded(snomed['category'])}~{coded(snomed['type'])}~"
+            f"{coded(snomed.get('type_modifier'))}~Anatomic codes - DICOM master list~^^~^^")

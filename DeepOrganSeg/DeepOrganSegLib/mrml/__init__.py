@@ -1,7 +1,8 @@
 """The Slicer side of the engine: what the Slicer module runs inside Slicer's own process.
 
 * ``runner``: the ``deeporganseg`` child process (command lines, progress lines, cancel, the
-  process tree, the CUDA probe); no MRML.
+  process tree, the CUDA probe) and what the jobs below share (``EngineJob``,
+  ``EngineCommandJob``); no MRML.
 * ``install``: which of the engine's Python packages are missing, and installing them.
 * ``nodes``: MRML nodes <-> engine objects (volumes, labelmaps -> segments, terminology).
 * ``job``: one segmentation run (check, export, engine subprocess, import) as a state machine.

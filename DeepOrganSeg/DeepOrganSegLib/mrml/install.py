@@ -12,13 +12,12 @@ never replaced (they are not listed there). No MRML, no Qt: pytest runs this as 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .runner import EngineProcess, RunState, poll_until_finished
+from .runner import EngineFailure, EngineJob, EngineProcess, RunState
 
 __all__ = ["TORCH_REQUIREMENT", "LIGHT_THE_TORCH", "InstallStep",
            "read_requirements", "missing_requirements", "install_steps", "InstallJob"]
@@ -89,28 +88,26 @@ def install_steps(python: str | os.PathLike, missing: Sequence[str]) -> list[Ins
     return steps
 
 
-class InstallJob:
+class InstallJob(EngineJob):
     """The steps of an install run one after the other in child processes, followed by polling
-    like a segmentation (``start``, ``poll``, ``cancel``, ``wait``): ``poll()`` never blocks.
+    like a segmentation (:class:`.runner.EngineJob`: ``start``, ``poll``, ``cancel``, ``wait``):
+    ``poll()`` never blocks.
 
     States: IDLE -> RUNNING -> DONE, or -> FAILED, or -> CANCEL_REQUESTED -> CANCELLED.
-    A cancelled or failed step ends the job; the packages installed by earlier steps stay (pip
-    installs each package whole). ``failure`` is then one line: the step, pip's last error line
-    and what to do."""
+    A cancelled or failed step ends the job (a cancel stops the running step's process tree;
+    nothing further is installed); the packages installed by earlier steps stay (pip installs
+    each package whole). ``failure`` is then one line: the step, pip's last error line and what
+    to do."""
 
     def __init__(self, steps: Sequence[InstallStep], *,
                  environment: dict[str, str] | None = None,
                  process: Callable[..., EngineProcess] = EngineProcess) -> None:
+        super().__init__(environment)
         self.steps = list(steps)
-        self.environment = environment
-        self.state = RunState.IDLE
         self.failure: str | None = None
         self.details = ""
         self._make_process = process
         self._index = 0
-        self._process: EngineProcess | None = None
-        self._started_at: float | None = None
-        self._finished_at: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -125,17 +122,9 @@ class InstallJob:
                     f"{self.steps[self._index].description}")
         return self.failure or self.state.value
 
-    @property
-    def elapsed_s(self) -> float:
-        if self._started_at is None:
-            return 0.0
-        return (self._finished_at or time.monotonic()) - self._started_at
-
     def start(self) -> None:
-        if self.state is not RunState.IDLE:
-            raise RuntimeError("install already started")
-        self._started_at = time.monotonic()
-        self.state = RunState.RUNNING
+        """Launch the first step (an install without steps is DONE at once)."""
+        self._begin(RunState.RUNNING)
         self._start_step()
 
     def _start_step(self) -> None:
@@ -150,44 +139,24 @@ class InstallJob:
             self._fail(f"{self.steps[self._index].description} could not start ({error})")
 
     def poll(self) -> RunState:
-        if self.state.finished or self._process is None:
-            return self.state
-        self._process.poll()
-        if not self._process.finished:
-            return self.state
-        if self.state is RunState.CANCEL_REQUESTED:
-            self._finish(RunState.CANCELLED)
-        elif self._process.returncode == 0:
-            self._index += 1
-            self._start_step()
-        else:
-            failure = self._process.failure()
-            self.details = failure.details if failure else ""
-            errors = [line.strip() for line in self.details.splitlines()
-                      if line.strip().startswith("ERROR:")]
-            reason = errors[-1] if errors else f"exit code {self._process.returncode}"
-            step = self.steps[self._index]
-            self._fail(f"{step.description} failed ({reason}); check the internet connection, "
-                       f"or {step.remedy}")
+        """Advance: notice the running step's end and start the next one."""
+        if not self.state.finished and self._process is not None:
+            self._follow_process()
         return self.state
 
-    def cancel(self) -> None:
-        """Stop the running step's process tree (SIGTERM, later SIGKILL); nothing further is
-        installed. The job is CANCELLED once the process is gone (``poll``)."""
-        if self.state is not RunState.RUNNING:
-            return
-        self.state = RunState.CANCEL_REQUESTED
-        if self._process is not None:
-            self._process.cancel()
+    def _succeeded(self) -> None:
+        self._index += 1
+        self._start_step()
 
-    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
-        """Poll a started install until it is done (or ``timeout`` seconds passed)."""
-        return poll_until_finished(self.poll, timeout, interval)
+    def _failed(self, failure: EngineFailure) -> None:
+        self.details = failure.details
+        errors = [line.strip() for line in self.details.splitlines()
+                  if line.strip().startswith("ERROR:")]
+        reason = errors[-1] if errors else f"exit code {failure.exit_code}"
+        step = self.steps[self._index]
+        self._fail(f"{step.description} failed ({reason}); check the internet connection, "
+                   f"or {step.remedy}")
 
     def _fail(self, message: str) -> None:
         self.failure = message
         self._finish(RunState.FAILED)
-
-    def _finish(self, state: RunState) -> None:
-        self.state = state
-        self._finished_at = time.monotonic()

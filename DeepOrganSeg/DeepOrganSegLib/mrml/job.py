@@ -21,12 +21,9 @@ segments are built on the input node's own IJK-to-RAS matrix.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import tempfile
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +33,16 @@ import slicer
 
 from ..model import LabelSpec, read_metadata
 from ..devices import DEVICES
-from ..errors import DeepOrganSegError, InputError
+from ..errors import InputError
 from ..options import SegmentationOptions
 from ..volume import Volume
 from ..volume_io import read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)
-from .runner import (EngineFailure, EngineProcess, ProgressEvent, RunState,
-                     poll_until_finished, segment_command)
+from .runner import EngineCommandJob, EngineFailure, RunState, segment_command
 
-__all__ = ["RunState", "SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
+__all__ = ["SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
            "SegmentationJob", "SegmentationFailed", "check_request", "run_segmentation"]
 
 
@@ -179,57 +175,23 @@ def check_request(request: SegmentationRequest) -> None:
                 f"'{node.GetName()}'; choose a new segmentation or harden the transforms")
 
 
-class SegmentationJob:
-    """One click on Segment, followed by polling: IDLE -> STARTING -> RUNNING -> IMPORTING ->
-    DONE, or -> CANCEL_REQUESTED -> CANCELLED, or -> FAILED.
+class SegmentationJob(EngineCommandJob):
+    """One click on Segment, followed by polling (the states of :class:`.runner.EngineCommandJob`:
+    IDLE -> STARTING -> RUNNING -> IMPORTING -> DONE, or -> CANCEL_REQUESTED -> CANCELLED, or
+    -> FAILED).
 
-    ``poll()`` never blocks for long (the import after a successful run is the one step done on
-    the caller's thread; it takes a fraction of a second). The scene is only touched by that
-    import; the temporary folder is removed when the job finishes, whatever the outcome."""
+    The scene is only touched by the import after a successful run (the one step done on the
+    caller's thread; a fraction of a second); the temporary folder is removed when the job
+    finishes, whatever the outcome."""
 
     def __init__(self, request: SegmentationRequest, python: str, *,
                  environment: dict[str, str] | None = None,
                  temporary_root: str | Path | None = None) -> None:
+        super().__init__(python, environment=environment)
         self.request = request
-        self.python = python
-        self.environment = environment
         self.temporary_root = temporary_root
-        self.state = RunState.IDLE
-        self.progress = ProgressEvent("starting", 0.0, "")
-        #: Messages worth keeping on screen after the next progress line replaces them: what
-        #: task Auto detected and chose, and the engine's warnings.
-        self.notes: list[str] = []
-        self.failure: EngineFailure | None = None
         self.outcome: SegmentationOutcome | None = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.temporary_folder: Path | None = None
-        self._engine: EngineProcess | None = None
         self._input: Volume | None = None
-
-    # -- control ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Check the request, write the input to a temporary file and launch the engine.
-
-        Raises InputError (with the job FAILED) for a request that cannot run."""
-        if self.state is not RunState.IDLE:
-            raise RuntimeError(f"job already {self.state.value}")
-        self.started_at = time.monotonic()
-        self.state = RunState.STARTING
-        self.progress = ProgressEvent("starting", 0.0, "writing the input volume")
-        try:
-            command = self._command()
-            self._engine = EngineProcess(command, env=self.environment,
-                                         cwd=self.temporary_folder)
-            self._engine.start()
-        except Exception as error:
-            message = str(error) if isinstance(error, DeepOrganSegError) else (
-                f"could not start the segmentation engine: {error}")
-            self._finish(RunState.FAILED, EngineFailure(
-                message, getattr(error, "exit_code", None), traceback.format_exc()))
-            raise
-        self.progress = ProgressEvent("starting", 0.0, "starting the segmentation engine")
 
     def _command(self) -> list[str]:
         """Check the request, write the input into a new temporary folder; the engine's
@@ -247,95 +209,24 @@ class SegmentationJob:
             probabilities=self._probabilities_path if request.keep_for_refinement else None,
             python=self.python)
 
-    def cancel(self) -> None:
-        """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
-        if self.state.finished or self.state is RunState.IDLE:
-            return
-        self.state = RunState.CANCEL_REQUESTED
-        self.progress = ProgressEvent("cancel", self.progress.fraction, "cancelling")
-        if self._engine is not None:
-            self._engine.cancel()
-
-    def poll(self) -> RunState:
-        """Advance: take the engine's progress, notice its end, import a successful result."""
-        if self.state in (RunState.STARTING, RunState.RUNNING, RunState.CANCEL_REQUESTED):
-            self._follow_engine()
-        elif self.state is RunState.IMPORTING:
-            self._import()
-        return self.state
-
-    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
-        """Poll until the job is finished (or ``timeout`` seconds passed)."""
-        return poll_until_finished(self.poll, timeout, interval)
-
-    @property
-    def engine_pid(self) -> int | None:
-        """The engine's process ID (on POSIX also its process group), once started."""
-        return self._engine.pid if self._engine is not None else None
-
-    @property
-    def elapsed_s(self) -> float:
-        """Wall-clock seconds from start to finish (or to now)."""
-        if self.started_at is None:
-            return 0.0
-        return (self.finished_at or time.monotonic()) - self.started_at
-
-    # -- steps -----------------------------------------------------------------------------
-
     @property
     def _input_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "input.nrrd"
+        return self._temporary_path("input.nrrd")
 
     @property
     def _labelmap_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "labels.nrrd"
+        return self._temporary_path("labels.nrrd")
 
     @property
     def _probabilities_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "probabilities.nrrd"
+        return self._temporary_path("probabilities.nrrd")
 
     @property
     def _stats_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "stats.json"
+        return self._temporary_path("stats.json")
 
-    def _follow_engine(self) -> None:
-        engine = self._engine
-        assert engine is not None  # start() launched it before any poll in these states
-        for event in engine.poll():
-            if event.stage == "error":
-                continue  # reported through failure() once the process is gone
-            if event.stage == "warning" or event.message.startswith("auto:"):
-                self.notes.append(event.message)
-            if self.state is RunState.STARTING:
-                self.state = RunState.RUNNING
-            if self.state is RunState.RUNNING:
-                self.progress = event
-        if not engine.finished:
-            return
-        if self.state is RunState.CANCEL_REQUESTED:
-            self._finish(RunState.CANCELLED, None)
-        elif engine.returncode == 0:
-            self.state = RunState.IMPORTING
-            self.progress = ProgressEvent("import", 1.0, "adding the segments to the scene")
-        else:
-            failure = engine.failure()
-            assert failure is not None  # finished with a non-zero return code
-            cancelled_elsewhere = failure.exit_code == 3
-            self._finish(RunState.CANCELLED if cancelled_elsewhere else RunState.FAILED,
-                         None if cancelled_elsewhere else failure)
-
-    def _import(self) -> None:
-        try:
-            self.outcome = self._commit(*self._build())
-        except Exception as error:
-            self._finish(RunState.FAILED, EngineFailure(
-                f"could not import the result: {error}", None, traceback.format_exc()))
-            return
-        self._finish(RunState.DONE, None)
+    def _apply(self) -> None:
+        self.outcome = self._commit(*self._build())
 
     def _build(self) -> tuple[list[tuple[str, object]], dict]:
         """Read the engine's outputs and build the segments, touching nothing in the scene."""
@@ -405,25 +296,8 @@ class SegmentationJob:
             device=str(statistics.get("device", "")), crf=bool(statistics.get("crf", False)),
             engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs, kept=kept)
 
-    def _finish(self, state: RunState, failure: EngineFailure | None) -> None:
-        self.state = state
-        self.failure = failure
-        self.finished_at = time.monotonic()
-        if state is RunState.CANCELLED:
-            self.progress = ProgressEvent("cancelled", self.progress.fraction,
-                                          "the scene is unchanged")
-        elif state is RunState.FAILED:
-            assert failure is not None  # every FAILED finish gives its failure
-            self.progress = ProgressEvent("error", self.progress.fraction, failure.message)
-            logging.error("DeepOrganSeg: %s\n%s", failure.message, failure.details)
-        else:
-            self.progress = ProgressEvent("done", 1.0, self._done_message())
-        if self.temporary_folder is not None:
-            shutil.rmtree(self.temporary_folder, ignore_errors=True)
-
-
     def _done_message(self) -> str:
-        assert self.outcome is not None  # _import sets it before finishing DONE
+        assert self.outcome is not None  # _apply sets it before the job finishes DONE
         return f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s"
 
 

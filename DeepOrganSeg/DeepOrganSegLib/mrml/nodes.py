@@ -21,8 +21,7 @@ from vtk.util import numpy_support
 
 from ..model import LabelSpec
 from ..errors import InputError
-from ..labelmap_io import terminology_entry
-from ..model.terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT
+from ..model.terminology import CONTEXT_FILE_NAME, DEEPORGANSEG_CONTEXT, terminology_entry
 from ..volume import Volume, grid_differences
 
 __all__ = [

@@ -8,11 +8,13 @@ Then, for an organ:
 
 1. :meth:`RefinementSession.scribble_segments` adds (once) an "add" and a "remove" segment
    (green and red, tagged :data:`SCRIBBLE_TAG`) that the user paints with the Segment Editor;
-2. :class:`RefineJob` (the same state machine as a segmentation run: ``start()``, ``poll()``,
-   ``cancel()``) writes the current organ segments and the strokes on the input grid, runs the
-   engine's ``refine`` in a subprocess, and on success replaces the masks of the organs whose
-   voxels changed (every other segment is untouched), remembers their previous masks for
-   :meth:`RefinementSession.undo`, and empties the organ's scribble segments;
+2. :class:`RefineJob` (the same state machine as a segmentation run,
+   :class:`.runner.EngineCommandJob`: ``start()``, ``poll()``, ``cancel()``) writes the current
+   organ segments and the strokes (encoded by :mod:`DeepOrganSegLib.strokes`, the stroke
+   protocol) on the input grid, runs the engine's ``refine`` in a subprocess, and on success
+   replaces the masks of the organs whose voxels changed (every other segment is untouched),
+   remembers their previous masks for :meth:`RefinementSession.undo`, and empties the organ's
+   scribble segments;
 3. :meth:`RefinementSession.close` removes the scribble segments and the private folder (the
    module calls it when the scene closes, a new run starts or the module is left).
 
@@ -34,12 +36,13 @@ from vtk.util import numpy_support
 
 from ..model import LabelSpec
 from ..errors import InputError
-from ..labelmap_io import REMOVE_OFFSET
+from ..strokes import Scribbles, encode_strokes
+from ..volume import Volume
 from ..volume_io import read_volume, write_volume
 from .job import KeptRun, SegmentationJob
 from .nodes import (check_same_grid, in_scene, matrix_array, node_ijk_to_ras, segment_tag,
                     volume_from_node)
-from .runner import refine_command
+from .runner import EngineCommandJob, refine_command
 
 __all__ = ["SCRIBBLE_TAG", "RefinementSession", "RefineJob", "segment_mask_on_grid"]
 
@@ -176,14 +179,17 @@ class RefinementSession:
         return labels
 
     def strokes(self, organ: str) -> np.ndarray:
-        """The organ's strokes as a scribble labelmap (``deeporganseg refine``'s values)."""
+        """The organ's strokes as a scribble labelmap (``deeporganseg refine``'s input:
+        :func:`DeepOrganSegLib.strokes.encode_strokes`)."""
         value = self.spec(organ).value
-        strokes = np.zeros(self._shape(), np.uint8)
-        for kind, offset in (("remove", REMOVE_OFFSET), ("add", 0)):
-            segment_id = self._find_scribble(f"{kind}:{organ}")
-            if segment_id:
-                strokes[self._mask(segment_id)] = offset + value
-        return strokes
+        scribbles = Scribbles(add=self._stroke_mask(f"add:{organ}"),
+                              remove=self._stroke_mask(f"remove:{organ}"))
+        return encode_strokes(scribbles, value)
+
+    def _stroke_mask(self, tag: str) -> np.ndarray:
+        """The voxels of the stroke segment tagged ``tag`` (none when it does not exist)."""
+        segment_id = self._find_scribble(tag)
+        return self._mask(segment_id) if segment_id else np.zeros(self._shape(), bool)
 
     def apply(self, old: np.ndarray, new: np.ndarray, organ: str) -> list[str]:
         """Write the organs whose voxels differ between the labelmaps ``old`` and ``new`` into
@@ -239,20 +245,20 @@ class RefinementSession:
         self.kept.discard()
 
 
-class RefineJob(SegmentationJob):
+class RefineJob(EngineCommandJob):
     """One click on Refine for one organ, followed by polling (the states of
-    :class:`~DeepOrganSegLib.mrml.SegmentationJob`). The scene is only touched when the
-    engine's result is applied."""
+    :class:`.runner.EngineCommandJob`, as a segmentation run). The scene is only touched when
+    the engine's result is applied."""
 
     def __init__(self, session: RefinementSession, organ: str, python: str, *,
                  environment: dict[str, str] | None = None) -> None:
-        # no request: the steps that read one (_command, _build, _commit) are overridden
-        super().__init__(None, python, environment=environment,  # type: ignore[arg-type]
-                         temporary_root=session.folder)
+        super().__init__(python, environment=environment)
         self.session = session
         self.organ = organ
+        #: The organs whose segments the refinement rewrote (once DONE).
         self.changed: list[str] = []
         self._sent: np.ndarray | None = None
+        self._geometry: Volume | None = None
 
     def _command(self) -> list[str]:
         session = self.session
@@ -269,40 +275,36 @@ class RefineJob(SegmentationJob):
                              f"{session.spec(self.organ).display_name} stroke segments")
         self._sent = session.labelmap()
         self.temporary_folder = Path(tempfile.mkdtemp(prefix="job-", dir=session.folder))
-        geometry = volume_from_node(session.input_volume)
-        self._input = geometry
-        write_volume(geometry.with_array(self._sent), self._segmentation_path, compress=False)
-        write_volume(geometry.with_array(strokes), self._strokes_path, compress=False)
+        self._geometry = volume_from_node(session.input_volume)
+        write_volume(self._geometry.with_array(self._sent), self._segmentation_path,
+                     compress=False)
+        write_volume(self._geometry.with_array(strokes), self._strokes_path, compress=False)
         kept = session.kept
         return refine_command(kept.input_path, self._segmentation_path, self._strokes_path,
-                              self._labelmap_path, probabilities=kept.probabilities_path,
+                              self._output_path, probabilities=kept.probabilities_path,
                               model=kept.model, task=kept.task, python=self.python)
 
     @property
     def _segmentation_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "segmentation.nrrd"
+        return self._temporary_path("segmentation.nrrd")
 
     @property
     def _strokes_path(self) -> Path:
-        assert self.temporary_folder is not None  # _command creates it first
-        return self.temporary_folder / "strokes.nrrd"
+        return self._temporary_path("strokes.nrrd")
 
-    # (_build and _commit carry a labelmap and the session, not the segments and outcome of
-    # SegmentationJob's: _import only passes one to the other)
-    def _build(self) -> tuple[np.ndarray, dict]:  # type: ignore[override]
-        labels = read_volume(self._labelmap_path)
-        assert self._input is not None  # _command read it
-        check_same_grid(labels, self._input)
-        return np.rint(labels.array).astype(np.uint8), {}
+    @property
+    def _output_path(self) -> Path:
+        return self._temporary_path("labels.nrrd")
 
-    def _commit(self, labels: np.ndarray,  # type: ignore[override]
-                _statistics: dict) -> RefinementSession:
+    def _apply(self) -> None:
+        """Check the engine's labelmap against the input grid, then rewrite the changed organs."""
+        labels = read_volume(self._output_path)
+        assert self._geometry is not None and self._sent is not None  # _command set them
+        check_same_grid(labels, self._geometry)
         if not in_scene(self.session.segmentation_node):
             raise InputError("the segmentation was removed during the refinement")
-        assert self._sent is not None  # _command set it
-        self.changed = self.session.apply(self._sent, labels, self.organ)
-        return self.session
+        self.changed = self.session.apply(self._sent, np.rint(labels.array).astype(np.uint8),
+                                          self.organ)
 
     def _done_message(self) -> str:
         changed = ", ".join(self.session.spec(name).display_name for name in self.changed)

@@ -1,21 +1,25 @@
 """Run the ``deeporganseg segment`` command in a child process and follow it without blocking.
 
 This is the process half of the Slicer module's Logic, free of Qt and MRML so that pytest runs
-the very code Slicer runs: the module only calls :meth:`EngineProcess.poll` from a ``QTimer``.
+the very code Slicer runs: the module only calls a job's ``poll()`` from a ``QTimer``.
 
 * :func:`segment_command` builds the command line (``python -m DeepOrganSegLib.cli segment ...
   --progress json``).
 * :class:`EngineProcess` starts it in its own process group/session, reads its stdout and stderr
   on two daemon threads (so that neither pipe can fill up and stall the engine), and hands the
-  parsed progress lines (:func:`..progress.parse_progress_line`, re-exported here) to whoever
-  polls.
+  parsed progress lines (:func:`..progress.parse_progress_line`) to whoever polls.
 * :func:`kill_process_tree` ends the engine *and* anything it started (DataLoader workers,
   OpenMP helpers), politely first (SIGTERM: the engine exits with code 3 within one unit of
   work), then by force.
+* :class:`EngineJob` is what every job the module follows shares (the package install of
+  :mod:`.install` too): states, cancel, wait, timing, the end of a child process;
+  :class:`EngineCommandJob` is one engine command whose result is then applied, the shape of
+  :class:`.job.SegmentationJob` and :class:`.refine.RefineJob`.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import enum
 import json
@@ -28,20 +32,19 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DeepOrganSegError
+from ..errors import EXIT_CANCELLED, DeepOrganSegError
 from ..options import SegmentationOptions
 from ..progress import ProgressEvent, parse_progress_line
-from ..resources import bundled_models
 
-__all__ = ["RunState", "poll_until_finished", "ProgressEvent", "EngineFailure",
-           "parse_progress_line", "segment_command",
+__all__ = ["RunState", "poll_until_finished", "EngineFailure", "segment_command",
            "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
-           "bundled_models", "slicer_python", "LIB_PARENT"]
+           "EngineJob", "EngineCommandJob", "slicer_python", "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
 LIB_PARENT = Path(__file__).resolve().parents[2]
@@ -342,3 +345,220 @@ class EngineProcess:
         elif not message:
             message = f"the segmentation engine stopped with exit code {self.returncode}"
         return EngineFailure(message=message, exit_code=self.returncode, details=details)
+
+
+class EngineJob(abc.ABC):
+    """What every job the Slicer module follows shares (a segmentation, a refinement, a package
+    install): it runs child processes (:class:`EngineProcess`) one at a time, starts once, is
+    advanced by ``poll()`` from the module's ``QTimer`` (never blocking), is cancelled by
+    stopping the running child's process tree, and is waited for by scripts and tests.
+
+    Its states are :class:`RunState`'s (IDLE first; CANCELLED, FAILED and DONE final; each
+    subclass says which others it passes through). A child's end is handled here: CANCELLED
+    after a cancel, else the subclass's ``_succeeded()`` or ``_failed(why)``."""
+
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        #: The children's environment (None: this process's), made importable and unbuffered
+        #: by :func:`engine_environment`.
+        self.environment = environment
+        self.state = RunState.IDLE
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._process: EngineProcess | None = None
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Leave IDLE (:meth:`_begin`) and launch the first child."""
+
+    @abc.abstractmethod
+    def poll(self) -> RunState:
+        """Advance without blocking (:meth:`_follow_process` while a child runs); the state."""
+
+    def cancel(self) -> None:
+        """Stop the running child and everything it started (SIGTERM now, SIGKILL later); the
+        job ends CANCELLED at a later poll, once the child is gone. Does nothing before the
+        start, after the end, or a second time."""
+        if self.state.finished or self.state in (RunState.IDLE, RunState.CANCEL_REQUESTED):
+            return
+        self.state = RunState.CANCEL_REQUESTED
+        if self._process is not None:
+            self._process.cancel()
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunState:
+        """Poll until the job is finished (or ``timeout`` seconds passed)."""
+        return poll_until_finished(self.poll, timeout, interval)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds from start to finish (or to now)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+    def _begin(self, state: RunState) -> None:
+        """Leave IDLE for ``state``, the job's first, noting the time: a job runs once."""
+        if self.state is not RunState.IDLE:
+            raise RuntimeError(f"job already {self.state.value}")
+        self.started_at = time.monotonic()
+        self.state = state
+
+    def _follow_process(self) -> None:
+        """Hand the running child's new progress events to :meth:`_take`; once the child is
+        gone, end CANCELLED after a cancel, else go on with :meth:`_succeeded` or
+        :meth:`_failed`."""
+        process = self._process
+        assert process is not None  # start() launched it before any poll that follows it
+        self._take(process.poll())
+        if not process.finished:
+            return
+        if self.state is RunState.CANCEL_REQUESTED:
+            self._finish(RunState.CANCELLED)
+        elif process.returncode == 0:
+            self._succeeded()
+        else:
+            failure = process.failure()
+            assert failure is not None  # finished with a non-zero return code
+            self._failed(failure)
+
+    def _take(self, events: list[ProgressEvent]) -> None:
+        """The running child's new progress events; a job that shows none ignores them."""
+
+    @abc.abstractmethod
+    def _succeeded(self) -> None:
+        """The running child exited with code 0 (and no cancel was asked for)."""
+
+    @abc.abstractmethod
+    def _failed(self, failure: EngineFailure) -> None:
+        """The running child failed (and no cancel was asked for): why."""
+
+    def _finish(self, state: RunState) -> None:
+        """End in the final ``state``, noting the time."""
+        self.state = state
+        self.finished_at = time.monotonic()
+
+
+class EngineCommandJob(EngineJob):
+    """One ``deeporganseg`` command in a child process, whose result is then applied on the
+    caller's thread (a segmentation, a refinement): IDLE -> STARTING -> RUNNING -> IMPORTING ->
+    DONE, or -> CANCEL_REQUESTED -> CANCELLED, or -> FAILED.
+
+    ``poll()`` never blocks for long: applying the result is the one step done on the caller's
+    thread (a fraction of a second). The temporary folder the inputs are written to is removed
+    when the job finishes, whatever the outcome. A subclass writes its inputs and gives the
+    command line (:meth:`_command`), applies the result (:meth:`_apply`) and says what it did
+    (:meth:`_done_message`)."""
+
+    def __init__(self, python: str, *, environment: dict[str, str] | None = None) -> None:
+        super().__init__(environment)
+        #: The interpreter that runs the engine (Slicer's ``PythonSlicer``: :func:`slicer_python`).
+        self.python = python
+        self.progress = ProgressEvent("starting", 0.0, "")
+        #: Messages worth keeping on screen after the next progress line replaces them: what
+        #: task Auto detected and chose, and the engine's warnings.
+        self.notes: list[str] = []
+        self.failure: EngineFailure | None = None
+        self.temporary_folder: Path | None = None
+
+    def start(self) -> None:
+        """Check what the job needs, write its inputs to a temporary folder and launch the
+        engine.
+
+        Raises the reason, with the job FAILED, when it cannot start (an ``InputError`` for a
+        request that cannot run)."""
+        self._begin(RunState.STARTING)
+        self.progress = ProgressEvent("starting", 0.0, "writing the input volume")
+        try:
+            command = self._command()
+            self._process = EngineProcess(command, env=self.environment,
+                                          cwd=self.temporary_folder)
+            self._process.start()
+        except Exception as error:
+            message = str(error) if isinstance(error, DeepOrganSegError) else (
+                f"could not start the segmentation engine: {error}")
+            self._finish(RunState.FAILED, EngineFailure(
+                message, getattr(error, "exit_code", None), traceback.format_exc()))
+            raise
+        self.progress = ProgressEvent("starting", 0.0, "starting the segmentation engine")
+
+    def cancel(self) -> None:
+        """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
+        super().cancel()
+        if self.state is RunState.CANCEL_REQUESTED:
+            self.progress = ProgressEvent("cancel", self.progress.fraction, "cancelling")
+
+    def poll(self) -> RunState:
+        """Advance: take the engine's progress, notice its end, apply a successful result."""
+        if self.state in (RunState.STARTING, RunState.RUNNING, RunState.CANCEL_REQUESTED):
+            self._follow_process()
+        elif self.state is RunState.IMPORTING:
+            self._import()
+        return self.state
+
+    @property
+    def engine_pid(self) -> int | None:
+        """The engine's process ID (on POSIX also its process group), once started."""
+        return self._process.pid if self._process is not None else None
+
+    @abc.abstractmethod
+    def _command(self) -> list[str]:
+        """Check what the job needs, create :attr:`temporary_folder` and write the engine's
+        inputs into it; the engine's command line."""
+
+    @abc.abstractmethod
+    def _apply(self) -> None:
+        """Read the engine's result and put it into the scene."""
+
+    @abc.abstractmethod
+    def _done_message(self) -> str:
+        """The status line of a job that is DONE."""
+
+    def _temporary_path(self, name: str) -> Path:
+        """The file ``name`` in the job's temporary folder."""
+        assert self.temporary_folder is not None  # _command creates it first
+        return self.temporary_folder / name
+
+    def _take(self, events: list[ProgressEvent]) -> None:
+        for event in events:
+            if event.stage == "error":
+                continue  # reported through failure() once the process is gone
+            if event.stage == "warning" or event.auto_task is not None:
+                self.notes.append(event.message)
+            if self.state is RunState.STARTING:
+                self.state = RunState.RUNNING
+            if self.state is RunState.RUNNING:
+                self.progress = event
+
+    def _succeeded(self) -> None:
+        self.state = RunState.IMPORTING
+        self.progress = ProgressEvent("import", 1.0, "adding the segments to the scene")
+
+    def _failed(self, failure: EngineFailure) -> None:
+        cancelled_elsewhere = failure.exit_code == EXIT_CANCELLED
+        self._finish(RunState.CANCELLED if cancelled_elsewhere else RunState.FAILED,
+                     None if cancelled_elsewhere else failure)
+
+    def _import(self) -> None:
+        try:
+            self._apply()
+        except Exception as error:
+            self._finish(RunState.FAILED, EngineFailure(
+                f"could not import the result: {error}", None, traceback.format_exc()))
+            return
+        self._finish(RunState.DONE)
+
+    def _finish(self, state: RunState, failure: EngineFailure | None = None) -> None:
+        """End in the final ``state`` (FAILED with its ``failure``), show it, and remove the
+        temporary folder."""
+        self.failure = failure
+        super()._finish(state)
+        if state is RunState.CANCELLED:
+            self.progress = ProgressEvent("cancelled", self.progress.fraction,
+                                          "the scene is unchanged")
+        elif state is RunState.FAILED:
+            assert failure is not None  # every FAILED finish gives its failure
+            self.progress = ProgressEvent("error", self.progress.fraction, failure.message)
+            logging.error("DeepOrganSeg: %s\n%s", failure.message, failure.details)
+        else:
+            self.progress = ProgressEvent("done", 1.0, self._done_message())
+        if self.temporary_folder is not None:
+            shutil.rmtree(self.temporary_folder, ignore_errors=True)

@@ -14,7 +14,7 @@ Four kinds are generated (:data:`KINDS`):
     PyPI package ``nilearn``.
 ``body-ct``
     Whole-body CT from the neck (optionally the head) to the thighs, with a body-region label for
-    every axial slice (:data:`REGIONS`), for the body-part classifier.
+    every axial slice (:data:`..bodypart.REGIONS`), for the body-part classifier.
 
 How a case is made
 ------------------
@@ -57,11 +57,10 @@ recipe down to the building blocks:
 * ``labels``: kinds, label tables, organ and tissue ids, label merging.
 """
 
-from ..bodypart import REGIONS
 from .generator import Phantom, make_phantom
 from .labels import HVSMR_LABELS, KINDS, LABELS, MODALITIES, PHASES, hvsmr_labels, merge_labels
 
 __all__ = [
-    "KINDS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "REGIONS", "Phantom",
+    "KINDS", "PHASES", "LABELS", "MODALITIES", "HVSMR_LABELS", "Phantom",
     "make_phantom", "merge_labels", "hvsmr_labels",
 ]

@@ -29,11 +29,10 @@ from vtk.util import numpy_support
 from DeepOrganSegLib.model import read_metadata
 from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.metrics import dice  # Dice of two masks, 1.0 when both are empty
-from DeepOrganSegLib.mrml.job import (RunState, SegmentationFailed, SegmentationJob,
-                                      SegmentationRequest)
+from DeepOrganSegLib.mrml.job import SegmentationFailed, SegmentationJob, SegmentationRequest
 from DeepOrganSegLib.mrml.nodes import (ORGAN_TAG, add_volume_node, hand_drawn_matches,
                                         segment_tag, volume_from_node)
-from DeepOrganSegLib.mrml.runner import engine_environment
+from DeepOrganSegLib.mrml.runner import RunState, engine_environment
 from DeepOrganSegLib.options import SegmentationOptions
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import read_volume, write_volume

@@ -9,7 +9,7 @@ import json
 import struct
 from pathlib import Path
 
-from ..errors import ModelFileError
+from .errors import ModelFileError
 
 __all__ = ["MAX_HEADER_BYTES", "read_header", "check_header_shapes"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, overload
 
-from ..errors import ModelFileError
+from .errors import ModelFileError
 
 __all__ = ["require", "get_field", "numbers", "check_format"]
 
