@@ -15,7 +15,8 @@ from scipy import ndimage as ndi
 
 from DeepOrganSegLib.cli import phantom as phantom_command
 from DeepOrganSegLib.errors import InputError
-from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, REGIONS, Phantom,
+from DeepOrganSegLib.bodypart import REGIONS
+from DeepOrganSegLib.phantoms import (HVSMR_LABELS, KINDS, LABELS, PHASES, Phantom,
                                       hvsmr_labels, make_phantom, merge_labels)
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder
 from DeepOrganSegLib.phantoms import variants as variants_module
@@ -287,6 +288,34 @@ def test_brain_grey_white_contrast_resembles_the_icbm152_t1(brain):
     image, labels = brain.image.array, brain.labels.array
     synthetic = np.median(image[labels == 2]) / np.median(image[labels == 3])
     assert abs(synthetic - real) < 0.15
+
+
+def test_contrast_agnostic_ct_draws_every_body_tissue_at_random_hu_and_keeps_the_anatomy(
+        small_abdomen):
+    from DeepOrganSegLib.phantoms.appearance import AGNOSTIC_HU
+
+    cases = [make_phantom("abdomen-ct", seed, shape=SMALL["abdomen-ct"], contrast_agnostic=True)
+             for seed in (4, 5)]
+    np.testing.assert_array_equal(cases[0].labels.array, small_abdomen.labels.array)
+    assert cases[0].info["contrast_phase"] == "agnostic"
+    medians = [{name: float(np.median(case.image.array[case.labels.array == value]))
+                for value, name in case.label_names.items()
+                if (case.labels.array == value).sum() > 50} for case in cases]
+    for case_medians in medians:
+        assert all(AGNOSTIC_HU[0] - 60 <= hu <= AGNOSTIC_HU[1] + 60
+                   for hu in case_medians.values()), case_medians
+    # the HU order of the organs differs from case to case: no order to learn
+    shared = sorted(set(medians[0]) & set(medians[1]))
+    assert sorted(shared, key=medians[0].get) != sorted(shared, key=medians[1].get)
+    outside = cases[0].tissues.array == 0  # air keeps its physical value
+    assert np.median(cases[0].image.array[outside]) < -900
+
+
+def test_contrast_agnostic_is_for_ct_without_a_phase():
+    with pytest.raises(InputError, match="contrast_agnostic"):
+        make_phantom("brain-mr", 0, contrast_agnostic=True)
+    with pytest.raises(InputError, match="contrast_agnostic"):
+        make_phantom("abdomen-ct", 0, contrast_agnostic=True, contrast_phase="arterial")
 
 
 def test_synthseg_mode_randomises_contrast_in_unit_range_and_keeps_labels(small_abdomen):

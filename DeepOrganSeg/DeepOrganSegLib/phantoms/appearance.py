@@ -5,7 +5,9 @@ Hounsfield units per contrast phase; MR relative to blood or white matter, arbit
 units), plus a texture SD; :func:`render_intensity` paints these onto the tissue map of a
 :class:`~.acquisition.Scene`, mixing the brain's partial-volume fractions, and adds a correlated
 texture (about 3 mm). SynthSeg mode (:func:`synthseg_means`) instead gives every tissue an
-independent random mean in [0, 1].
+independent random mean in [0, 1]; contrast-agnostic CT (:func:`agnostic_ct_means`) gives every
+tissue inside the body an independent random mean in Hounsfield units, so that a CT network must
+tell organs apart by shape and context rather than by one phase's HU ordering.
 """
 
 from __future__ import annotations
@@ -130,6 +132,27 @@ def synthseg_means(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """SynthSeg-style contrast: an independent random mean and texture per tissue, in [0, 1]."""
     means = rng.uniform(0.0, 1.0, len(TISSUES)).astype(np.float32)
     texture = rng.uniform(0.0, 0.06, len(TISSUES)).astype(np.float32)
+    return means, texture
+
+
+#: Contrast-agnostic CT (SynthSeg's random intensity per label, Billot et al. 2023, in HU): the
+#: range of every tissue's mean and of its texture SD. Wide enough to hold any organ at any
+#: contrast timing and kV (unenhanced fat to arterial aorta at 80 kV would reach ~600 HU; the
+#: trial in issue 34 used this range). Air, gas, lung and metal keep their physical values:
+#: no contrast medium changes them, and the body's outline and the lungs stay what a CT shows.
+AGNOSTIC_HU = (-200.0, 500.0)
+AGNOSTIC_TEXTURE_SD_HU = (0.0, 25.0)
+_PHYSICAL_TISSUES = ("air", "gas", "lung", "metal", "table")
+
+
+def agnostic_ct_means(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Contrast-agnostic CT: an independent uniform mean (HU, :data:`AGNOSTIC_HU`) and texture SD
+    per tissue, except the physical ones (air, gas, lung, metal, the table), which keep the
+    table's values."""
+    means, texture, _ = tissue_means("abdomen-ct", "non-contrast", rng)
+    random_tissues = [TISSUE_ID[name] for name in TISSUES if name not in _PHYSICAL_TISSUES]
+    means[random_tissues] = rng.uniform(*AGNOSTIC_HU, len(random_tissues))
+    texture[random_tissues] = rng.uniform(*AGNOSTIC_TEXTURE_SD_HU, len(random_tissues))
     return means, texture
 
 

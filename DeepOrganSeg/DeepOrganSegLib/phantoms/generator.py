@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..volume import Volume
 from .acquisition import acquire, decimate, pad_outside_reconstruction_circle
 from .artefacts import add_dense_object_artefacts
-from .appearance import render_intensity, synthseg_means, tissue_means
+from .appearance import agnostic_ct_means, render_intensity, synthseg_means, tissue_means
 from .brain import brain_scene
 from .geometry import Grid
 from .labels import KINDS, LABELS, MODALITIES, PHASES, TISSUES, label_lut
@@ -42,7 +42,8 @@ class Phantom:
     info: dict[str, object] = field(default_factory=dict)  # seed, phase, slice thickness (mm), ...
 
 
-def _check_arguments(kind: str, shape, spacing, contrast_phase) -> None:
+def _check_arguments(kind: str, shape, spacing, contrast_phase, contrast_agnostic: bool,
+                     synthseg: bool) -> None:
     if kind not in KINDS:
         raise InputError(f"unknown phantom kind {kind!r}; choose one of {', '.join(KINDS)}")
     if shape is not None and (len(shape) != 3 or min(shape) < 8 or max(shape) > 1024):
@@ -55,13 +56,16 @@ def _check_arguments(kind: str, shape, spacing, contrast_phase) -> None:
                          f"{', '.join(PHASES)}")
     if contrast_phase is not None and MODALITIES[kind] != "CT":
         raise InputError(f"contrast phase applies to CT phantoms only, not {kind}")
+    if contrast_agnostic and (MODALITIES[kind] != "CT" or synthseg or contrast_phase):
+        raise InputError("contrast_agnostic applies to CT phantoms without a contrast phase or "
+                         "synthseg (it replaces both)")
 
 
 def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = None,
                  spacing: tuple[float, float, float] | None = None,
                  random_orientation: bool = False, contrast_phase: str | None = None,
                  synthseg: bool = False, field_of_view_cutoff: bool = False,
-                 variants: bool = True) -> Phantom:
+                 variants: bool = True, contrast_agnostic: bool = False) -> Phantom:
     """Generate one synthetic case, deterministically from ``seed``.
 
     Args:
@@ -81,11 +85,15 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
             one kidney, renal cysts, ascites, surgical clips, pedicle screws; :mod:`.variants`)
             at their oversampled prevalences; False gives the same body with textbook anatomy.
             Listed in ``info["variants"]``.
+        contrast_agnostic: CT only: every tissue inside the body (organs, blood, fat, bone, ...)
+            gets an independent random mean in HU (:func:`.appearance.agnostic_ct_means`),
+            rendered with the usual CT scanner and artefacts, for contrast-agnostic training;
+            ``info["contrast_phase"]`` is then ``"agnostic"``. Labels are unchanged.
 
     Returns:
         A :class:`Phantom`; image float32 (HU for CT), labels uint8 per :data:`LABELS`\\[kind].
     """
-    _check_arguments(kind, shape, spacing, contrast_phase)
+    _check_arguments(kind, shape, spacing, contrast_phase, contrast_agnostic, synthseg)
     if seed < 0:
         raise InputError(f"phantom seed must be a non-negative integer, got {seed}")
     shape = None if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
@@ -106,8 +114,14 @@ def make_phantom(kind: str, seed: int, *, shape: tuple[int, int, int] | None = N
     else:
         scene = torso_scene(kind, rng_geometry, rng_anatomy, shape, spacing,
                             field_of_view_cutoff, drawn_variants, rng_variants, aortic_wall)
-    means, texture, drawn = ((*synthseg_means(rng_intensity), {}) if synthseg
-                             else tissue_means(kind, contrast_phase, rng_intensity))
+    drawn: dict[str, float | str]
+    if synthseg:
+        means, texture, drawn = (*synthseg_means(rng_intensity), {})
+    elif contrast_agnostic:
+        means, texture, drawn = (*agnostic_ct_means(rng_intensity), {})
+        contrast_phase = "agnostic"
+    else:
+        means, texture, drawn = tissue_means(kind, contrast_phase, rng_intensity)
     intensity = render_intensity(scene, means, texture, rng_noise)
     if modality == "CT" and not synthseg:
         render = scene.acquisition.grid.subdivided(scene.acquisition.subslices)
