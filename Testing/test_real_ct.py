@@ -50,17 +50,50 @@ def bundled_model():
     return load_model(default_model_path())
 
 
+#: Dice per organ of the bundled model (v7) on the phase variants of this scan
+#: (training/phase_variants.py: each labelled organ moved to a literature median of the phase;
+#: docs/phantoms.md), network / with the CRF as measured for docs/model-card.md, less 0.03.
+#: Organs below 0.3 are left out: a floor near zero holds nothing (the unenhanced aorta, 0.28 /
+#: 0.01, is what issue 34 is about).
+PHASE_DICE = {
+    "non-contrast": {False: {"liver": 0.89, "spleen": 0.85, "stomach": 0.73,
+                             "inferior_vena_cava": 0.41},
+                     True: {"liver": 0.91, "spleen": 0.87, "stomach": 0.72,
+                            "inferior_vena_cava": 0.37}},
+    "arterial": {False: {"liver": 0.90, "spleen": 0.80, "stomach": 0.76, "aorta": 0.87,
+                         "inferior_vena_cava": 0.45},
+                 True: {"liver": 0.91, "spleen": 0.83, "stomach": 0.75, "aorta": 0.90,
+                        "inferior_vena_cava": 0.42}},
+    "delayed": {False: {"liver": 0.90, "spleen": 0.84, "stomach": 0.75, "aorta": 0.64,
+                        "inferior_vena_cava": 0.49},
+                True: {"liver": 0.93, "spleen": 0.88, "stomach": 0.75, "aorta": 0.65,
+                       "inferior_vena_cava": 0.53}},
+}
+
+
 @pytest.mark.parametrize("crf", [False, True], ids=["network", "network+crf"])
-def test_bundled_model_keeps_its_measured_dice_on_the_real_ct(real_case, bundled_model, crf):
+@pytest.mark.parametrize("phase", sorted(PHASE_DICE))
+def test_bundled_model_keeps_its_measured_dice_on_each_phase_variant(real_case, bundled_model,
+                                                                    phase, crf):
+    from training.phase_variants import render_phase
+
+    image = render_phase(real_case.image, real_case.labels, real_case.names, phase)
+    _assert_dice_at_least(bundled_model, image, real_case, crf, PHASE_DICE[phase][crf])
+
+
+def _assert_dice_at_least(model, image, case, crf: bool, floors: dict[str, float]) -> None:
     from training.evaluate import _truth_in_model_values
 
-    task = bundled_model.metadata.task("abdomen-ct")
-    result = segment_volume(real_case.image, bundled_model,
-                            SegmentationOptions(task=task.name, crf=crf))
-    assert result.labels.array.shape == real_case.labels.array.shape
-    truth, scored = _truth_in_model_values(real_case, task)
+    task = model.metadata.task("abdomen-ct")
+    result = segment_volume(image, model, SegmentationOptions(task=task.name, crf=crf))
+    assert result.labels.array.shape == case.labels.array.shape
+    truth, scored = _truth_in_model_values(case, task)
     value = {spec.name: spec.value for spec in scored}
-    scores = {name: dice(result.labels.array, truth, value[name]) for name in BUNDLED_DICE[crf]}
-    too_low = {name: round(score, 3) for name, score in scores.items()
-               if score < BUNDLED_DICE[crf][name]}
-    assert not too_low, f"below the model card's Dice on the real CT: {too_low} (all: {scores})"
+    scores = {name: dice(result.labels.array, truth, value[name]) for name in floors}
+    too_low = {name: round(score, 3) for name, score in scores.items() if score < floors[name]}
+    assert not too_low, f"below the model card's Dice: {too_low} (all: {scores})"
+
+
+@pytest.mark.parametrize("crf", [False, True], ids=["network", "network+crf"])
+def test_bundled_model_keeps_its_measured_dice_on_the_real_ct(real_case, bundled_model, crf):
+    _assert_dice_at_least(bundled_model, real_case.image, real_case, crf, BUNDLED_DICE[crf])

@@ -32,7 +32,7 @@ import numpy as np
 import slicer
 
 from ..model import LabelSpec, read_metadata
-from ..devices import DEVICES
+from ..devices import check_device_name
 from ..errors import InputError
 from ..options import SegmentationOptions
 from ..volume import Volume
@@ -150,21 +150,15 @@ def check_request(request: SegmentationRequest) -> None:
         raise InputError(f"volume '{node.GetName()}' is not in the scene")
     metadata = read_metadata(request.model)
     options = request.options
-    tasks = {task.name: task for task in metadata.tasks}
+    tasks = [task.name for task in metadata.tasks]
     if options.task != "auto" and options.task not in tasks:
         raise InputError(f"the model has no task '{options.task}'; choose one of: "
                          + ", ".join(["auto", *tasks]))
     if options.organs:
         if options.task == "auto":
             raise InputError("choose a task to segment a subset of its organs")
-        known = {label.name for label in tasks[options.task].labels}
-        unknown = [organ for organ in options.organs if organ not in known]
-        if unknown:
-            raise InputError(f"task '{options.task}' has no organ '{unknown[0]}'; choose from: "
-                             + ", ".join(sorted(known)))
-    device = options.inference.device
-    if device not in DEVICES:
-        raise InputError(f"device '{device}' is not one of {', '.join(DEVICES)}")
+        metadata.selected_labels(options.task, options.organs)  # the engine's own check
+    check_device_name(options.inference.device)
     output = request.output_segmentation
     if output is not None:
         if not output.IsA("vtkMRMLSegmentationNode"):
