@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.volume import Volume
 
 __all__ = ["PHASE_MEDIANS_HU", "render_phase"]
@@ -43,7 +44,7 @@ def render_phase(image: Volume, labels: Volume, names: dict[int, str], phase: st
     """``image`` (HU) with every organ of ``labels`` (``{value: name}``) that
     :data:`PHASE_MEDIANS_HU` lists for ``phase`` shifted to that median; same grid."""
     if phase not in PHASE_MEDIANS_HU:
-        raise ValueError(f"unknown phase {phase!r}; choose one of {', '.join(PHASE_MEDIANS_HU)}")
+        raise InputError(f"unknown phase {phase!r}; choose one of {', '.join(PHASE_MEDIANS_HU)}")
     targets = PHASE_MEDIANS_HU[phase]
     source = image.array.astype(np.float32)
     rendered = source.copy()
