@@ -41,7 +41,7 @@ from DeepOrganSegLib.options import SegmentationOptions
 from DeepOrganSegLib.segment import segment_volume
 from DeepOrganSegLib.volume import Volume
 from training.entry import run_script
-from training.evaluate import EvaluationCase, labelled_folder_case
+from training.evaluate import EvaluationCase, _truth_in_model_values, labelled_folder_case
 from training.phase_variants import PHASE_MEDIANS_HU, render_phase
 
 __all__ = ["CONDITIONS", "probe", "main"]
@@ -106,24 +106,12 @@ def _flat_image(image: Volume) -> Volume:
 CONDITIONS = ("as scanned", "blank prior", "oracle prior", "flat image", "fat planes")
 
 
-def _model_truth(case: EvaluationCase, model: LoadedModel, task_name: str
-                 ) -> tuple[Volume, dict[int, str]]:
-    """The reference labels in the model's label values (organs the task lacks -> 0)."""
-    task = model.metadata.task(task_name)
-    by_name = {label.name: label.value for label in task.labels}
-    lookup = np.zeros(int(case.labels.array.max()) + 1, np.uint8)
-    scored = {}
-    for value, name in case.names.items():
-        if name in by_name:
-            lookup[value] = by_name[name]
-            scored[by_name[name]] = name
-    return case.labels.with_array(lookup[case.labels.array.astype(np.int64)]), scored
-
-
 def probe(model: LoadedModel, case: EvaluationCase, task_name: str = "abdomen-ct",
           conditions: Sequence[str] = CONDITIONS) -> dict[str, dict[str, float]]:
     """``{condition: {organ: Dice}}`` of the network (no CRF) on ``case``."""
-    truth, scored = _model_truth(case, model, task_name)
+    truth_array, specs = _truth_in_model_values(case, model.metadata.task(task_name))
+    truth = case.labels.with_array(truth_array)
+    scored = {spec.value: spec.name for spec in specs}
     stage1 = model.metadata.stage1
     coarse_mm = max(stage1.spacing_for(task_name)) if stage1 is not None else 6.0
     options = SegmentationOptions(task=task_name, crf=False)
