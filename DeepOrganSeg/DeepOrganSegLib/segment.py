@@ -16,15 +16,15 @@ import torch
 
 from .bodypart.profile import AutoChoice, auto_choice
 from .crf.parameters import CRFParameters
-from .grid import WorkingGrid, iter_slabs, working_grid
+from .grid import WorkingGrid, working_grid
 from .model import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
 from .errors import InputError
 from .cascade import network_probabilities
 from .inference import resolve_device
 from .options import SegmentationOptions
-from .postprocess import (OrganStatistics, fill_holes, keep_largest_component, normalised_entropy,
-                          organ_statistics)
-from .preprocess import blank_background, resample_probabilities_to
+from .postprocess import OrganStatistics, fill_holes, keep_largest_component, organ_statistics
+from .input_grid import labels_on_input_grid
+from .preprocess import blank_background
 from .progress import CancelToken, ProgressFunction, no_progress
 from .validation import (check_volume, check_working_memory, geometry_warnings, guess_modality,
                          task_warnings)
@@ -179,8 +179,11 @@ def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tupl
     del prediction, output
 
     progress("postprocess", 0.0, "resampling to the input grid")
-    labels, confidence, kept_probabilities, uncertainty = _labels_on_input_grid(
-        probabilities, grid, volume, channels, options, progress, cancel)
+    on_input = labels_on_input_grid(probabilities, grid, volume, channels,
+                                    keep_probabilities=options.keep_probabilities,
+                                    keep_uncertainty=options.keep_uncertainty,
+                                    progress=progress, cancel=cancel)
+    labels = on_input.labels
     values = [label.value for label in task.labels]
     labels[~np.isin(labels, [label.value for label in kept])] = 0
     if options.largest_component:
@@ -188,13 +191,14 @@ def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tupl
     if options.fill_holes:
         fill_holes(labels, values)
     label_volume = volume.with_array(labels)
-    statistics = organ_statistics(label_volume, volume, list(kept), confidence)
+    statistics = organ_statistics(label_volume, volume, list(kept), on_input.confidence)
     progress("postprocess", 1.0, "done")
     return SegmentationResult(
         labels=label_volume, task=task, statistics=statistics,
         elapsed_s=time.perf_counter() - started,
         device=str(device), crf_applied=crf is not None,
-        probabilities=kept_probabilities, uncertainty=uncertainty, channels=channels)
+        probabilities=on_input.probabilities, uncertainty=on_input.uncertainty,
+        channels=channels)
 
 
 def segment_with_fallback(volume: Volume, model: LoadedModel, options: SegmentationOptions,
@@ -244,36 +248,3 @@ def _segment_slab(volume: Volume, slab: slice, model: LoadedModel, task: TaskSpe
     # outside the slab is background: every organ's statistics are the slab's own
     return replace(result, labels=volume.with_array(labels), probabilities=probabilities,
                    uncertainty=uncertainty, elapsed_s=time.perf_counter() - started)
-
-
-def _labels_on_input_grid(probabilities: torch.Tensor, grid: WorkingGrid, volume: Volume,
-                          channels: list[int], options: SegmentationOptions,
-                          progress: ProgressFunction, cancel: CancelToken | None
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Argmax of the probabilities sampled at the input voxel centres, slab by slab; also the
-    largest probability per voxel (uint8, 0-255: the organs' confidence) and, if the options
-    ask, all probabilities [k, j, i, C] and their normalised entropy [k, j, i] (from each slab,
-    so the entropy alone never holds C channels of the input grid)."""
-    depth, rows, columns = volume.array.shape
-    labels = np.zeros((depth, rows, columns), dtype=np.uint8)
-    confidence = np.zeros((depth, rows, columns), dtype=np.uint8)
-    kept = (np.zeros((depth, rows, columns, len(channels)), dtype=np.float32)
-            if options.keep_probabilities else None)
-    uncertainty = (np.zeros((depth, rows, columns), dtype=np.float32)
-                   if options.keep_uncertainty else None)
-    lookup = torch.tensor(channels, dtype=torch.uint8)
-    budget = max(rows * columns, 4_000_000 // max(1, len(channels)))
-    for slab in iter_slabs(depth, rows * columns, budget):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        sampled = resample_probabilities_to(probabilities, grid, volume, slab)
-        largest, winner = sampled.max(dim=0)
-        labels[slab] = lookup[winner].numpy()
-        confidence[slab] = (largest * 255).round().to(torch.uint8).numpy()
-        if kept is not None:
-            kept[slab] = sampled.permute(1, 2, 3, 0).numpy()
-        if uncertainty is not None:
-            uncertainty[slab] = normalised_entropy(sampled.numpy(), axis=0)
-        progress("postprocess", 0.8 * slab.stop / depth, "resampling to the input grid")
-    return labels, confidence, kept, uncertainty
-
