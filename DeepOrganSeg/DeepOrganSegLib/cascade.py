@@ -28,8 +28,8 @@ from .preprocess import prepare_image, probabilities_on_grid
 from .progress import CancelToken, ProgressFunction, no_progress
 from .volume import Volume
 
-__all__ = ["NetworkOutput", "network_probabilities", "organ_region", "prior_channels",
-           "STAGE1_SHARE"]
+__all__ = ["NetworkInput", "NetworkOutput", "network_input", "network_probabilities",
+           "organ_region", "prior_channels", "STAGE1_SHARE"]
 
 #: Share of the inference progress that stage 1 takes (it runs on ~1/14 of the voxels).
 STAGE1_SHARE = 0.15
@@ -111,22 +111,31 @@ def _paste(prediction: Prediction, shape: tuple[int, int, int], region: Region) 
                       prediction.channels)
 
 
-def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
-                          grid: WorkingGrid, settings: InferenceSettings = InferenceSettings(),
-                          *, progress: ProgressFunction = no_progress,
-                          cancel: CancelToken | None = None) -> NetworkOutput:
-    """Class probabilities of ``volume`` on the working ``grid`` for ``task``: stage 1 on the
-    whole volume and stage 2 in its organ region for a cascade, one pass otherwise."""
+@dataclass
+class NetworkInput:
+    """What the (stage-2) network reads: ``tensor`` [channels, k, j, i] over ``region`` of the
+    working grid (the whole grid for a single-stage model), and the normalised image channel
+    over the whole grid, ``image`` [k, j, i] (the CRF's appearance term)."""
+
+    tensor: torch.Tensor
+    image: np.ndarray
+    region: Region
+
+
+def network_input(volume: Volume, model: LoadedModel, task: TaskSpec, grid: WorkingGrid,
+                  settings: InferenceSettings = InferenceSettings(), *,
+                  progress: ProgressFunction = no_progress,
+                  cancel: CancelToken | None = None) -> NetworkInput:
+    """The input of ``model.network`` for ``volume`` on ``grid``: the prepared image channels
+    for a single-stage model; for a cascade, stage 1 runs on the whole volume (progress 0 to
+    :data:`STAGE1_SHARE`) and stage 2's input is its organ region with stage 1's prior."""
     metadata = model.metadata
     channels = [0] + [label.value for label in task.labels]
     own_inputs = tuple(name for name in metadata.inputs if name != "prior")
     image = prepare_image(volume, task, grid, own_inputs)
-    patch = metadata.patch_size_kji
     if model.stage1 is None:
-        prediction = predict(model.network, torch.from_numpy(image), channels, patch, settings,
-                             progress=progress, cancel=cancel)
-        return NetworkOutput(prediction, image[0],
-                             cast(Region, tuple(slice(0, n) for n in grid.shape)))
+        return NetworkInput(torch.from_numpy(image), image[0],
+                            cast(Region, tuple(slice(0, n) for n in grid.shape)))
 
     stage1 = metadata.stage1
     assert stage1 is not None  # model.stage1 is built from it (model.file.load_model)
@@ -154,7 +163,20 @@ def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
             parts.append(own[used:used + count])
             used += count
     stacked = torch.from_numpy(np.concatenate(parts))
-    del prior, parts
-    second = predict(model.network, stacked, channels, patch, settings,
-                     progress=_scaled(progress, STAGE1_SHARE, 1.0, "stage 2: "), cancel=cancel)
-    return NetworkOutput(_paste(second, grid.shape, region), image[0], region)
+    return NetworkInput(stacked, image[0], region)
+
+
+def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,
+                          grid: WorkingGrid, settings: InferenceSettings = InferenceSettings(),
+                          *, progress: ProgressFunction = no_progress,
+                          cancel: CancelToken | None = None) -> NetworkOutput:
+    """Class probabilities of ``volume`` on the working ``grid`` for ``task``: stage 1 on the
+    whole volume and stage 2 in its organ region for a cascade, one pass otherwise."""
+    channels = [0] + [label.value for label in task.labels]
+    inputs = network_input(volume, model, task, grid, settings, progress=progress, cancel=cancel)
+    cascade = model.stage1 is not None
+    second = predict(model.network, inputs.tensor, channels, model.metadata.patch_size_kji,
+                     settings, progress=_scaled(progress, STAGE1_SHARE, 1.0, "stage 2: ")
+                     if cascade else progress, cancel=cancel)
+    prediction = _paste(second, grid.shape, inputs.region) if cascade else second
+    return NetworkOutput(prediction, inputs.image, inputs.region)
