@@ -121,3 +121,55 @@ def test_the_refine_command_refuses_bad_input_in_one_line(segment_run, tiny_mode
     assert code == 2 and err.startswith("error: ") and "\n" not in err, err
     assert segmentation.read_bytes() == before
     assert problem == "output is input" or not output.exists()
+
+
+def test_a_refine_session_answers_each_request_as_the_refine_command_would(segment_run,
+                                                                            tiny_model_path,
+                                                                            tmp_path):
+    """The warm engine of the panel's Refine section: files read once, then one JSON request
+    per line; its outputs equal ``deeporganseg refine``'s, a bad request is answered in one line
+    and the session goes on, and the end of stdin ends it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from DeepOrganSegLib.volume_io import read_volume
+
+    image, truth, source, segmentation, probabilities = segment_run
+    strokes = np.where(_disc_strokes(truth.array, 2), 2, 0).astype(np.uint8)
+    scribbles = write_volume(image.with_array(strokes), tmp_path / "scribbles.nrrd")
+    by_command = tmp_path / "by-command.nrrd"
+    assert main(["refine", str(source), str(segmentation), str(scribbles), str(by_command),
+                 "--probabilities", str(probabilities), "--model", str(tiny_model_path)]) == 0
+    requests = [
+        {"segmentation": str(segmentation), "scribbles": str(scribbles),
+         "output": str(tmp_path / "first.nrrd")},
+        {"segmentation": str(segmentation), "scribbles": str(tmp_path / "missing.nrrd"),
+         "output": str(tmp_path / "never.nrrd")},
+        {"segmentation": str(segmentation), "scribbles": str(scribbles)},
+        {"segmentation": str(segmentation), "scribbles": str(scribbles),
+         "output": str(segmentation)},
+        {"segmentation": str(segmentation), "scribbles": str(scribbles),
+         "output": str(tmp_path / "second.nrrd")},  # nothing of the first request stays
+    ]
+    before = segmentation.read_bytes()
+    session = subprocess.run(
+        [sys.executable, "-m", "DeepOrganSegLib", "refine-session", str(source),
+         "--probabilities", str(probabilities), "--model", str(tiny_model_path)],
+        input="".join(json.dumps(request) + "\n" for request in requests) + "not json\n",
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert session.returncode == 0, session.stderr
+    ready, *answers = [json.loads(line) for line in session.stdout.splitlines()]
+    assert ready["ready"] is True
+    assert [sorted(answer) for answer in answers] == [
+        ["output", "seconds"], ["error", "exit_code"], ["error", "exit_code"],
+        ["error", "exit_code"], ["output", "seconds"], ["error", "exit_code"]]
+    assert all(answer["exit_code"] == 2 and "\n" not in answer["error"]
+               for answer in answers if "error" in answer)
+    expected = read_volume(by_command).array
+    np.testing.assert_array_equal(read_volume(tmp_path / "first.nrrd").array, expected)
+    np.testing.assert_array_equal(read_volume(tmp_path / "second.nrrd").array, expected)
+    assert not (tmp_path / "never.nrrd").exists()
+    assert segmentation.read_bytes() == before

@@ -21,9 +21,9 @@ __all__ = ["build_parser", "main"]
 def _commands() -> tuple[ModuleType, ...]:
     """The sub-command modules, in the order ``--help`` lists them. Imported on demand: some
     load torch at import, which must come after :func:`main` has set ``OMP_WAIT_POLICY``."""
-    from . import demo, info, phantom, refine, regions, segment
+    from . import demo, info, phantom, refine, refine_session, regions, segment
 
-    return (segment, refine, info, phantom, demo, regions)
+    return (segment, refine, refine_session, info, phantom, demo, regions)
 
 
 def build_parser() -> argparse.ArgumentParser:
