@@ -1,6 +1,11 @@
 """Tier 2: refining a run's organs with strokes in Slicer, against the real MRML of the PyPI
 ``slicer-core`` wheel: stroke segments, the engine's ``refine`` in a subprocess, only the
-changed organs rewritten, undo, and nothing left behind."""
+changed organs rewritten, undo, and nothing left behind.
+
+Strokes are painted as the Segment Editor's Paint effect applies them: through
+``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap`` (the code the effect calls from Slicer
+5.10 on; Slicer 5.8's ``qSlicerSegmentEditorAbstractEffect`` does the same in C++), with the
+stroke editor's own parameter node, overwrite mode included."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
+vtk = pytest.importorskip("vtk")
+from vtk.util import numpy_support  # noqa: E402
 
 from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
@@ -17,7 +24,7 @@ from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.mrml.job import SegmentationRequest, run_segmentation  # noqa: E402
 from DeepOrganSegLib.mrml.nodes import add_volume_node, node_ijk_to_ras  # noqa: E402
 from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: E402
-                                         segment_mask_on_grid)
+                                         segment_mask_on_grid, stroke_editor_node)
 from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
 from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
 
@@ -42,7 +49,26 @@ def refinable(mrml_scene, tiny_model_path, tmp_path):
 
 
 def _paint(session, segment_id: str, mask: np.ndarray) -> None:
-    """Strokes, written the way the Segment Editor's paint effect writes them."""
+    """A stroke of the panel's Paint: ``mask`` added to the segment by the Segment Editor's own
+    logic, with the stroke editor's parameter node (what the embedded editor uses)."""
+    node = session.segmentation_node
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    editor.SetMRMLScene(node.GetScene())
+    editor.SetSegmentEditorNode(stroke_editor_node(node.GetScene()))
+    editor.SetSegmentationNode(node)
+    editor.SetSourceVolumeNode(session.input_volume)
+    editor.SetCurrentSegmentID(segment_id)
+    stroke = slicer.vtkOrientedImageData()
+    stroke.SetDimensions(*mask.shape[::-1])
+    stroke.SetImageToWorldMatrix(node_ijk_to_ras(session.input_volume))
+    stroke.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(mask, np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
+    editor.ModifySegmentByLabelmap(node, segment_id, stroke, editor.ModificationModeAdd,
+                                   True, False)
+
+
+def _replace_segment(session, segment_id: str, mask: np.ndarray) -> None:
+    """Set a segment's voxels outright (to make an organ the network "missed")."""
     _set_segment_mask(session.segmentation_node, segment_id, mask,
                       node_ijk_to_ras(session.input_volume))
 
@@ -76,7 +102,7 @@ def test_refine_grows_a_missed_organ_from_add_strokes_and_leaves_the_others(refi
     _, spleen_id = session.organ_segments["spleen"]
     _, liver_id = session.organ_segments["liver"]
     empty = np.zeros(truth.shape, bool)
-    _paint(session, spleen_id, empty)  # the network "missed" the spleen
+    _replace_segment(session, spleen_id, empty)  # the network "missed" the spleen
     liver_before = _mask(session, liver_id)
     add, _ = session.scribble_segments("spleen")
     strokes = np.zeros(truth.shape, bool)
@@ -136,3 +162,26 @@ def test_cancelled_refinement_leaves_the_segments_as_they_were(refinable):
     assert np.array_equal(_mask(session, liver_id), before)
     assert _mask(session, remove).any()  # the strokes are kept for another try
     assert not session.can_undo
+
+
+def test_a_stroke_that_strays_onto_other_organs_leaves_them_whole(refinable):
+    """Issue 32, defect 1: an "add liver" stroke that crosses the spleen (and runs over liver
+    voxels) changes neither organ before Refine is clicked: the labelmap sent to the engine, and
+    the copy Undo restores, hold both organs whole; the stroke keeps every voxel painted."""
+    session, truth = refinable
+    _, liver_id = session.organ_segments["liver"]
+    _, spleen_id = session.organ_segments["spleen"]
+    liver, spleen = _mask(session, liver_id), _mask(session, spleen_id)
+    labels_before = session.labelmap()
+    add, _ = session.scribble_segments("liver")
+    stroke = np.zeros(truth.shape, bool)
+    k = int(np.argwhere(spleen)[:, 0].mean())
+    j = int(np.argwhere(spleen[k])[:, 0].mean())
+    stroke[k, j, :] = True  # across the slice: liver, body, spleen
+    assert (stroke & liver).any() and (stroke & spleen).any()
+
+    _paint(session, add, stroke)
+    assert np.array_equal(_mask(session, spleen_id), spleen)
+    assert np.array_equal(_mask(session, liver_id), liver)
+    assert np.array_equal(session.labelmap(), labels_before)
+    assert np.array_equal(_mask(session, add), stroke)

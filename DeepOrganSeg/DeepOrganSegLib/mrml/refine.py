@@ -44,10 +44,13 @@ from .nodes import (check_same_grid, in_scene, matrix_array, node_ijk_to_ras, se
                     volume_from_node)
 from .runner import EngineCommandJob, refine_command
 
-__all__ = ["SCRIBBLE_TAG", "RefinementSession", "RefineJob", "segment_mask_on_grid"]
+__all__ = ["SCRIBBLE_TAG", "STROKE_EDITOR_TAG", "RefinementSession", "RefineJob",
+           "segment_mask_on_grid", "stroke_editor_node"]
 
 #: Tag of the scribble segments: ``add:<organ>`` or ``remove:<organ>``.
 SCRIBBLE_TAG = "DeepOrganSeg.Scribble"
+#: Singleton tag of the stroke editor's parameter node (the Segment Editor module keeps its own).
+STROKE_EDITOR_TAG = "DeepOrganSegStrokes"
 #: Colours of the stroke segments (RGB 0-1): green adds, red removes.
 ADD_COLOR = (0.15, 0.85, 0.25)
 REMOVE_COLOR = (0.95, 0.2, 0.2)
@@ -91,6 +94,28 @@ def _set_segment_mask(segmentation_node, segment_id: str, mask: np.ndarray,
     if not _LOGIC.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id,
                                              _LOGIC.MODE_REPLACE):
         raise RuntimeError(f"could not update segment {segment_id}")
+
+
+def stroke_editor_node(scene):
+    """The parameter node of the panel's stroke editor (an embedded Segment Editor): a singleton
+    of its own, so that the Segment Editor module's choices stay as they were.
+
+    A stroke must never change an organ: the node overwrites no other segment (Slicer's default,
+    ``OverwriteAllSegments``, makes Paint remove the painted voxels from every other segment, so
+    a stroke that strays onto the kidney would cut it before Refine, and the copy Undo restores
+    would already lack it) and masks nothing. Set at every call: a saved scene brings the node
+    back as it was saved, and a new one starts from the scene's default node, which follows the
+    user's "default overwrite mode" setting."""
+    node = scene.GetSingletonNode(STROKE_EDITOR_TAG, "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = scene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+        node.UnRegister(None)  # CreateNodeByClass hands over a reference the scene now holds
+        node.SetSingletonTag(STROKE_EDITOR_TAG)
+        node = scene.AddNode(node)
+    node.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+    node.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedEverywhere)
+    node.SetSourceVolumeIntensityMask(False)
+    return node
 
 
 @dataclass
