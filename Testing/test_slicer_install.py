@@ -1,8 +1,9 @@
 """First use on a clean Slicer: which engine packages are missing, and installing them in child
 processes that the GUI only polls (``DeepOrganSegLib.mrml.install``; no MRML, no torch needed).
 
-The install steps here are stand-in ``python -c`` children: what is checked is the job's
-sequencing, failure reporting and cancel, not pip itself.
+The install steps here are stand-in ``python -c`` children (and a stand-in light-the-torch):
+what is checked is the job's sequencing, environment, failure reporting, waiting and cancel,
+not pip itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
+import pytest
+
+from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.mrml.install import (LIGHT_THE_TORCH, InstallJob,
                                           InstallStep, install_steps, missing_requirements,
                                           read_requirements)
@@ -24,11 +28,17 @@ def python_step(code: str, description: str = "a step") -> InstallStep:
     return InstallStep(description, (sys.executable, "-c", code), "do it by hand")
 
 
+def no_torch(name: str) -> str:
+    """``installed`` of a Slicer without PyTorch."""
+    raise PackageNotFoundError(name)
+
+
 def test_the_modules_requirements_file_reads_as_requirement_lines_without_comments():
     lines = read_requirements(REQUIREMENTS)
     assert lines and all(not line.startswith("#") and line == line.strip() for line in lines)
-    assert {line.split(">")[0].split("=")[0].split("<")[0] for line in lines} == {
-        "safetensors", "scipy", "tqdm"}  # never numpy or SimpleITK: Slicer's own
+    names = {line.split(">")[0].split("=")[0].split("<")[0] for line in lines}
+    assert {"safetensors", "scipy", "tqdm"} <= names
+    assert not names & {"numpy", "SimpleITK", "pip", "torch"}  # Slicer's own, or installed apart
 
 
 def test_missing_requirements_are_the_absent_and_the_out_of_range_packages_in_order():
@@ -46,15 +56,67 @@ def test_missing_requirements_are_the_absent_and_the_out_of_range_packages_in_or
 
 
 def test_pytorch_is_installed_first_through_light_the_torch_then_the_rest_in_one_pip_call():
-    steps = install_steps("/opt/Slicer/bin/PythonSlicer", ["torch>=2.2", "safetensors>=0.4,<1",
-                                                           "tqdm>=4.60,<5"])
-    assert [step.command for step in steps] == [
-        ("/opt/Slicer/bin/PythonSlicer", "-m", "pip", "install", LIGHT_THE_TORCH),
-        ("/opt/Slicer/bin/PythonSlicer", "-m", "light_the_torch", "install", "torch>=2.2"),
-        ("/opt/Slicer/bin/PythonSlicer", "-m", "pip", "install", "safetensors>=0.4,<1",
-         "tqdm>=4.60,<5")]
-    assert [step.command[2] for step in install_steps("python", ["tqdm>=4.60,<5"])] == ["pip"]
-    assert install_steps("python", []) == []
+    """Issue 32, defect 3: light-the-torch pins pip (0.8.1: ``pip<26.1``; Slicer 5.12 ships
+    26.1.1), so it goes with its pip into a private folder and runs from there: nothing but
+    PyTorch and the listed packages is installed into Slicer's Python."""
+    python = "/opt/Slicer/bin/PythonSlicer"
+    steps = install_steps(python, ["torch>=2.2", "safetensors>=0.4,<1", "tqdm>=4.60,<5"],
+                          "/tmp/installer", installed=no_torch)
+    assert [(step.command, step.python_path) for step in steps] == [
+        ((python, "-m", "pip", "install", "--target", "/tmp/installer", LIGHT_THE_TORCH), ()),
+        ((python, "-m", "light_the_torch", "install", "torch>=2.2"), ("/tmp/installer",)),
+        ((python, "-m", "pip", "install", "safetensors>=0.4,<1", "tqdm>=4.60,<5"), ())]
+    assert [step.command[2] for step in install_steps("python", ["tqdm>=4.60,<5"], "/tmp/x")] \
+        == ["pip"]
+    assert install_steps("python", [], "/tmp/x") == []
+
+
+def test_light_the_torch_runs_from_its_private_folder(tmp_path):
+    """The PyTorch step finds light-the-torch (and the pip it brought) in the private folder,
+    not in Slicer's Python: a stand-in ``light_the_torch`` put there, as ``pip install
+    --target`` puts the real one, is what runs, with the requirement as its arguments."""
+    folder, seen = tmp_path / "installer", tmp_path / "seen.txt"
+    (folder / "light_the_torch").mkdir(parents=True)
+    (folder / "light_the_torch" / "__main__.py").write_text(
+        f"import sys; open({str(seen)!r}, 'w').write(__file__ + '|' + ' '.join(sys.argv[1:]))")
+    (_, torch_step) = install_steps(sys.executable, ["torch>=2.2"], folder, installed=no_torch)
+    job = InstallJob([torch_step], scratch=[folder])
+    job.start()
+    assert job.wait(timeout=60) is RunState.DONE, job.failure
+    ran, arguments = seen.read_text().split("|")
+    assert Path(ran).parent.parent == folder and arguments == "install torch>=2.2"
+    assert not folder.exists()  # the private folder is removed when the install ends
+
+
+def test_a_pytorch_already_installed_is_never_replaced():
+    """A PyTorch installed by the PyTorch Utils module (or by hand) is the user's choice of
+    build: one too old is refused in one line that says where to update it."""
+    with pytest.raises(InputError, match="PyTorch 2.1.0 is installed .* PyTorch Utils") as error:
+        install_steps("python", ["torch>=2.2"], "/tmp/x", installed=lambda name: "2.1.0")
+    assert "\n" not in str(error.value)
+
+
+def test_an_install_waits_while_another_pip_run_of_slicers_is_under_way(tmp_path):
+    """Slicer 5.12's install-in-progress flag: two pip runs at once can corrupt the
+    environment, so no step starts while it is set; the status line says why."""
+    marker = tmp_path / "ran.txt"
+    other_install = {"running": True}
+    job = InstallJob([python_step(f"open({str(marker)!r}, 'w')")],
+                     busy=lambda: other_install["running"])
+    job.start()
+    for _poll in range(5):
+        assert job.poll() is RunState.RUNNING
+        time.sleep(0.05)
+    assert not marker.exists() and "waiting for another" in job.message
+    other_install["running"] = False
+    assert job.wait(timeout=60) is RunState.DONE and marker.exists()
+
+
+def test_an_install_cancelled_while_waiting_ends_at_once():
+    job = InstallJob([python_step("pass")], busy=lambda: True)
+    job.start()
+    job.cancel()
+    assert job.poll() is RunState.CANCELLED
 
 
 def test_an_install_runs_its_steps_one_after_the_other_and_polling_never_blocks(tmp_path):
