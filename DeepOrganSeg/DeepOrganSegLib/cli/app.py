@@ -10,7 +10,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, DeepOrganSegError
+from ..errors import EXIT_CANCELLED, Failure
 from ..progress import CancelToken, JsonProgress, no_progress
 from .reporters import Reporter, make_reporter, with_warnings
 from .signals import SignalCancellation
@@ -48,41 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = make_reporter(getattr(args, "progress", "none"))
     progress = with_warnings(reporter or no_progress)
     cancel = CancelToken()
-    failure: tuple[str, int] | None = None
+    failure: Failure | None = None
     try:
         with SignalCancellation(cancel):
             code = args.handler(args, progress, cancel)
         sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
-    except DeepOrganSegError as error:
-        failure = (str(error), error.exit_code)
-    except KeyboardInterrupt:
-        failure = ("cancelled by the user", EXIT_CANCELLED)
     except BrokenPipeError:  # whoever read stdout went away (`info | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_CANCELLED
-    except MemoryError:
-        failure = ("out of memory; crop the volume or lower --memory-budget-gb", EXIT_INTERNAL)
-    except ModuleNotFoundError as error:  # an install problem, not a bug
-        failure = (f"the Python package '{error.name}' is missing; install DeepOrganSeg's "
-                   f"requirements (pip install -e ., or in Slicer click Segment and accept the "
-                   f"install)", EXIT_BAD_INPUT)
-    except Exception as error:  # a bug: say so in one line, keep the traceback for debugging
-        if os.environ.get("DEEPORGANSEG_DEBUG"):
-            raise
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        failure = (f"internal error ({type(error).__name__}: {first_line}); "
-                   f"set DEEPORGANSEG_DEBUG=1 and report it", EXIT_INTERNAL)
+    except (Exception, KeyboardInterrupt) as error:
+        failure = Failure.of(error)
+        if failure.bug and os.environ.get("DEEPORGANSEG_DEBUG"):
+            raise  # a bug: keep the traceback for debugging
     finally:
         if reporter is not None:
             reporter.close()  # before the error line, so no progress bar shares its line
     if failure is None:
         return code
-    return _report_failure(*failure, reporter)
+    return _report_failure(failure, reporter)
 
 
-def _report_failure(message: str, code: int, reporter: Reporter | None) -> int:
-    """Say why the run failed (a last JSON line too with ``--progress json``); ``code``."""
+def _report_failure(failure: Failure, reporter: Reporter | None) -> int:
+    """Say why the run failed, on one line whatever the message quotes (a last JSON line too
+    with ``--progress json``); its exit code."""
     if isinstance(reporter, JsonProgress):
-        reporter.error(message, code)
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return code
+        reporter.error(failure.message, failure.exit_code)
+    print(f"error: {failure.message}", file=sys.stderr, flush=True)
+    return failure.exit_code
