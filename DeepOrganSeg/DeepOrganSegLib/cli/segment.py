@@ -4,10 +4,8 @@ probabilities and the organ statistics) out, all or nothing."""
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..devices import DEVICES
 from ..errors import EXIT_OK
@@ -19,9 +17,8 @@ from .reporters import add_progress_option
 
 if TYPE_CHECKING:
     from ..segment import SegmentationResult
-    from ..volume import Volume
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "add_segmentation_flags", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +30,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "folder) is refused before any work, with exit code 2.")
     parser.add_argument("input", help="input volume file or DICOM series folder")
     parser.add_argument("output", help="output labelmap (.nii.gz, .nrrd, .seg.nrrd, .mha)")
+    add_segmentation_flags(parser)
+    parser.add_argument("--probabilities", metavar="FILE",
+                        help="also write class probabilities on the input grid (vector image)")
+    parser.add_argument("--uncertainty", metavar="FILE",
+                        help="also write the voxelwise uncertainty on the input grid: the "
+                             "entropy of the class probabilities over ln(classes), 0 (certain) "
+                             "to 1 (all classes equally likely); overlay it to see where to "
+                             "correct")
+    parser.add_argument("--stats", metavar="FILE.json", help="write organ volumes (mL) as JSON")
+    add_progress_option(parser, default="bar")
+    parser.set_defaults(handler=run)
+
+
+def add_segmentation_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say how to segment (model, task, device, CRF, organs, clean-up, tiles):
+    ``segment``'s, and ``batch``'s for every case; :meth:`SegmentationOptions.from_args` reads
+    them back."""
     parser.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     parser.add_argument("--task", default="auto", help="task name from the model, or auto")
     parser.add_argument("--device", default="auto", choices=DEVICES)
@@ -50,16 +64,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         default=defaults.memory_budget_bytes / BYTES_PER_GB,
                         help="activation memory per forward pass; larger volumes are tiled "
                              f"(default {defaults.memory_budget_bytes / BYTES_PER_GB:g})")
-    parser.add_argument("--probabilities", metavar="FILE",
-                        help="also write class probabilities on the input grid (vector image)")
-    parser.add_argument("--uncertainty", metavar="FILE",
-                        help="also write the voxelwise uncertainty on the input grid: the "
-                             "entropy of the class probabilities over ln(classes), 0 (certain) "
-                             "to 1 (all classes equally likely); overlay it to see where to "
-                             "correct")
-    parser.add_argument("--stats", metavar="FILE.json", help="write organ volumes (mL) as JSON")
-    add_progress_option(parser, default="bar")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     from ..model import load_model
     from ..outputs import check_free_space, check_output_path, check_outputs_spare_inputs
     from ..options import SegmentationOptions
+    from ..result_files import ResultFiles, write_result
     from ..segment import StagedProgress, segment_with_fallback
     from ..volume_io import read_volume
 
@@ -94,56 +99,13 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
 
     cancel.raise_if_cancelled()
     staged("write", 0.0, f"writing {output}")
-    _write_outputs(args, output, volume, result, cancel)
+    write_result(result, volume, ResultFiles(output, *(Path(p) if p else None for p in (
+        args.probabilities, args.uncertainty, args.stats))), cancel)
     staged("write", 1.0, "done")
     progress("done", 1.0, f"{result.task.name} in {result.elapsed_s:.1f} s on {result.device}")
     if args.progress != "json":
         _print_statistics(result)
     return EXIT_OK
-
-
-def _write_outputs(args: argparse.Namespace, output: Path, volume: Volume,
-                   result: SegmentationResult, cancel: CancelToken) -> None:
-    """The labelmap, then the probabilities, uncertainty and statistics asked for: all or
-    nothing, a failure or cancel removes the outputs already written."""
-    from ..labelmap_io import write_labelmap
-    from ..volume_io import write_atomically, write_probabilities, write_volume
-
-    specs = [s.label for s in result.statistics]
-    written = []
-    try:
-        written.append(write_labelmap(result.labels, output, specs))
-        cancel.raise_if_cancelled()
-        if args.probabilities:
-            assert result.probabilities is not None  # kept: keep_probabilities=True
-            written.append(write_probabilities(result.probabilities, volume, args.probabilities))
-            cancel.raise_if_cancelled()
-        if args.uncertainty:
-            assert result.uncertainty is not None  # kept: keep_uncertainty=True
-            written.append(write_volume(volume.with_array(result.uncertainty), args.uncertainty))
-            cancel.raise_if_cancelled()
-        if args.stats:
-            document = json.dumps(_json_safe(result.stats_dict()), indent=2, allow_nan=False)
-            written.append(write_atomically(args.stats, lambda tmp: tmp.write_text(document)))
-        cancel.raise_if_cancelled()
-    except BaseException:
-        for path in written:
-            Path(path).unlink(missing_ok=True)
-        raise
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NumPy scalars as Python numbers and NaN/Inf (e.g. the mean intensity of
-    an organ that was not found) as None, which strict JSON allows."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _print_statistics(result: SegmentationResult) -> None:
