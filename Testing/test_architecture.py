@@ -32,7 +32,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "DeepOrganSegLib
 #: Modules that are applications of the core, not part of it.
 APPLICATIONS = {"__main__", "demo"}
 #: Packages that are applications as a whole: the package and every module in it.
-APPLICATION_PACKAGES = {"cli", "phantoms", "mrml"}
+APPLICATION_PACKAGES = {"cli", "phantoms", "mrml", "cohort"}
 #: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
 SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
@@ -51,7 +51,7 @@ LAYER_OF = {
     "bodypart": "bodypart",
     **dict.fromkeys(("preprocess", "inference", "cascade", "postprocess", "segment", "refine",
                      "qc", "labelmap_io", "input_grid", "result_files"), "pipeline"),
-    **dict.fromkeys(("__main__", "demo", "cli", "phantoms"), "applications"),
+    **dict.fromkeys(("__main__", "demo", "cli", "phantoms", "cohort"), "applications"),
     "mrml": "slicer",
 }
 LAYERS = {

@@ -21,9 +21,9 @@ __all__ = ["build_parser", "main"]
 def _commands() -> tuple[ModuleType, ...]:
     """The sub-command modules, in the order ``--help`` lists them. Imported on demand: some
     load torch at import, which must come after :func:`main` has set ``OMP_WAIT_POLICY``."""
-    from . import demo, info, phantom, refine, refine_session, regions, segment
+    from . import batch, demo, info, phantom, refine, refine_session, regions, segment
 
-    return (segment, refine, refine_session, info, phantom, demo, regions)
+    return (segment, batch, refine, refine_session, info, phantom, demo, regions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    reporter = make_reporter(getattr(args, "progress", "none"))
+    # a command may show its progress its own way (batch: a bar over its cases)
+    reporter = getattr(args, "reporter", make_reporter)(getattr(args, "progress", "none"))
     progress = with_warnings(reporter or no_progress)
     cancel = CancelToken()
     failure: Failure | None = None
