@@ -35,8 +35,8 @@ from DeepOrganSegLib.volume_io import read_volume
 from .config import SourceConfig, TaskConfig, TrainConfig
 from .prior import CoarsePrior, coarse_factors, perturbed_prior, stage1_spacings
 
-__all__ = ["CaseRef", "read_msd_folder", "read_nnunet_folder", "list_cases", "check_data",
-           "read_header", "load_case",
+__all__ = ["CaseRef", "dataset_description", "read_msd_folder", "read_nnunet_folder",
+           "source_cases", "list_cases", "read_header", "load_case",
            "working_arrays", "CaseCache", "map_npz", "sample_patch", "build_augmentation", "cached_sample",
            "task_prior", "assemble_inputs", "stage1_case_prior",
            "PatchBatchDataset", "sample_seed"]
@@ -61,8 +61,9 @@ class CaseRef:
     rename: dict = field(default_factory=dict, hash=False)
 
 
-def _dataset_json(folder: Path) -> dict:
-    """``folder/dataset.json`` as a dictionary, or an InputError that names the file."""
+def dataset_description(folder: Path) -> dict:
+    """``folder/dataset.json`` (an MSD or nnU-Net data set's description) as a dictionary, or
+    an InputError that names the file."""
     path = folder / "dataset.json"
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -77,7 +78,7 @@ def read_msd_folder(folder: str | Path) -> tuple[list[tuple[str, Path, Path]], d
     """A Medical Segmentation Decathlon folder: ``(case_id, image, label)`` triples of
     ``dataset.json``'s ``training`` list and its ``labels`` ({"1": "liver"} -> {1: "liver"})."""
     folder = Path(folder)
-    document = _dataset_json(folder)
+    document = dataset_description(folder)
     try:
         names = {int(value): name for value, name in document["labels"].items()
                  if int(value) != 0}
@@ -97,7 +98,7 @@ def read_nnunet_folder(folder: str | Path) -> tuple[list[tuple[str, Path, Path]]
     <ending>``; ``dataset.json`` ``labels`` ({"liver": 1} -> {1: "liver"}). Only the first
     channel (``_0000``) is read: the network takes one input channel."""
     folder = Path(folder)
-    document = _dataset_json(folder)
+    document = dataset_description(folder)
     try:
         ending = str(document.get("file_ending", ".nii.gz"))
         names = {int(value): name for name, value in document["labels"].items()
@@ -116,16 +117,18 @@ def _seed_range(bounds: tuple[int, int]) -> range:
     return range(bounds[0], bounds[1] + 1)
 
 
-def _source_cases(task: TaskConfig, source: SourceConfig, split: str) -> list[CaseRef]:
+def source_cases(task_name: str, source: SourceConfig, split: str) -> list[CaseRef]:
+    """The cases of one data source of task ``task_name`` for ``split`` (``train`` or ``val``:
+    an MSD or nnU-Net source holds its last ``val_cases`` cases out)."""
     if source.type == "phantom":
         seeds = _seed_range(source.train_seeds if split == "train" else source.val_seeds)
-        return [CaseRef(task.name, f"{source.kind}-{seed}", phantom_kind=source.kind, seed=seed,
+        return [CaseRef(task_name, f"{source.kind}-{seed}", phantom_kind=source.kind, seed=seed,
                         options=dict(source.options)) for seed in seeds]
     reader = read_msd_folder if source.type == "msd" else read_nnunet_folder
     cases, names = reader(source.path)
     held_out = max(0, min(source.val_cases, len(cases) - 1))
     chosen = cases[len(cases) - held_out:] if split == "val" else cases[: len(cases) - held_out]
-    return [CaseRef(task.name, case_id, image_path=str(image), label_path=str(label),
+    return [CaseRef(task_name, case_id, image_path=str(image), label_path=str(label),
                     label_names=names, rename=dict(source.rename))
             for case_id, image, label in chosen]
 
@@ -134,15 +137,7 @@ def list_cases(task: TaskConfig, split: str) -> list[CaseRef]:
     """All cases of ``task`` for ``split`` (``train`` or ``val``), sources in config order."""
     if split not in ("train", "val"):
         raise ValueError(f"split {split!r}: use train or val")
-    return [case for source in task.sources for case in _source_cases(task, source, split)]
-
-
-#: The label name that ``rename`` maps a data set's label to when the task should not learn it.
-BACKGROUND = "background"
-
-#: How far an image and its labelmap may disagree in grid (mm for spacing and origin, unitless
-#: for the direction cosines) and still be one case: beyond it the labels would be shifted.
-_GRID_TOLERANCE = {"spacing_mm": 1e-3, "origin_mm": 1e-2, "direction": 1e-4}
+    return [case for source in task.sources for case in source_cases(task.name, source, split)]
 
 
 def read_header(path: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
@@ -156,59 +151,6 @@ def read_header(path: str) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
         raise InputError(f"{path}: cannot read the image header ({message})") from None
     return (reader.GetSize(), np.asarray(reader.GetSpacing()), np.asarray(reader.GetOrigin()),
             np.asarray(reader.GetDirection()))
-
-
-def _check_file_case(case: CaseRef, task: TaskConfig) -> None:
-    for kind, path in (("image", case.image_path), ("labelmap", case.label_path)):
-        if not Path(path).is_file():
-            raise InputError(f"task {task.name}: the {kind} of case {case.case_id} ({path}) "
-                             f"does not exist; fix the data set's dataset.json or file names")
-    size, spacing, origin, direction = read_header(case.image_path)
-    label_size, label_spacing, label_origin, label_direction = read_header(case.label_path)
-    tolerance = _GRID_TOLERANCE
-    problems = [what for what, same in (
-        (f"size {size} vs {label_size}", size == label_size),
-        (f"spacing {tuple(spacing.round(4))} vs {tuple(label_spacing.round(4))} mm",
-         np.allclose(spacing, label_spacing, atol=tolerance["spacing_mm"], rtol=0)),
-        (f"origin {tuple(origin.round(3))} vs {tuple(label_origin.round(3))} mm",
-         np.allclose(origin, label_origin, atol=tolerance["origin_mm"], rtol=0)),
-        ("direction", np.allclose(direction, label_direction, atol=tolerance["direction"],
-                                  rtol=0))) if not same]
-    if problems:
-        raise InputError(f"task {task.name}: case {case.case_id}: image and labelmap are on "
-                         f"different grids ({'; '.join(problems)}); resample the labelmap onto "
-                         f"the image")
-
-
-def check_data(config: TrainConfig) -> None:
-    """Everything about the config's data that can be known before any case is read: phantom
-    kinds, data set files that exist, label names every task lists (or renames to
-    ``background``), images and labelmaps on one grid (headers only). Raises InputError."""
-    from DeepOrganSegLib.phantoms import KINDS
-
-    if "prior" in config.inputs:
-        stage1_spacings(config)
-    for task in config.tasks:
-        for source in task.sources:
-            if source.type == "phantom":
-                if source.kind not in KINDS:
-                    raise InputError(f"task {task.name}: phantom kind {source.kind!r} does not "
-                                     f"exist; choose one of {', '.join(KINDS)}")
-                continue
-            cases = _source_cases(task, source, "train") + _source_cases(task, source, "val")
-            if not cases:
-                raise InputError(f"task {task.name}: {source.path} lists no training cases")
-            names = {value: source.rename.get(name, name)
-                     for value, name in cases[0].label_names.items()}
-            unlisted = sorted({name for name in names.values()
-                               if name not in task.labels and name != BACKGROUND})
-            if unlisted:
-                raise InputError(
-                    f"task {task.name}: {source.path} has label(s) {', '.join(unlisted)} that "
-                    f"the task does not list; add them to the task's labels, or drop them "
-                    f"with rename: {{{unlisted[0]}: {BACKGROUND}}}")
-            for case in cases:
-                _check_file_case(case, task)
 
 
 def load_case(case: CaseRef) -> tuple[Volume, Volume, dict[int, str]]:

@@ -8,6 +8,12 @@
 ``plan.yaml`` in the run folder (re-run it with ``--config``), trains and exports
 ``model.safetensors`` there: a model file the Slicer module and ``deeporganseg`` load.
 
+Nothing is written before the run is checked (``training/verify.py``): ``--data`` and
+``--prepare-only`` read every case of the data set in full (as nnU-Net's
+``--verify_dataset_integrity`` does), a training run its headers, and a config whose trained
+network the export would refuse is refused; every problem is one ``error:`` line (the first 20,
+then a count), with exit code 2.
+
 Writes to the config's ``output_dir``: ``last.pt`` (every ``checkpoint_every`` steps) and
 ``best.pt`` (best mean validation Dice), ``log.csv``, ``validation.csv``, TensorBoard events,
 ``config.yaml`` and ``training_curves.png``. ``--resume`` continues from ``last.pt`` exactly:
@@ -47,13 +53,14 @@ from DeepOrganSegLib.outputs import check_outputs_spare_inputs
 from DeepOrganSegLib.model.network import DSN3D
 from training.config import TrainConfig, apply_overrides, load_config
 from training.curves import plot_training_curves
-from training.data import (CaseCache, PatchBatchDataset, assemble_inputs, cached_sample, check_data,
+from training.data import (CaseCache, PatchBatchDataset, assemble_inputs, cached_sample,
                            list_cases, stage1_case_prior, task_prior)
 from training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from training.entry import run_script
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss, side_output_weights
 from training.metrics import organ_metrics
 from training.prior import load_stage1, stage1_spacings
+from training.verify import DataSetProblems, check_data_folder, check_training_run
 
 __all__ = ["main", "build_parser", "train", "TrainResult", "build_optimizer", "lr_factor",
            "validate", "Checkpoint"]
@@ -123,10 +130,12 @@ def _start_model(choice: str) -> str:
 
 
 def _planned_config(args: argparse.Namespace) -> TrainConfig:
-    """``--data``: plan the run from the data set, write ``plan.yaml``, return its config."""
+    """``--data``: verify the whole data set (every case read), plan the run from it, write
+    ``plan.yaml``, return its config; nothing is written when the data set has problems."""
     from training.plan import plan_config, write_plan
 
     start = _start_model(args.init or "bundled") or "scratch"
+    check_data_folder(args.data, progress=not args.no_progress)
     document, notes = plan_config(args.data, task_name=args.task, start=start,
                                   memory_gb=args.memory_gb, steps=args.steps or 1000,
                                   output_dir=args.output_dir,
@@ -138,6 +147,7 @@ def _planned_config(args: argparse.Namespace) -> TrainConfig:
     output = Path(config.output_dir)
     check_outputs_spare_inputs([output, output / "model.safetensors"],
                                [args.data, None if start == "scratch" else start])
+    check_training_run(config)  # the planned config itself, before its plan is written
     path = write_plan(config.to_dict(), notes, output / "plan.yaml")
     print(f"plan written to {path}:", *notes, sep="\n  ", flush=True)
     return config
@@ -479,8 +489,9 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
           stop_after: int | None = None) -> TrainResult:
     """Train as ``config`` says (from ``last.pt`` when ``resume``, else from the weights of the
     model file ``config.init_from`` when set), for the whole schedule or ``stop_after`` steps
-    of it. The data is checked (``check_data``) before anything is written."""
-    check_data(config)
+    of it. The data (from the headers) and the config are checked (``check_training_run``)
+    before anything is written."""
+    check_training_run(config)
     output = Path(config.output_dir)
     if ctx.is_main:
         output.mkdir(parents=True, exist_ok=True)
@@ -604,14 +615,27 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train (or with ``--prepare-only`` build the case cache); every problem of the data set
+    and the config is listed, one ``error:`` line each (the first 20, then a count), with exit
+    code 2 and nothing written."""
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args, argv)
+    except DataSetProblems as problems:
+        for line in problems.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return problems.exit_code
+
+
+def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = _planned_config(args) if args.data else load_config(args.config, _overrides(args))
+    if args.prepare_only and not args.data:  # --data has read every case already
+        check_training_run(config, full=True, progress=not args.no_progress)
     ctx = init_distributed(args.device)
     try:
         if args.prepare_only:
-            check_data(config)
             _prepare(config, ctx, args.cache_workers)
             return 0
         result = train(config, ctx, resume=args.resume, cache_workers=args.cache_workers,
