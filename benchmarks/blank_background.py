@@ -11,7 +11,8 @@ normalising the network's input: the baseline step of the same size) on two inpu
 Each step runs in a fresh process; the peak is the growth of the process's peak RSS over what
 the loaded input already took (``/proc/self/clear_refs``). Linux only.
 
-Run: ``python benchmarks/blank_background.py [--repeats 3]``
+Run: ``python benchmarks/blank_background.py [--repeats 3]``; ``--quick``: the CT at 128x128x40,
+one repeat, no ICBM152 (reading it takes longer than the rest).
 """
 
 from __future__ import annotations
@@ -27,14 +28,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import (add_quick_flag, print_header, print_row, report_skipped,  # noqa: E402
+                     reset_peak_rss_kb, status_kb)
 
-def _ct_volume():
+CT_SHAPES = {False: (300, 512, 512), True: (40, 128, 128)}
+"""The CT-sized volume's (k, j, i) voxels in a full run and with ``--quick``."""
+
+
+def _ct_volume(quick: bool):
     from benchmarks.inference import ct_like_volume
     from DeepOrganSegLib.volume import Volume
 
-    array = np.clip(ct_like_volume((300, 512, 512), seed=1), -1024, 3071).astype(np.int16)
-    j, i = np.indices(array.shape[1:])
-    outside = (j - 255.5) ** 2 + (i - 255.5) ** 2 > 256.0 ** 2  # the inscribed circle
+    array = np.clip(ct_like_volume(CT_SHAPES[quick], seed=1), -1024, 3071).astype(np.int16)
+    rows, columns = array.shape[1:]
+    j, i = np.indices((rows, columns))
+    centre_j, centre_i = (rows - 1) / 2, (columns - 1) / 2
+    outside = (j - centre_j) ** 2 + (i - centre_i) ** 2 > (columns / 2) ** 2  # inscribed circle
     array[:, outside] = -3024
     return Volume(array, spacing=(0.75, 0.75, 1.0)), "abdomen-ct"
 
@@ -45,39 +54,35 @@ def _mr_volume():
     return icbm152_case().image, "brain-mr"
 
 
-def _peak_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _measure(which: str, step: str, repeats: int, queue) -> None:
-    from DeepOrganSegLib.model import load_model
+def _measure(which: str, step: str, repeats: int, quick: bool, queue) -> None:
+    from DeepOrganSegLib.model import read_metadata
     from DeepOrganSegLib.grid import working_grid
     from DeepOrganSegLib.preprocess import blank_background, prepare_image
     from DeepOrganSegLib.resources import default_model_path
 
-    volume, task_name = _ct_volume() if which == "ct" else _mr_volume()
-    task = load_model(default_model_path()).metadata.task(task_name)
+    volume, task_name = _ct_volume(quick) if which == "ct" else _mr_volume()
+    task = read_metadata(default_model_path()).task(task_name)
     grid = working_grid(volume, task.spacing_mm)
     run = {"blank": lambda: blank_background(volume, grid),
            "prepare": lambda: prepare_image(volume, task, grid)}[step]
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _peak_rss_bytes()
+    before = reset_peak_rss_kb()
     times, result = [], None
     for _ in range(repeats):
         started = time.perf_counter()
         result = run()
         times.append(time.perf_counter() - started)
     share = float(result.mean()) if step == "blank" else None
-    queue.put((statistics.median(times), _peak_rss_bytes() - before, grid.shape, share))
+    queue.put((statistics.median(times), (status_kb("VmHWM") - before) * 1024, grid.shape,
+               share))
 
 
-def measure(which: str, step: str, repeats: int) -> tuple[float, int, tuple, float | None]:
+def measure(which: str, step: str, repeats: int, quick: bool
+            ) -> tuple[float, int, tuple, float | None]:
+    """(median seconds, peak growth in bytes, working grid shape, blank share) of ``step``
+    on the ``which`` input, in a fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(which, step, repeats, queue))
+    process = context.Process(target=_measure, args=(which, step, repeats, quick, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -87,18 +92,24 @@ def measure(which: str, step: str, repeats: int) -> tuple[float, int, tuple, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    add_quick_flag(parser)
     args = parser.parse_args()
-    print("| input | working grid (k, j, i) | blank share | prepare_image (s) | "
-          "blank_background (s) | time ratio | prepare_image peak +MB | "
-          "blank_background peak +MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for which, label in (("ct", "512x512x300 int16 CT, -3024 outside the FOV circle"),
-                         ("mr", "ICBM152 T1, skull-stripped, 1 mm")):
-        base_s, base_bytes, shape, _ = measure(which, "prepare", args.repeats)
-        blank_s, blank_bytes, _, share = measure(which, "blank", args.repeats)
-        print(f"| {label} | {shape} | {100 * share:.1f} % | {base_s:.2f} | {blank_s:.2f} | "
-              f"{blank_s / base_s:.2f}x | {base_bytes / 1e6:.0f} | {blank_bytes / 1e6:.0f} |",
-              flush=True)
+    repeats = 1 if args.quick else args.repeats
+    ct_size = "x".join(map(str, CT_SHAPES[args.quick][::-1]))
+    inputs = [("ct", f"{ct_size} int16 CT, -3024 outside the FOV circle"),
+              ("mr", "ICBM152 T1, skull-stripped, 1 mm")]
+    if args.quick:
+        report_skipped("the ICBM152 T1", "--quick")
+        inputs = inputs[:1]
+    print_header("input", "working grid (k, j, i)", "blank share", "prepare_image (s)",
+                 "blank_background (s)", "time ratio", "prepare_image peak +MB",
+                 "blank_background peak +MB")
+    for which, label in inputs:
+        base_s, base_bytes, shape, _ = measure(which, "prepare", repeats, args.quick)
+        blank_s, blank_bytes, _, share = measure(which, "blank", repeats, args.quick)
+        print_row(label, shape, f"{100 * share:.1f} %", f"{base_s:.2f}", f"{blank_s:.2f}",
+                  f"{blank_s / base_s:.2f}x", f"{base_bytes / 1e6:.0f}",
+                  f"{blank_bytes / 1e6:.0f}")
 
 
 if __name__ == "__main__":

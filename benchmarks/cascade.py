@@ -3,7 +3,9 @@
 fresh process, measured in the same run; and where a cascade spends its time (stage 1 on the
 coarse grid, stage 2 on its organ box: the box's share of the working grid).
 
-Run: ``python benchmarks/cascade.py --single MODEL --cascade MODEL``
+Run: ``python benchmarks/cascade.py --single MODEL --cascade MODEL``; ``--quick``: a 96x96x40
+volume, by default the tiny test model (5 training steps) as the single stage and the bundled
+model as the cascade.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import add_quick_flag, tiny_model  # noqa: E402
 from inference import ct_like_volume  # noqa: E402
 
+from DeepOrganSegLib.resources import default_model_path  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
-from DeepOrganSegLib.volume_io import write_volume
+from DeepOrganSegLib.volume_io import write_volume  # noqa: E402
+
+SHAPES = {False: (300, 512, 512), True: (40, 96, 96)}
+"""The CT-sized volume's (k, j, i) voxels in a full run and with ``--quick``."""
 
 _MEASURE = """
 import resource, subprocess, sys, time
@@ -70,12 +77,20 @@ def stage_split(model_path: Path, volume: Volume) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=Path, required=True, help="single-stage model file")
-    parser.add_argument("--cascade", type=Path, required=True, help="cascade model file")
+    parser.add_argument("--single", type=Path,
+                        help="single-stage model file (--quick: the tiny test model)")
+    parser.add_argument("--cascade", type=Path,
+                        help="cascade model file (--quick: the bundled model)")
     parser.add_argument("--repeats", type=int, default=1)
+    add_quick_flag(parser)
     args = parser.parse_args()
+    if not args.quick and not (args.single and args.cascade):
+        parser.error("give --single and --cascade (or --quick)")
+    shape = SHAPES[args.quick]
     with tempfile.TemporaryDirectory() as folder:
-        array = np.clip(ct_like_volume((300, 512, 512), seed=1), -1024, 3071).astype(np.int16)
+        args.single = args.single or tiny_model(Path(folder))
+        args.cascade = args.cascade or default_model_path()
+        array = np.clip(ct_like_volume(shape, seed=1), -1024, 3071).astype(np.int16)
         volume = Volume(array, spacing=(0.75, 0.75, 1.0))
         source = write_volume(volume, Path(folder) / "ct.nrrd")
         results = {}
@@ -87,8 +102,8 @@ def main() -> None:
         split = stage_split(args.cascade, Volume(array.astype(np.float32), spacing=volume.spacing))
     (single_s, single_gb), (cascade_s, cascade_gb) = results["single"], results["cascade"]
     print(f"models: single {args.single.name}, cascade {args.cascade.name}")
-    print("\n| deeporganseg segment, 512x512x300 int16 CT, CRF off | single stage | cascade "
-          "| ratio |")
+    print(f"\n| deeporganseg segment, {'x'.join(map(str, shape[::-1]))} int16 CT, CRF off "
+          "| single stage | cascade | ratio |")
     print("|---|---|---|---|")
     print(f"| wall time (s) | {single_s:.1f} | {cascade_s:.1f} | {single_s / cascade_s:.2f}x |")
     print(f"| peak RSS (GB) | {single_gb:.2f} | {cascade_gb:.2f} | "

@@ -5,6 +5,9 @@ patch budget, working spacing and validation cases; prints mean validation Dice 
 side and the steps each needs to reach the target Dice.
 
     python benchmarks/finetune.py [--steps 200] [--val-every 40] [--target 0.7] [--threads 2]
+
+``--quick``: three 64x64x48 phantoms on the 2.5 mm working grid (two to train, one held out) in
+a temporary folder, two steps, the fine-tuned arm only (the other differs in ``--init`` alone).
 """
 
 from __future__ import annotations
@@ -13,17 +16,24 @@ import argparse
 import csv
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import ROOT, add_quick_flag, print_header, print_row, report_skipped
+
 sys.path.insert(0, str(ROOT))
 
 from training.phantom_dataset import write_phantom_dataset  # noqa: E402
 
 #: Seeds no bundled model was trained or validated on (training: 0-59, 200-219; tests 10000+).
 SEEDS = range(300, 310)
+#: ``--quick``: the phantoms' seeds and ``make_phantom`` options (small, on the working grid).
+QUICK_SEEDS = range(300, 303)
+QUICK_PHANTOMS = {"shape": (48, 64, 64), "spacing": (2.5, 2.5, 2.5)}
 RENAME = {"spleen": "Spleen", "inferior_vena_cava": "IVC", "left_kidney": "Kidney Left"}
+#: (column, ``train.py --init``) of each arm.
+ARMS = (("fine-tuned from bundled", "bundled"), ("from scratch", "scratch"))
 
 
 def run_arm(folder: Path, out: Path, init: str, args: argparse.Namespace) -> tuple[dict, float]:
@@ -42,6 +52,29 @@ def run_arm(folder: Path, out: Path, init: str, args: argparse.Namespace) -> tup
     return {step: sum(v) / len(v) for step, v in sorted(per_step.items())}, seconds
 
 
+def compare(work: Path, seeds: range, phantom_options: dict, arms_to_run: tuple,
+            args: argparse.Namespace) -> None:
+    """Write the data set under ``work`` (unless there), run the arms, print the table."""
+    folder = work / "msd"
+    if not (folder / "dataset.json").exists():
+        write_phantom_dataset(folder, "abdomen-ct", seeds, rename=RENAME, **phantom_options)
+    arms = {}
+    for name, init in arms_to_run:
+        arms[name] = run_arm(folder, work / init, init, args)
+    steps = sorted(set().union(*(curve for curve, _ in arms.values())))
+    names = list(arms)
+    print(f"\nmean validation Dice on {len(seeds)} phantoms' held-out split "
+          f"(labels renamed: {', '.join(RENAME.values())})")
+    print_header("step", *names)
+    for step in steps:
+        print_row(step, *(f"{arms[n][0].get(step, float('nan')):.3f}" for n in names))
+    for name in names:
+        curve, seconds = arms[name]
+        reached = next((step for step, dice in curve.items() if dice >= args.target), None)
+        print(f"{name}: Dice >= {args.target} at step "
+              f"{reached if reached else f'not within {args.steps}'}; {seconds:.0f} s wall")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -50,28 +83,15 @@ def main() -> int:
     parser.add_argument("--memory-gb", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="runs/bench-finetune")
+    add_quick_flag(parser)
     args = parser.parse_args()
-    work = ROOT / args.work
-    folder = work / "msd"
-    if not (folder / "dataset.json").exists():
-        write_phantom_dataset(folder, "abdomen-ct", SEEDS, rename=RENAME)
-    arms = {}
-    for name, init in (("fine-tuned from bundled", "bundled"), ("from scratch", "scratch")):
-        arms[name] = run_arm(folder, work / init, init, args)
-    steps = sorted(set().union(*(curve for curve, _ in arms.values())))
-    names = list(arms)
-    print(f"\nmean validation Dice on {len(SEEDS)} phantoms' held-out split "
-          f"(labels renamed: {', '.join(RENAME.values())})")
-    print("| step | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for step in steps:
-        print(f"| {step} | " + " | ".join(f"{arms[n][0].get(step, float('nan')):.3f}"
-                                          for n in names) + " |")
-    for name in names:
-        curve, seconds = arms[name]
-        reached = next((step for step, dice in curve.items() if dice >= args.target), None)
-        print(f"{name}: Dice >= {args.target} at step "
-              f"{reached if reached else f'not within {args.steps}'}; {seconds:.0f} s wall")
+    if not args.quick:
+        compare(ROOT / args.work, SEEDS, {}, ARMS, args)
+        return 0
+    args.steps = args.val_every = 2
+    report_skipped(f"the arm {ARMS[1][0]}", "--quick")
+    with tempfile.TemporaryDirectory() as work:
+        compare(Path(work), QUICK_SEEDS, QUICK_PHANTOMS, ARMS[:1], args)
     return 0
 
 

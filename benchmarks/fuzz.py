@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/fuzz.py --seconds 120            # per target
     python benchmarks/fuzz.py --targets volume --seconds 30 --batch-seconds 10
+    python benchmarks/fuzz.py --quick                  # 1 s per target, one batch each
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import add_quick_flag, print_header, print_row, tiny_model
+
 TARGETS = ("model", "volume")
 
 
@@ -213,12 +215,7 @@ def make_volume(draw, folder: Path) -> Path:
 
 
 def _valid_model(model: str | None, folder: Path) -> Path:
-    if model:
-        return Path(model)
-    sys.path.insert(0, str(ROOT / "Testing"))
-    from helpers import train_tiny_model
-
-    return train_tiny_model(folder / "tiny.safetensors", steps=5)
+    return Path(model) if model else tiny_model(folder)
 
 
 def run_worker(target: str, seconds: float, seed: int, timeout_s: int, model: str | None,
@@ -345,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--keep", help=argparse.SUPPRESS)
+    add_quick_flag(parser)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = args.batch_seconds = 1.0
 
     if args.worker:
         limit = int(args.memory_gb * 1024**3)
@@ -361,11 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(target, run_target(target, args.seconds, args.batch_seconds, args.timeout, model,
                                 Path(args.crash_folder), args.memory_gb))
             for target in args.targets]
-    print(f"{'target':<8}{'inputs':>8}{'seconds':>9}{'accepted':>10}{'refused':>9}"
-          f"{'errors':>8}{'crashes':>9}{'hangs':>7}")
+    print_header("target", "inputs", "seconds", "accepted", "refused", "errors", "crashes",
+                 "hangs")
     for target, row in rows:
-        print(f"{target:<8}{row['tried']:>8}{row['seconds']:>9}{row['accepted']:>10}"
-              f"{row['refused']:>9}{row['errors']:>8}{row['crashes']:>9}{row['hangs']:>7}")
+        print_row(target, row["tried"], row["seconds"], row["accepted"], row["refused"],
+                  row["errors"], row["crashes"], row["hangs"])
     for target, row in rows:
         for example in row["examples"]:
             print(f"{target}: {example}")

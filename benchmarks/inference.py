@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from _common import installed, report_skipped
 from DeepOrganSegLib.cascade import network_input
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.resources import default_model_path
@@ -180,7 +181,9 @@ def main() -> None:
     repeats = 1 if args.quick else args.repeats
     print(f"model: {model_path.name}, torch threads: {torch.get_num_threads()}")
 
-    if not args.skip_monai:
+    if not args.skip_monai and not installed("monai"):
+        report_skipped("part 1, beside MONAI's sliding_window_inference", "MONAI is not installed")
+    elif not args.skip_monai:
         shape = (48, 64, 64) if args.quick else (160, 256, 256)
         print(f"\n| {'x'.join(map(str, shape[::-1]))}, CPU | MONAI sliding_window_inference "
               "| DeepOrganSeg predict | ratio |")

@@ -2,6 +2,7 @@
 available offline for comparison.
 
     python benchmarks/make_phantom_figures.py [--out docs/images]
+    python benchmarks/make_phantom_figures.py --quick      # a quarter of the size, in a temporary folder
 
 Real images (skipped with a note when absent):
   * head CT "Cranium.inv3" from Debian's ``invesalius-examples``
@@ -15,19 +16,21 @@ import argparse
 import plistlib
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg"))
 
+from _common import add_quick_flag, print_header, print_row, report_skipped  # noqa: E402
 from DeepOrganSegLib.bodypart import REGIONS  # noqa: E402
 from DeepOrganSegLib.errors import InputError  # noqa: E402
 from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
 from DeepOrganSegLib.phantoms.brain import icbm152, nilearn_data_folder  # noqa: E402
 from DeepOrganSegLib.qc import save_overlay_png  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
-from DeepOrganSegLib.volume_io import write_atomically
+from DeepOrganSegLib.volume_io import write_atomically  # noqa: E402
 
 CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window (HU)
@@ -51,10 +54,12 @@ FIGURES = [
 ]
 
 
-def phantom_figures(out: Path) -> list[Path]:
+def phantom_figures(out: Path, scale: int = 1) -> list[Path]:
+    """The pictures of :data:`FIGURES` in ``out``; their phantoms' shapes divided by ``scale``."""
     written = []
     for stem, kind, seed, options, title in FIGURES:
-        phantom = make_phantom(kind, seed, **options)
+        shape = tuple(n // scale for n in options["shape"])
+        phantom = make_phantom(kind, seed, **{**options, "shape": shape})
         window = CT_WINDOW if phantom.modality == "CT" and not options.get("synthseg") else None
         written.append(save_overlay_png(
             phantom.image, phantom.labels, out / f"{stem}.png", window=window,
@@ -121,11 +126,12 @@ def real_figures(out: Path) -> list[Path]:
             head, empty, out / "real_head_ct.png", window=CT_WINDOW,
             title="real head CT (InVesalius example, 0.96 x 0.96 x 1.5 mm)"))
     else:
-        print(f"skipped the real head CT: {CRANIUM} absent (apt-get install invesalius-examples)")
+        report_skipped("the real head CT",
+                       f"{CRANIUM} absent: apt-get install invesalius-examples")
     try:
         atlas = icbm152()
     except InputError as error:
-        print(f"skipped the ICBM152 T1: {error}")
+        report_skipped("the ICBM152 T1", str(error))
         return written
     import SimpleITK as sitk
 
@@ -142,12 +148,18 @@ def real_figures(out: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "docs" / "images")
+    parser.add_argument("--out", type=Path, help="default: docs/images (--quick: a temporary "
+                                                  "folder, removed at the end)")
+    add_quick_flag(parser)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in phantom_figures(args.out) + real_figures(args.out):
-        print(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or (Path(scratch) if args.quick
+                           else Path(__file__).resolve().parents[1] / "docs" / "images")
+        out.mkdir(parents=True, exist_ok=True)
+        written = phantom_figures(out, scale=4 if args.quick else 1) + real_figures(out)
+        print_header("picture written")
+        for path in written:
+            print_row(path)
 
 
 if __name__ == "__main__":

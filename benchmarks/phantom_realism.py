@@ -9,7 +9,10 @@ their range), and the generation time per case at the default size and at 128^3 
 Positions are the organ centroid's offset (mm) from the body's axial centre (the centroid of
 the voxels above -500 HU, table and arms included, as ``preprocess.position_channels`` uses),
 x to the patient's left, y posterior, measured on the slices that hold the organ. The real case
-is a 40 mm slab, so its volumes are those of the slab only.
+is a 40 mm slab, so its volumes are those of the slab only. Without the real case (CI's checkout
+has no ``../shared``) its column says "–".
+
+``--quick``: one seed, the speed line at 64^3, no picture unless ``--png``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "DeepOrganSeg")]
 
 import numpy as np  # noqa: E402
 
+from _common import add_quick_flag, print_header, print_row, report_skipped  # noqa: E402
 from DeepOrganSegLib.phantoms import make_phantom  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
 from training.evaluate import _parse_seeds, labelled_folder_case  # noqa: E402
@@ -57,16 +61,16 @@ def organ_measures(image: Volume, labels: np.ndarray, names: dict[int, str]) -> 
     return out
 
 
-def _table(title: str, real: dict, phantoms: list[dict], column: int, fmt: str) -> list[str]:
-    lines = [f"#### {title}", "", "| organ | real CT | phantoms (median) | phantoms (range) |",
-             "|---|---|---|---|"]
+def _print_table(title: str, real: dict, phantoms: list[dict], column: int, fmt: str) -> None:
+    print(f"#### {title}\n")
+    print_header("organ", "real CT", "phantoms (median)", "phantoms (range)")
     for organ in ORGANS:
         values = [p[organ][column] for p in phantoms if organ in p]
         real_value = format(real[organ][column], fmt) if organ in real else "–"
         if values:
-            lines.append(f"| {organ} | {real_value} | {format(np.median(values), fmt)} | "
-                         f"{format(min(values), fmt)} … {format(max(values), fmt)} |")
-    return lines + [""]
+            print_row(organ, real_value, format(np.median(values), fmt),
+                      f"{format(min(values), fmt)} … {format(max(values), fmt)}")
+    print()
 
 
 def side_by_side_png(real_case, phantom, path: Path) -> None:
@@ -105,34 +109,45 @@ def main() -> int:
                                               "real-ct-upper-abdomen"))
     parser.add_argument("--seeds", default="10001-10006")
     parser.add_argument("--png", help="write the side-by-side picture here")
+    add_quick_flag(parser)
     args = parser.parse_args()
+    seeds = _parse_seeds("10001" if args.quick else args.seeds)
 
-    real_case = labelled_folder_case(Path(args.real))
-    real = organ_measures(real_case.image, real_case.labels.array, real_case.names)
+    real_case, real = None, {}
+    if Path(args.real).exists():
+        real_case = labelled_folder_case(Path(args.real))
+        real = organ_measures(real_case.image, real_case.labels.array, real_case.names)
+    else:
+        report_skipped("the real CT", f"{args.real} does not exist")
     phantoms, cases, seconds = [], [], []
-    for seed in _parse_seeds(args.seeds):
+    for seed in seeds:
         started = time.perf_counter()
         phantom = make_phantom("abdomen-ct", seed, contrast_phase="portal-venous")
         seconds.append(time.perf_counter() - started)
         cases.append(phantom)
         phantoms.append(organ_measures(phantom.image, phantom.labels.array, phantom.label_names))
-    lines = _table("median HU (portal-venous)", real, phantoms, 0, ".0f")
-    lines += _table("volume (mL; the real case: its 40 mm slab only)", real, phantoms, 3, ".0f")
-    lines += _table("centroid left of the body centre (mm)", real, phantoms, 4, ".0f")
-    lines += _table("centroid posterior of the body centre (mm)", real, phantoms, 5, ".0f")
+    _print_table("median HU (portal-venous)", real, phantoms, 0, ".0f")
+    _print_table("volume (mL; the real case: its 40 mm slab only)", real, phantoms, 3, ".0f")
+    _print_table("centroid left of the body centre (mm)", real, phantoms, 4, ".0f")
+    _print_table("centroid posterior of the body centre (mm)", real, phantoms, 5, ".0f")
     spleen_minus_liver = [p["spleen"][0] - p["liver"][0] for p in phantoms]
-    lines.append(f"spleen − liver median HU: real {real['spleen'][0] - real['liver'][0]:+.0f}, "
-                 f"phantoms {min(spleen_minus_liver):+.0f} … {max(spleen_minus_liver):+.0f}")
+    real_difference = (f"{real['spleen'][0] - real['liver'][0]:+.0f}"
+                       if {"spleen", "liver"} <= real.keys() else "–")
+    print(f"spleen − liver median HU: real {real_difference}, "
+          f"phantoms {min(spleen_minus_liver):+.0f} … {max(spleen_minus_liver):+.0f}")
+    side = 64 if args.quick else 128
     cube = []
-    for seed in _parse_seeds(args.seeds)[:3]:
+    for seed in seeds[:3]:
         started = time.perf_counter()
-        make_phantom("abdomen-ct", seed, shape=(128, 128, 128))
+        make_phantom("abdomen-ct", seed, shape=(side, side, side))
         cube.append(time.perf_counter() - started)
-    lines.append(f"generation on one core: {np.median(seconds):.2f} s per default-size case "
-                 f"({cases[0].image.array.shape}), {np.median(cube):.2f} s per 128^3 case")
-    print("\n".join(lines))
+    print(f"generation on one core: {np.median(seconds):.2f} s per default-size case "
+          f"({cases[0].image.array.shape}), {np.median(cube):.2f} s per {side}^3 case")
     if args.png:
-        side_by_side_png(real_case, cases[0], Path(args.png))
+        if real_case is None:
+            report_skipped("the side-by-side picture", "no real CT")
+        else:
+            side_by_side_png(real_case, cases[0], Path(args.png))
     return 0
 
 

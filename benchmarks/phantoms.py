@@ -4,6 +4,7 @@ Run pinned to one core, as training workers generate on the fly:
 
     taskset -c 0 python benchmarks/phantoms.py            # 128^3, 5 seeds per kind
     taskset -c 0 python benchmarks/phantoms.py --shape 96 96 96 --cases 3
+    python benchmarks/phantoms.py --quick                 # 32^3, 1 seed per kind
 
 The first case of each kind is a warm-up (brain-mr reads and caches the ICBM152 maps then) and is
 reported separately. CPU seconds (process time) are reported beside wall seconds: on a shared
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "DeepOrganSeg"))
 
+from _common import add_quick_flag, print_header, print_row  # noqa: E402
 from DeepOrganSegLib.phantoms import KINDS, make_phantom  # noqa: E402
 
 
@@ -44,18 +46,19 @@ def main() -> None:
                         metavar=("K", "J", "I"))
     parser.add_argument("--cases", type=int, default=5)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    add_quick_flag(parser)
     args = parser.parse_args()
-    shape = tuple(args.shape)
+    shape, cases = ((32, 32, 32), 1) if args.quick else (tuple(args.shape), args.cases)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"phantom generation, {cores} core(s), shape {shape}, {args.cases} cases per kind")
+    print(f"phantom generation, {cores} core(s), shape {shape}, {cases} cases per kind")
     print(f"load average before: {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "")
-    print(f"{'kind':<12} {'shape':<12} {'warm-up s':>9} {'wall median s':>14} {'wall max s':>11} "
-          f"{'CPU median s':>13} {'CPU max s':>10}")
+    print_header("kind", "shape", "warm-up s", "wall median s", "wall max s", "CPU median s",
+                 "CPU max s")
     for kind in args.kinds:
-        warm_up, wall, cpu = time_kind(kind, shape, args.cases)
+        warm_up, wall, cpu = time_kind(kind, shape, cases)
         middle = len(wall) // 2
-        print(f"{kind:<12} {'x'.join(map(str, shape)):<12} {warm_up:>9.2f} {wall[middle]:>14.2f} "
-              f"{wall[-1]:>11.2f} {cpu[middle]:>13.2f} {cpu[-1]:>10.2f}")
+        print_row(kind, "x".join(map(str, shape)), f"{warm_up:.2f}", f"{wall[middle]:.2f}",
+                  f"{wall[-1]:.2f}", f"{cpu[middle]:.2f}", f"{cpu[-1]:.2f}")
 
 
 if __name__ == "__main__":
