@@ -3,6 +3,7 @@
     PYTHONPATH=DeepOrganSeg python benchmarks/crf.py [--scenes phantom ellipsoids]
         [--sizes 128x128x128 96x256x256] [--repeats 3]
     PYTHONPATH=DeepOrganSeg python benchmarks/crf.py --model Resources/Models/<model>.safetensors
+    PYTHONPATH=DeepOrganSeg python benchmarks/crf.py --quick
 
 Two scenes, each at every size, each with its own CRF parameters:
 
@@ -22,6 +23,10 @@ point, and the share of voxels whose label agrees with pydensecrf's.
 
 With ``--model``, instead: Dice per organ of a model file's segmentations without and with the CRF
 (phantoms of each kind and the real ICBM152 T1 brain).
+
+``--quick``: both, in seconds: the timing of the phantom scene at 24×32×32, one repeat, then the
+Dice table of ``--model`` (default: the bundled model) on one small abdominal phantom (48×48×32
+voxels of 4 mm).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import add_quick_flag, installed, report_skipped, reset_peak_rss_kb, status_kb
 
 NUM_CLASSES = 3
 PROBABILITY_FLOOR = 1e-5  # as DeepOrganSegLib.crf and pydensecrf.utils.unary_from_softmax
@@ -112,14 +119,17 @@ def scene_parameters(scene: dict[str, np.ndarray]):
 
 # ------------------------------------------------------------------------------------- workers
 
-def run_deeporganseg(scene: dict[str, np.ndarray]) -> np.ndarray:
+def run_deeporganseg(scene: dict[str, np.ndarray], device: str = "cpu") -> np.ndarray:
+    """Our labels on ``device``, from the input arrays (copied there) to the labels (copied
+    back); ``benchmarks/gpu.py`` times it on CUDA."""
     import torch
 
     from DeepOrganSegLib.crf.meanfield import dense_crf
 
-    q = dense_crf(torch.from_numpy(scene["probabilities"]), torch.from_numpy(scene["image"]),
-                  tuple(scene["spacing_kji"]), scene_parameters(scene))
-    return q.max(0).indices.numpy()  # (torch's argmax over dim 0 is several times slower)
+    q = dense_crf(torch.from_numpy(scene["probabilities"]).to(device),
+                  torch.from_numpy(scene["image"]).to(device), tuple(scene["spacing_kji"]),
+                  scene_parameters(scene))
+    return q.max(0).indices.cpu().numpy()  # (torch's argmax over dim 0 is several times slower)
 
 
 def _features(scene: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -190,35 +200,27 @@ def worker(implementation: str, data: Path, out: Path) -> None:
     import DeepOrganSegLib.crf  # noqa: F401  (imported before the baseline by every worker)
 
     scene = dict(np.load(data))
-    baseline_kb = _reset_peak_rss_kb()
+    baseline_kb = reset_peak_rss_kb()
     start = time.perf_counter()
     labels = RUNNERS[implementation](scene)
     elapsed = time.perf_counter() - start
-    peak_kb = _status_kb("VmHWM")
+    peak_kb = status_kb("VmHWM")
     np.save(out, labels.astype(np.uint8))
     print(json.dumps({"time_s": elapsed, "peak_mb": (peak_kb - baseline_kb) / 1024}))
 
 
-def _status_kb(field: str) -> int:
-    """A memory figure of this process from /proc/self/status, in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss_kb() -> int:
-    """Reset the peak resident set size (VmHWM) to the current one and return it, so that the
-    next reading of VmHWM is the peak of what follows alone (Linux: clear_refs 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return _status_kb("VmRSS")
-
-
 # ------------------------------------------------------------------------- Dice of a model
 
-def evaluation_cases() -> list[tuple[str, str, object, np.ndarray, dict[int, str]]]:
+PHANTOM_CASES = (("abdomen-ct", 101), ("heart-mr", 102), ("brain-mr", 103))
+"""The phantoms (kind, seed) of the Dice table."""
+QUICK_PHANTOM = {"shape": (32, 48, 48), "spacing": (4.0, 4.0, 4.0)}
+"""``make_phantom`` options of ``--quick``'s one case (the first phantom): a small working grid."""
+
+
+def evaluation_cases(quick: bool = False) -> list[tuple[str, str, object, np.ndarray, dict[int, str]]]:
     """(case, task, image Volume, true labels, label names): one phantom per kind and the real
-    ICBM152 2009 T1 template (nilearn) with its tissue maps' argmax as the truth."""
+    ICBM152 2009 T1 template (nilearn) with its tissue maps' argmax as the truth; ``quick``:
+    one abdominal phantom as :data:`QUICK_PHANTOM` says."""
     import SimpleITK as sitk
 
     from DeepOrganSegLib.phantoms import LABELS, make_phantom
@@ -226,10 +228,12 @@ def evaluation_cases() -> list[tuple[str, str, object, np.ndarray, dict[int, str
     from DeepOrganSegLib.volume import Volume
 
     cases = []
-    for kind, seed in (("abdomen-ct", 101), ("heart-mr", 102), ("brain-mr", 103)):
-        phantom = make_phantom(kind, seed)
+    for kind, seed in PHANTOM_CASES[:1] if quick else PHANTOM_CASES:
+        phantom = make_phantom(kind, seed, **(QUICK_PHANTOM if quick else {}))
         cases.append((f"{kind} phantom", kind, phantom.image, phantom.labels.array,
                       phantom.label_names))
+    if quick:
+        return cases
     maps = icbm152()
     t1 = sitk.ReadImage(str(nilearn_data_folder() / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
     tissue = np.stack([np.full_like(maps["gm"], 0.5), maps["csf"], maps["gm"], maps["wm"]])
@@ -238,9 +242,11 @@ def evaluation_cases() -> list[tuple[str, str, object, np.ndarray, dict[int, str
     return cases
 
 
-def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, object]]:
-    """Per-organ Dice of the model's segmentation without and with the CRF (parameters ``crf``);
-    no other post-processing, so that only the CRF differs."""
+def model_dice(model_path: Path, crf: dict[str, object], quick: bool = False
+               ) -> list[dict[str, object]]:
+    """Per-organ Dice of the model's segmentation without and with the CRF (parameters ``crf``)
+    on :func:`evaluation_cases` (``quick``: the small ones); no other post-processing, so that
+    only the CRF differs."""
     from dataclasses import replace
 
     from DeepOrganSegLib.model import load_model
@@ -251,7 +257,7 @@ def model_dice(model_path: Path, crf: dict[str, object]) -> list[dict[str, objec
     model = load_model(model_path)
     model = replace(model, metadata=replace(model.metadata, crf=crf))
     rows = []
-    for case, task, image, truth, names in evaluation_cases():
+    for case, task, image, truth, names in evaluation_cases(quick):
         results = {crf: segment_volume(image, model, SegmentationOptions(
             task=task, crf=crf, largest_component=False, fill_holes=False)) for crf in (False, True)}
         true_value = {name: value for value, name in names.items()}
@@ -281,10 +287,9 @@ def print_dice_table(rows: list[dict[str, object]], crf: dict[str, object]) -> N
 # ------------------------------------------------------------------------------------- driver
 
 def available(implementation: str) -> bool:
-    module = {"deeporganseg": "torch", "pydensecrf2": "pydensecrf", "simplecrf": "denseCRF3D"}
-    import importlib.util
-
-    return importlib.util.find_spec(module[implementation]) is not None
+    """Whether ``implementation``'s package is installed here."""
+    return installed({"deeporganseg": "torch", "pydensecrf2": "pydensecrf",
+                      "simplecrf": "denseCRF3D"}[implementation])
 
 
 def measure(implementation: str, data: Path, out: Path, env: dict[str, str]) -> dict[str, float]:
@@ -364,41 +369,60 @@ def main() -> None:
                              "peer; pydensecrf2 has no OpenMP and is unaffected)")
     parser.add_argument("--model", type=Path,
                         help="instead of timing: Dice per organ of this model file without and "
-                             "with the CRF, on phantoms and the ICBM152 brain")
+                             "with the CRF, on phantoms and the ICBM152 brain (with --quick: "
+                             "the model of the quick Dice table; default the bundled one)")
     parser.add_argument("--model-crf", choices=("defaults", "model"), default="defaults",
                         help="with --model: the engine's default CRF parameters or the model's")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    add_quick_flag(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.data, args.out)
         return
+    if args.quick and args.json:
+        parser.error("--json records a full run: leave out --quick")
+    if args.quick:
+        args.scenes, args.sizes, args.repeats = ["phantom"], ["24x32x32"], 1
+    if args.quick or not args.model:
+        rows = timing(args)
+    if args.quick or args.model:
+        rows = model_mode(args.model, args.model_crf, args.quick)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
 
-    if args.model:
-        from DeepOrganSegLib.model import read_metadata
-        from DeepOrganSegLib.crf.parameters import CRFParameters
 
-        crf = CRFParameters().to_dict()
-        if args.model_crf == "model":
-            crf = read_metadata(args.model).crf or crf
-        rows = model_dice(args.model, crf)
-        print_dice_table(rows, crf)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
-        return
+def model_mode(model: Path | None, crf_choice: str, quick: bool) -> list[dict[str, object]]:
+    """The Dice table of ``model`` (default: the bundled one) without and with the CRF: the
+    engine's default CRF parameters, or the model's own (``crf_choice`` "model")."""
+    from DeepOrganSegLib.crf.parameters import CRFParameters
+    from DeepOrganSegLib.model import read_metadata
+    from DeepOrganSegLib.resources import default_model_path
 
+    model = model or default_model_path()
+    crf = CRFParameters().to_dict()
+    if crf_choice == "model":
+        crf = read_metadata(model).crf or crf
+    rows = model_dice(model, crf, quick)
+    print_dice_table(rows, crf)
+    return rows
+
+
+def timing(args: argparse.Namespace) -> list[dict[str, object]]:
+    """The timing table of every scene and size, each measurement in a fresh worker."""
     import torch
 
     env = os.environ.copy()
     if args.omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
     implementations = [name for name in args.implementations if available(name)]
-    skipped = sorted(set(args.implementations) - set(implementations))
+    for name in sorted(set(args.implementations) - set(implementations)):
+        report_skipped(name, "not installed")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__} with {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
           f"{env.get('OMP_WAIT_POLICY', 'unset')}; load average at start "
-          f"{os.getloadavg()[0]:.1f}" + (f"; not installed: {', '.join(skipped)}" if skipped else ""))
+          f"{os.getloadavg()[0]:.1f}")
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for scene in args.scenes:
@@ -408,8 +432,7 @@ def main() -> None:
                                        Path(workdir), env)
     print(f"# load average at end {os.getloadavg()[0]:.1f}")
     print_table(rows)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":

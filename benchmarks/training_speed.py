@@ -6,9 +6,10 @@ synthetic batch, so only the option differs: bf16 autocast on CPU, ``channels_la
 ``torch.compile``, thread count, no side outputs, a larger patch, a narrower network. The
 baseline is the bundled model's recipe (DSN3D 16-32-64-128, side outputs on levels 1 and 2,
 batch 4 of 48³, float32, 2 threads), measured in the same run. Median of ``--steps`` steps
-after two warm-up steps.
+after two warm-up steps. ``benchmarks/gpu.py`` times the same step on CUDA.
 
-Run: ``python benchmarks/training_speed.py [--steps 8] [--skip-compile]``
+Run: ``python benchmarks/training_speed.py [--steps 8] [--skip-compile]``; ``--quick``: batch 2 of
+16³, one step per row, no ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,10 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import add_quick_flag, report_skipped  # noqa: E402
 from DeepOrganSegLib.model.network import DSN3D, DSNConfig  # noqa: E402
 from training.losses import DeepSupervisionLoss, MarginalDiceCELoss  # noqa: E402
 
-TASK_CHANNELS = {"abdomen-ct": list(range(10))}  # background + 9 organs of the 19 outputs
+#: background + 9 organs of the 19 outputs
+TASK_CHANNELS: dict[str, Sequence[int]] = {"abdomen-ct": list(range(10))}
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,12 @@ class Option:
     notes: dict = field(default_factory=dict)
 
 
-def options(skip_compile: bool) -> list[Option]:
-    base = Option("baseline: bundled recipe (fp32, 2 threads)")
+def options(skip_compile: bool, patch: int = 48, batch: int = 4) -> list[Option]:
+    """The rows: the baseline with batches of ``batch`` patches of ``patch``³ voxels, then one
+    option changed per row (the larger patch: 16 voxels more a side, half the batch)."""
+    base = Option("baseline: bundled recipe (fp32, 2 threads)", patch=patch, batch=batch)
+    larger, fewer = patch + 16, max(1, batch // 2)
+    voxels = (larger ** 3 * fewer) / (patch ** 3 * batch)
     rows = [
         base,
         replace(base, name="bf16 autocast on CPU", bf16=True),
@@ -53,7 +61,8 @@ def options(skip_compile: bool) -> list[Option]:
         replace(base, name="1 thread", threads=1),
         replace(base, name="no side outputs", network=replace(base.network,
                                                               side_output_levels=())),
-        replace(base, name="patch 64³, batch 2 (1.2x the voxels)", patch=64, batch=2),
+        replace(base, name=f"patch {larger}³, batch {fewer} ({voxels:.1f}x the voxels)",
+                patch=larger, batch=fewer),
         replace(base, name="widths 8-16-32-64", network=replace(base.network,
                                                                 widths=(8, 16, 32, 64))),
     ]
@@ -62,22 +71,24 @@ def options(skip_compile: bool) -> list[Option]:
     return rows
 
 
-def seconds_per_step(option: Option, steps: int) -> float:
+def seconds_per_step(option: Option, steps: int, device: str = "cpu") -> float:
+    """Median seconds of ``steps`` training steps of ``option`` on ``device`` (``cpu`` or
+    ``cuda``: there each step ends when the GPU has finished it), after two warm-up steps."""
     torch.set_num_threads(option.threads)
     torch.manual_seed(0)
-    network = DSN3D(option.network).train()
     memory = torch.channels_last_3d if option.channels_last else torch.contiguous_format
-    network = network.to(memory_format=memory)
+    network = DSN3D(option.network).train().to(device=device, memory_format=memory)
     model = torch.compile(network) if option.compile else network
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
     criterion = DeepSupervisionLoss(MarginalDiceCELoss(TASK_CHANNELS))
     size = (option.batch, option.network.in_channels, *(option.patch,) * 3)
-    images = torch.randn(size).contiguous(memory_format=memory)
-    labels = torch.randint(0, 10, (option.batch, *(option.patch,) * 3))
+    images = torch.randn(size, device=device).contiguous(memory_format=memory)
+    labels = torch.randint(0, 10, (option.batch, *(option.patch,) * 3), device=device)
     tasks = ["abdomen-ct"] * option.batch
     sides = len(option.network.side_output_levels)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if option.bf16
+    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if option.bf16
                 else contextlib.nullcontext())
+    cuda = torch.device(device).type == "cuda"
     times = []
     for step in range(steps + 2):
         started = time.perf_counter()
@@ -89,6 +100,8 @@ def seconds_per_step(option: Option, steps: int) -> float:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
         if step >= 2:
             times.append(time.perf_counter() - started)
     return statistics.median(times)
@@ -98,15 +111,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--skip-compile", action="store_true")
+    add_quick_flag(parser)
     args = parser.parse_args()
-    rows = options(args.skip_compile)
+    if args.quick:
+        report_skipped("torch.compile", "--quick: compiling takes minutes")
+    rows = (options(skip_compile=True, patch=16, batch=2) if args.quick
+            else options(args.skip_compile))
+    steps = 1 if args.quick else args.steps
     print("| option | s/step | vs baseline |")
     print("|---|---|---|")
     baseline = None
     for option in rows:
         try:
-            seconds = seconds_per_step(option, args.steps)
-        except Exception as error:  # e.g. torch.compile without a working C++ toolchain
+            seconds = seconds_per_step(option, steps)
+        except Exception as error:  # torch.compile without a working C++ toolchain
+            if not option.compile:
+                raise
             print(f"| {option.name} | failed: {str(error).splitlines()[0][:80]} | |", flush=True)
             continue
         baseline = baseline or seconds
