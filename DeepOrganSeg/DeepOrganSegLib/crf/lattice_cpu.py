@@ -66,10 +66,8 @@ class CPULattice:
                                for a in range(d + 1)], dtype=np.int64)
             self._neighbours = _neighbours(vertex_keys, table_keys, table_ids, deltas)
             del vertex_keys, table_keys, table_ids
-            entry_count = len(self._vertex_of_entry)
-            self._entries = np.empty(entry_count, np.int32 if entry_count < 2 ** 31 else np.int64)
-            self._starts = _entries_by_vertex(self._vertex_of_entry, self.num_vertices,
-                                              self._entries)
+            self._starts, self._entries = _entries_by_vertex(self._vertex_of_entry,
+                                                             self.num_vertices)
         self._alpha = np.float32(1.0 / (1.0 + 2.0 ** (-d)))  # densecrf's slicing constant
 
     def filter(self, values: Tensor) -> Tensor:
@@ -230,20 +228,21 @@ def _neighbours(vertex_keys, table_keys, table_ids, deltas):
 
 
 @njit(cache=True)
-def _entries_by_vertex(vertex_of_entry, m, entries):
-    """The entries (point x d + 1 + remainder) of each vertex, in CSR form: returns ``starts``
-    [M + 1] and fills ``entries``, in increasing entry order within a vertex (a counting sort)."""
+def _entries_by_vertex(vertex_of_entry, m):
+    """The entries (point x d + 1 + remainder) of each vertex, in CSR form: ``starts`` [M + 1]
+    and ``entries``, in increasing entry order within a vertex (a counting sort)."""
     starts = np.zeros(m + 1, np.int64)
     for vertex in vertex_of_entry:
         starts[vertex + 1] += 1
     for vertex in range(m):
         starts[vertex + 1] += starts[vertex]
     filled = starts[:m].copy()
+    entries = np.empty(len(vertex_of_entry), np.int64)
     for entry in range(len(vertex_of_entry)):
         vertex = vertex_of_entry[entry]
         entries[filled[vertex]] = entry
         filled[vertex] += 1
-    return starts
+    return starts, entries
 
 
 @njit(parallel=True, cache=True)
