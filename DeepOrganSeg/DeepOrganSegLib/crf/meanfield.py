@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -32,9 +31,6 @@ from torch import Tensor
 from ..progress import CancelToken, ProgressFunction
 from .parameters import CRFParameters
 from .permutohedral import PermutohedralLattice
-
-if TYPE_CHECKING:
-    from .lattice_cpu import CPULattice
 
 __all__ = ["PROBABILITY_FLOOR", "dense_crf", "dense_crf_roi", "fuse_side_outputs", "keep_found_organs"]
 
@@ -197,7 +193,7 @@ class _BilateralKernel(_NormalizedKernel):
         intensities = image.reshape(len(image), -1).t() / intensity
         features = torch.cat([positions, intensities], 1)
         del positions, intensities
-        self._lattice = _lattice(features)
+        self._lattice = PermutohedralLattice(features)
         del features
         super().__init__(self._lattice.num_points, image.device)
 
@@ -206,20 +202,6 @@ class _BilateralKernel(_NormalizedKernel):
         rows = values.new_empty(values.shape[1], len(values))
         torch.mul(values.t(), scale.t(), out=rows)
         return self._lattice.filter(rows).t()
-
-
-def _lattice(features: Tensor) -> PermutohedralLattice | CPULattice:
-    """The lattice of ``features``: fused numba kernels on the CPU (where numba is installed),
-    the PyTorch lattice on CUDA (and the reference: a test holds the two to the same output)."""
-    if features.device.type == "cpu":
-        try:
-            from .lattice_cpu import CPULattice
-        except ModuleNotFoundError as error:
-            if error.name not in ("numba", "llvmlite"):
-                raise
-        else:
-            return CPULattice(features)
-    return PermutohedralLattice(features)
 
 
 class _SpatialKernel(_NormalizedKernel):

@@ -28,7 +28,7 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["PermutohedralLattice", "key_bounds"]
+__all__ = ["PermutohedralLattice"]
 
 _CHUNK_POINTS = 1 << 18
 """Points embedded at once; bounds the temporary memory of the construction (about 50 MB)."""
@@ -52,7 +52,7 @@ class PermutohedralLattice:
         self.num_points, self.dim = features.shape
         self.device = features.device
         d, n = self.dim, self.num_points
-        q_low, q_sizes = key_bounds(features)
+        q_low, q_sizes = _key_bounds(features)
         self._radix = _MixedRadix([d + 1] + q_sizes, self.device)
         keys, barycentric = self._embed(features, q_low, chunk_points)
 
@@ -221,7 +221,7 @@ def _rank(residual: Tensor) -> Tensor:
     return rank
 
 
-def key_bounds(features: Tensor) -> tuple[Tensor, list[int]]:
+def _key_bounds(features: Tensor) -> tuple[Tensor, list[int]]:
     """Lowest lattice coordinate ``q`` (``[d]``) and the number of values per coordinate that
     hold every vertex and blur neighbour of ``features``, by interval arithmetic on the elevation."""
     d = features.shape[1]
