@@ -32,14 +32,15 @@ ENGINE = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "DeepOrganSegLib
 #: Modules that are applications of the core, not part of it.
 APPLICATIONS = {"__main__", "demo"}
 #: Packages that are applications as a whole: the package and every module in it.
-APPLICATION_PACKAGES = {"cli", "phantoms", "mrml", "cohort"}
+APPLICATION_PACKAGES = {"cli", "phantoms", "mrml", "server", "cohort"}
 #: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
 SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
 TORCH_FREE = {"model", "model.file", "model.spec", "schema", "container", "model.terminology",
               "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine", "mrml.runner",
               "mrml.install", "resources", "options", "progress", "strokes", "grid", "outputs",
-              "volume", "volume_io", "validation", "crf", "crf.parameters", "bodypart", "metrics"}
+              "volume", "volume_io", "validation", "crf", "crf.parameters", "bodypart", "metrics",
+              "remote", "remote.protocol", "remote.client"}
 
 #: The layers of docs/architecture.md's table: a module (or every module of a package) -> its
 #: layer, and each layer -> the layers it may import (its own included).
@@ -52,6 +53,8 @@ LAYER_OF = {
     **dict.fromkeys(("preprocess", "inference", "cascade", "postprocess", "segment", "refine",
                      "qc", "labelmap_io", "input_grid", "result_files"), "pipeline"),
     **dict.fromkeys(("__main__", "demo", "cli", "phantoms", "cohort"), "applications"),
+    "remote": "remote",
+    "server": "applications",
     "mrml": "slicer",
 }
 LAYERS = {
@@ -60,8 +63,10 @@ LAYERS = {
     "model": {"foundation", "data", "model"},
     "bodypart": {"foundation", "data", "bodypart"},
     "pipeline": {"foundation", "data", "model", "bodypart", "pipeline"},
-    "applications": {"foundation", "data", "model", "bodypart", "pipeline", "applications"},
-    "slicer": {"foundation", "data", "model", "slicer"},
+    "remote": {"foundation", "data", "remote"},
+    "applications": {"foundation", "data", "model", "bodypart", "pipeline", "remote",
+                     "applications"},
+    "slicer": {"foundation", "data", "model", "remote", "slicer"},
 }
 
 

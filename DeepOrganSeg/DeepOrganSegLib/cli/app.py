@@ -21,9 +21,9 @@ __all__ = ["build_parser", "main"]
 def _commands() -> tuple[ModuleType, ...]:
     """The sub-command modules, in the order ``--help`` lists them. Imported on demand: some
     load torch at import, which must come after :func:`main` has set ``OMP_WAIT_POLICY``."""
-    from . import batch, demo, info, phantom, refine, refine_session, regions, segment
+    from . import batch, demo, info, phantom, refine, refine_session, regions, segment, serve
 
-    return (segment, batch, refine, refine_session, info, phantom, demo, regions)
+    return (segment, batch, refine, refine_session, info, phantom, demo, regions, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,20 @@ files of one ``segment`` run; every other voxel keeps its label."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_OK
 from ..progress import CancelToken, ProgressFunction
 from ..resources import default_model_path
 from .native_stderr import native_stderr_silenced
+from .remote import add_server_options, refine_remotely
 from .reporters import add_progress_option
 
-__all__ = ["add_parser", "run"]
+if TYPE_CHECKING:
+    from ..model import ModelMetadata
+
+__all__ = ["add_parser", "run", "refine_files"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,30 +40,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="the model that segmented (default: the bundled one)")
     parser.add_argument("--task", help="its task (default: the one whose organs match)")
     add_progress_option(parser, default="none")
+    add_server_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
-    """Check the output, read the four inputs, refine (:func:`..refine.refine_volume`), write."""
+    """Check the output, then refine here (:func:`refine_files`) or on ``--server``."""
     from ..model import load_model
-    from ..labelmap_io import write_labelmap
     from ..outputs import check_output_path, check_outputs_spare_inputs
-    from ..refine import refine_volume
-    from ..volume_io import read_probabilities, read_volume
 
     model_path = args.model or default_model_path()
     check_outputs_spare_inputs([args.output], [args.input, args.segmentation, args.scribbles,
                                                args.probabilities, model_path])
     output = check_output_path(args.output)
-    model = load_model(model_path)
+    if args.server:
+        return refine_remotely(args, output, progress, cancel)
+    refine_files(args, output, load_model(model_path).metadata, progress, cancel)
+    return EXIT_OK
+
+
+def refine_files(args: argparse.Namespace, output: Path, metadata: ModelMetadata,
+                 progress: ProgressFunction, cancel: CancelToken) -> None:
+    """Read the four inputs ``args`` names, refine (:func:`..refine.refine_volume`) with the
+    model's ``metadata``, write ``output``: the command's work once its model is loaded (a
+    server's is loaded once for all its jobs)."""
+    from ..labelmap_io import write_labelmap
+    from ..refine import refine_volume
+    from ..volume_io import read_probabilities, read_volume
+
     with native_stderr_silenced():
         image, segmentation = read_volume(args.input), read_volume(args.segmentation)
         scribbles = read_volume(args.scribbles)
         probabilities, probability_grid = read_probabilities(args.probabilities)
     labels, task = refine_volume(image, segmentation, probabilities, probability_grid,
-                                 scribbles, model.metadata, args.task, progress=progress,
+                                 scribbles, metadata, args.task, progress=progress,
                                  cancel=cancel)
     progress("write", 0.99, f"writing {output}")
     write_labelmap(labels, output, list(task.labels))
     progress("done", 1.0, "refined")
-    return EXIT_OK

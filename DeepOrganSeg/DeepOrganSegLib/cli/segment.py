@@ -13,12 +13,13 @@ from ..options import BYTES_PER_GB, InferenceSettings
 from ..progress import CancelToken, ProgressFunction
 from ..resources import default_model_path
 from .native_stderr import native_stderr_silenced
+from .remote import add_server_options, segment_remotely
 from .reporters import add_progress_option
 
 if TYPE_CHECKING:
     from ..segment import SegmentationResult
 
-__all__ = ["add_parser", "add_segmentation_flags", "run"]
+__all__ = ["statistics_table", "add_parser", "add_segmentation_flags", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "correct")
     parser.add_argument("--stats", metavar="FILE.json", help="write organ volumes (mL) as JSON")
     add_progress_option(parser, default="bar")
+    add_server_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -84,6 +86,8 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     for image_output in (args.probabilities, args.uncertainty):
         if image_output:
             check_output_path(image_output, (".nrrd", ".nii.gz", ".nii", ".mha"))
+    if args.server:
+        return segment_remotely(args, options, output, progress, cancel)
     staged = StagedProgress(progress)
     staged("load", 0.0, "reading the model")
     model = load_model(args.model or default_model_path())
@@ -104,16 +108,18 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     staged("write", 1.0, "done")
     progress("done", 1.0, f"{result.task.name} in {result.elapsed_s:.1f} s on {result.device}")
     if args.progress != "json":
-        _print_statistics(result)
+        print(statistics_table(result))
     return EXIT_OK
 
 
-def _print_statistics(result: SegmentationResult) -> None:
-    """The organ table a person sees: volume, mean intensity, confidence, review flags."""
-    print(f"{result.task.title}: {result.elapsed_s:.1f} s on {result.device}"
-          f"{' with CRF' if result.crf_applied else ''}")
-    print(f"{'organ':<24}{'volume (mL)':>12}{'mean':>10}{'confidence':>12}")
+def statistics_table(result: SegmentationResult) -> str:
+    """The organ table a person sees: volume, mean intensity, confidence, review flags (what
+    the command prints, here or from a server's run)."""
+    lines = [f"{result.task.title}: {result.elapsed_s:.1f} s on {result.device}"
+             f"{' with CRF' if result.crf_applied else ''}",
+             f"{'organ':<24}{'volume (mL)':>12}{'mean':>10}{'confidence':>12}"]
     for stats in result.statistics:
         flag = "  review" if stats.review else "  not found" if not stats.voxels else ""
-        print(f"{stats.label.display_name:<24}{stats.volume_ml:>12.1f}{stats.mean_intensity:>10.1f}"
-              f"{stats.confidence:>12.2f}{flag}")
+        lines.append(f"{stats.label.display_name:<24}{stats.volume_ml:>12.1f}"
+                     f"{stats.mean_intensity:>10.1f}{stats.confidence:>12.2f}{flag}")
+    return "\n".join(lines)
