@@ -175,3 +175,14 @@ def test_a_step_that_cannot_start_fails_the_install_in_one_line(tmp_path):
     job.start()
     assert job.state is RunState.FAILED
     assert job.failure.startswith("installing tqdm could not start") and "\n" not in job.failure
+
+
+def test_an_install_whose_steps_succeed_but_leave_a_package_missing_fails_saying_so():
+    """light-the-torch exits 0 when no index it asks has the package (checked offline, the
+    PyTorch index out of reach): the job checks what is still missing before it says DONE."""
+    job = InstallJob([python_step("pass", "installing PyTorch")],
+                     still_missing=lambda: ["torch>=2.2"])
+    job.start()
+    assert job.wait(timeout=60) is RunState.FAILED
+    assert job.failure.startswith("the install ended but torch>=2.2 is still missing")
+    assert "PyTorch Utils" in job.failure and "\n" not in job.failure

@@ -134,13 +134,16 @@ class InstallJob(EngineJob):
     to do.
 
     A step starts only while ``busy()`` is false (another pip run of Slicer's under way: the
-    job waits, saying so). ``scratch`` folders (light-the-torch's private one) are removed when
-    the job ends, whatever the outcome."""
+    job waits, saying so). Once every step succeeded, ``still_missing()`` says what is still not
+    installed (an installer can exit 0 without installing: light-the-torch when no index it
+    asks has the package); anything left fails the job. ``scratch`` folders (light-the-torch's
+    private one) are removed when the job ends, whatever the outcome."""
 
     def __init__(self, steps: Sequence[InstallStep], *,
                  environment: dict[str, str] | None = None,
                  process: Callable[..., EngineProcess] = EngineProcess,
                  busy: Callable[[], bool] = lambda: False,
+                 still_missing: Callable[[], list[str]] = lambda: [],
                  scratch: Sequence[str | os.PathLike] = ()) -> None:
         super().__init__(environment)
         self.steps = list(steps)
@@ -148,6 +151,7 @@ class InstallJob(EngineJob):
         self.details = ""
         self._make_process = process
         self._busy = busy
+        self._still_missing = still_missing
         self._scratch = [Path(folder) for folder in scratch]
         self._index = 0
         self._waiting = False
@@ -176,7 +180,13 @@ class InstallJob(EngineJob):
         """Start the next step, or wait (``busy``) and try again at the next poll."""
         self._process = None
         if self._index >= len(self.steps):
-            self._finish(RunState.DONE)
+            left = self._still_missing()
+            if left:
+                remedy = (PYTORCH_BY_HAND if any(line.startswith("torch") for line in left)
+                          else self.steps[-1].remedy)
+                self._fail(f"the install ended but {', '.join(left)} is still missing; {remedy}")
+            else:
+                self._finish(RunState.DONE)
             return
         self._waiting = self._busy()
         if self._waiting:
