@@ -34,11 +34,13 @@ APPLICATIONS = {"__main__", "demo"}
 #: Packages that are applications as a whole: the package and every module in it.
 APPLICATION_PACKAGES = {"cli", "phantoms", "mrml", "server", "cohort"}
 #: The modules that may import ``slicer`` and ``vtk`` (they need MRML: the slicer-core wheel).
-SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine"}
+SLICER_SIDE = {"mrml.nodes", "mrml.job", "mrml.refine", "mrml.uncertainty", "mrml.sample",
+               "mrml.logic"}
 #: Imported by the Slicer module inside Slicer's process: must not load PyTorch.
 TORCH_FREE = {"model", "model.file", "model.spec", "schema", "container", "model.terminology",
               "errors", "mrml", "mrml.nodes", "mrml.job", "mrml.refine", "mrml.runner",
-              "mrml.install", "resources", "options", "progress", "strokes", "grid", "outputs",
+              "mrml.install", "mrml.panel", "mrml.eta", "mrml.uncertainty", "mrml.sample",
+              "mrml.logic", "resources", "options", "progress", "strokes", "grid", "outputs",
               "volume", "volume_io", "validation", "crf", "crf.parameters", "bodypart", "metrics",
               "remote", "remote.protocol", "remote.client"}
 

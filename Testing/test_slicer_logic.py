@@ -9,11 +9,13 @@ tree) is checked with small stand-in engines.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,11 +27,17 @@ from Testing.Python import DeepOrganSegTestBodies as bodies  # noqa: E402
 from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
 from DeepOrganSegLib.mrml import runner  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.mrml.job import SegmentationJob, run_segmentation  # noqa: E402
+from DeepOrganSegLib.mrml.job import (SegmentationJob, SegmentationRequest,  # noqa: E402
+                                      run_segmentation)
+from DeepOrganSegLib.mrml.logic import EngineLogic  # noqa: E402
+from DeepOrganSegLib.mrml.nodes import add_volume_node  # noqa: E402
 from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.progress import (AutoTaskNote, JsonProgress, ProgressEvent,  # noqa: E402
                                       parse_progress_line)
+from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
+
+MODULE_RESOURCES = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Resources"
 
 
 def rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
@@ -141,6 +149,73 @@ def test_input_deleted_during_a_run_fails_and_imports_nothing(context):
 
 def test_input_moved_during_a_run_fails_and_imports_nothing(context):
     bodies.test_input_moved_during_a_run_fails_and_imports_nothing(context)
+
+
+def test_the_self_test_with_its_packages_runs_every_check_in_order(context):
+    """The self-test's own sequence (``bodies.run_checks``, what ``DeepOrganSegTest`` calls),
+    with the engine's packages there: nothing skipped. In a scene of its own, as the self-test
+    clears Slicer's."""
+    previous, scenes = slicer.mrmlScene, fresh_mrml_scene()
+    shown: list[str] = []
+    try:
+        own = dataclasses.replace(context, scene=next(scenes), measurements={})
+        assert bodies.run_checks(own, [], shown.append) == {}
+    finally:
+        next(scenes, None)
+        slicer.mrmlScene = previous
+    assert shown == [check.__name__ for check in (
+        *bodies.TESTS_WITHOUT_ENGINE, *bodies.TESTS_ON_CONTEXT, bodies.segment_phantom,
+        *bodies.TESTS_ON_PHANTOM_RUN)]
+
+
+def test_the_self_test_without_its_packages_runs_the_mrml_checks_and_skips_the_others(
+        mrml_scene, tiny_model_path, tmp_path):
+    """A Slicer without the engine's packages: the checks without the engine run on a
+    NumPy-made case; every other is skipped with the reason, and no engine is ever started."""
+    def no_engine(request):
+        raise AssertionError("an engine run was started without the packages")
+
+    case = bodies.plain_case(tiny_model_path, "abdomen-ct")
+    context = bodies.Context(scene=mrml_scene, case=case,
+                             run=lambda request: run_segmentation(request, "no-python"),
+                             start=no_engine, python="no-python", workdir=tmp_path)
+    shown: list[str] = []
+    skipped = bodies.run_checks(context, ["torch>=2.2"], shown.append)
+    assert shown[:2] == [check.__name__ for check in bodies.TESTS_WITHOUT_ENGINE]
+    assert set(skipped) == {check.__name__ for check in (
+        *bodies.TESTS_ON_CONTEXT, bodies.segment_phantom, *bodies.TESTS_ON_PHANTOM_RUN)}
+    assert all(reason.startswith("needs torch>=2.2, not installed") for reason in
+               skipped.values())
+    assert shown[2:] == [f"skipped {name}: {reason}" for name, reason in skipped.items()]
+
+
+def test_the_logic_follows_one_job_by_polling_and_times_the_next_run_by_this_ones_stages(
+        context, tmp_path):
+    """``EngineLogic`` (the module's Logic without Qt): a started run is advanced by ``poll``
+    with the callbacks, a second job is refused while it runs, and the finished run's stages
+    are what the next run's time left is estimated from."""
+    requirements = MODULE_RESOURCES / "requirements.txt"
+    logic = EngineLogic(lambda: sys.executable, requirements,
+                        temporary_root=lambda: str(tmp_path), scene=lambda: context.scene)
+    volume = add_volume_node(context.scene, context.case.image, "followed CT")
+    request = SegmentationRequest(volume, context.case.model,
+                                  options=SegmentationOptions(task=context.case.task))
+    polled, completed = [], []
+    job = logic.process(request, progressCallback=polled.append,
+                        completedCallback=completed.append)
+    assert logic.isRunning and not logic.isInstalling
+    with pytest.raises(RuntimeError, match="another DeepOrganSeg job is running"):
+        logic.process(request)
+    while not logic.poll().finished:
+        time.sleep(0.05)
+    assert job.state is RunState.DONE and completed == [job] and set(polled) == {job}
+    assert not logic.isRunning
+    stages = [stage for stage, _share, _seconds in logic.stageProfile.stages]
+    assert stages[0] == "load" and "inference" in stages
+    second = logic.process(request)
+    assert second.remaining.earlier is logic.stageProfile
+    logic.cancel(wait=True)
+    assert second.state is RunState.CANCELLED
 
 
 def test_oblique_case_is_faithful_to_its_source():

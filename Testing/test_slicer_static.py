@@ -45,6 +45,7 @@ MEMBERS = {
     # buttons and labels
     "text": {"QAbstractButton", "QLabel"},
     "clicked(bool)": {"QAbstractButton"}, "toggled(bool)": {"QAbstractButton"},
+    "checked": {"QAbstractButton"},
     # combo boxes
     "activated(int)": {"QComboBox"}, "currentIndexChanged(int)": {"QComboBox"},
     "addItem": {"QComboBox", "QListWidget"}, "clear": {"QComboBox", "QListWidget"},
@@ -270,10 +271,9 @@ def test_crf_fields_take_their_defaults_and_bounds_from_the_engine():
     range of its own; the widget gets it in ``setup``), the engine accepts both ends of every
     range, and every value the CRF tuner may put in a model file lies inside it."""
     from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
+    from DeepOrganSegLib.mrml.panel import CRF_FIELDS as mapping
 
     tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
-    mapping = next(ast.literal_eval(node.value) for node in tree.body
-                   if isinstance(node, ast.Assign) and node.targets[0].id == "CRF_PARAMETERS")
     wrapper = next(node for node in tree.body if isinstance(node, ast.ClassDef)
                    and node.name.endswith("ParameterNode"))
     fields = {statement.target.id: statement for statement in wrapper.body
@@ -387,9 +387,9 @@ def test_module_self_test_runs_the_shared_bodies():
                       if isinstance(node, ast.ClassDef) and node.name == "DeepOrganSegTest")
     source = ast.unparse(test_class)
     assert "import DeepOrganSegTestBodies" in source
-    for name in ("TESTS_ON_CONTEXT", "TESTS_ON_PHANTOM_RUN", "segment_phantom"):
-        assert f"bodies.{name}" in source, name
+    assert "bodies.run_checks(" in source, "the self-test runs the shared checks in their order"
     assert "waitForCompletion=True" in source, "the self-test runs the Logic, waiting"
+    assert "installRequirements" not in source, "a self-test installs nothing"
 
 
 def test_module_reload_reloads_the_engine():
@@ -434,12 +434,17 @@ def test_the_module_never_imports_torch_into_slicers_process():
 def test_the_module_never_installs_packages_on_the_gui_thread():
     """``slicer.util.pip_install``, ``slicer.packaging.pip_ensure`` and PyTorchUtils'
     ``installTorch`` wait for pip on the calling (GUI) thread for minutes; the module installs
-    through ``mrml.install.InstallJob`` children that its timer polls instead."""
-    tree = ast.parse(MODULE_SCRIPT.read_text(encoding="utf-8"))
-    called = {ast.unparse(node.func).rsplit(".", 1)[-1] for node in ast.walk(tree)
-              if isinstance(node, ast.Call)}
-    assert not called & {"pip_install", "pip_ensure", "installTorch", "_executePythonModule"}
-    assert "installRequirements" in called and "InstallJob" in called
+    through its Logic (``mrml.logic``), whose ``mrml.install.InstallJob`` children its timer
+    polls instead."""
+    def called(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return {ast.unparse(node.func).rsplit(".", 1)[-1] for node in ast.walk(tree)
+                if isinstance(node, ast.Call)}
+
+    module, logic = called(MODULE_SCRIPT), called(MODULE / "DeepOrganSegLib" / "mrml" / "logic.py")
+    forbidden = {"pip_install", "pip_ensure", "installTorch", "_executePythonModule"}
+    assert not (module | logic) & forbidden
+    assert "installRequirements" in module and "InstallJob" in logic
 
 
 def test_module_category_is_translated_in_slicers_own_category_context():

@@ -40,7 +40,9 @@ from ..volume_io import read_volume, write_volume
 from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array,
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)
+from .eta import StageProfile
 from .runner import EngineCommandJob, EngineFailure, RunState, segment_command
+from .uncertainty import set_uncertainty_node
 
 __all__ = ["SegmentationRequest", "OrganResult", "SegmentationOutcome", "KeptRun",
            "SegmentationJob", "SegmentationFailed", "check_request", "run_segmentation"]
@@ -67,6 +69,9 @@ class SegmentationRequest:
     #: Keep the input and the network's probabilities for scribble refinement
     #: (:class:`KeptRun` in the outcome; ``refine.RefinementSession.of(job)``).
     keep_for_refinement: bool = False
+    #: Also bring the voxelwise uncertainty into the scene (``SegmentationOutcome
+    #: .uncertainty_node``; shown with ``uncertainty.show_uncertainty``).
+    uncertainty: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class OrganResult:
     segment_id: str
     volume_ml: float
     mean_intensity: float | None
+    #: The network's mean confidence inside the organ (0-1; None when it was not found).
+    confidence: float | None = None
+    #: Flagged by the engine for a look (confidence below its review threshold).
+    review: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class SegmentationOutcome:
     organs: tuple[OrganResult, ...]
     #: What refinement needs, when the request kept it (remove with ``discard()``).
     kept: KeptRun | None = None
+    #: The voxelwise uncertainty's volume node, when the request asked for it.
+    uncertainty_node: object | None = None
 
 
 @dataclass(frozen=True)
@@ -180,8 +191,9 @@ class SegmentationJob(EngineCommandJob):
 
     def __init__(self, request: SegmentationRequest, python: str, *,
                  environment: dict[str, str] | None = None,
-                 temporary_root: str | Path | None = None) -> None:
-        super().__init__(python, environment=environment)
+                 temporary_root: str | Path | None = None,
+                 earlier: StageProfile | None = None) -> None:
+        super().__init__(python, environment=environment, earlier=earlier)
         self.request = request
         self.temporary_root = temporary_root
         self.outcome: SegmentationOutcome | None = None
@@ -201,6 +213,7 @@ class SegmentationJob(EngineCommandJob):
             input_path, self._labelmap_path, self._stats_path, model=request.model,
             options=request.options,
             probabilities=self._probabilities_path if request.keep_for_refinement else None,
+            uncertainty=self._uncertainty_path if request.uncertainty else None,
             python=self.python)
 
     @property
@@ -216,18 +229,25 @@ class SegmentationJob(EngineCommandJob):
         return self._temporary_path("probabilities.nrrd")
 
     @property
+    def _uncertainty_path(self) -> Path:
+        return self._temporary_path("uncertainty.nrrd")
+
+    @property
     def _stats_path(self) -> Path:
         return self._temporary_path("stats.json")
 
     def _apply(self) -> None:
         self.outcome = self._commit(*self._build())
 
-    def _build(self) -> tuple[list[tuple[str, object]], dict]:
+    def _build(self) -> tuple[list[tuple[str, object]], dict, Volume | None]:
         """Read the engine's outputs and build the segments, touching nothing in the scene."""
         statistics = json.loads(self._stats_path.read_text(encoding="utf-8"))
         labels = read_volume(self._labelmap_path)
         assert self._input is not None  # _command read it
         check_same_grid(labels, self._input)
+        uncertainty = read_volume(self._uncertainty_path) if self.request.uncertainty else None
+        if uncertainty is not None:
+            check_same_grid(uncertainty, self._input)
         _check_still_in_scene(self.request)
         if not np.allclose(matrix_array(node_ijk_to_ras(self.request.input_volume)),
                            self._ijk_to_ras, atol=1e-6):
@@ -238,10 +258,10 @@ class SegmentationJob(EngineCommandJob):
         tags = {MODEL_TAG: Path(self.request.model).name, TASK_TAG: str(statistics["task"])}
         segments = segments_from_labelmap(labels.array, node_ijk_to_ras(self.request.input_volume),
                                           specs, tags)
-        return segments, statistics
+        return segments, statistics, uncertainty
 
-    def _commit(self, segments: list[tuple[str, object]], statistics: dict
-                ) -> SegmentationOutcome:
+    def _commit(self, segments: list[tuple[str, object]], statistics: dict,
+                uncertainty: Volume | None) -> SegmentationOutcome:
         """Put the built segments into the scene (the only step that changes it)."""
         _check_still_in_scene(self.request)
         volume = self.request.input_volume
@@ -263,6 +283,8 @@ class SegmentationJob(EngineCommandJob):
             segment_ids = merge_segments(node, segments, self.request.replace_hand_drawn)
             if self.request.show_3d:
                 set_show_3d(node, True)
+            uncertainty_node = (None if uncertainty is None
+                                else set_uncertainty_node(volume, uncertainty))
         except Exception:
             if created:
                 scene.RemoveNode(node)
@@ -271,9 +293,9 @@ class SegmentationJob(EngineCommandJob):
             OrganResult(name=entry["name"], display_name=entry["display_name"],
                         color=tuple(entry["color"]), segment_id=segment_id,
                         volume_ml=float(entry["volume_ml"]),
-                        mean_intensity=(None if entry.get("mean_intensity") is None
-                                        or not math.isfinite(entry["mean_intensity"])
-                                        else float(entry["mean_intensity"])))
+                        mean_intensity=_finite(entry.get("mean_intensity")),
+                        confidence=_finite(entry.get("confidence")),
+                        review=bool(entry.get("review", False)))
             for entry, segment_id in zip(statistics["labels"], segment_ids))
         kept = None
         if self.request.keep_for_refinement:
@@ -288,11 +310,17 @@ class SegmentationJob(EngineCommandJob):
         return SegmentationOutcome(
             segmentation_node=node, task=str(statistics["task"]),
             device=str(statistics.get("device", "")), crf=bool(statistics.get("crf", False)),
-            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs, kept=kept)
+            engine_seconds=float(statistics.get("elapsed_s", 0.0)), organs=organs, kept=kept,
+            uncertainty_node=uncertainty_node)
 
     def _done_message(self) -> str:
         assert self.outcome is not None  # _apply sets it before the job finishes DONE
         return f"{len(self.outcome.organs)} organs in {self.elapsed_s:.1f} s"
+
+
+def _finite(value: Any) -> float | None:
+    """A statistic as a float, or None when the engine had none (not found: null or NaN)."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def run_segmentation(request: SegmentationRequest, python: str, *,

@@ -41,9 +41,10 @@ from pathlib import Path
 from ..errors import EXIT_CANCELLED, DeepOrganSegError
 from ..options import SegmentationOptions
 from ..progress import ProgressEvent, parse_progress_line
+from .eta import RemainingTime, StageProfile
 
 __all__ = ["RunState", "poll_until_finished", "EngineFailure", "segment_command",
-           "refine_command", "engine_environment", "EngineProcess", "kill_process_tree",
+           "refine_command", "phantom_command", "engine_environment", "EngineProcess", "kill_process_tree",
            "EngineJob", "EngineCommandJob", "slicer_python", "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
@@ -102,15 +103,18 @@ def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLik
                     stats_path: str | os.PathLike, *, model: str | os.PathLike,
                     options: SegmentationOptions = SegmentationOptions(),
                     probabilities: str | os.PathLike | None = None,
+                    uncertainty: str | os.PathLike | None = None,
                     python: str | os.PathLike = sys.executable) -> list[str]:
     """The ``deeporganseg segment`` command line for one run, with JSON progress on stdout:
     the paths, then ``options`` as the command's own flags (:meth:`SegmentationOptions.to_argv`).
-    ``probabilities``: also write the class probabilities there (for refinement)."""
+    ``probabilities``: also write the class probabilities there (for refinement);
+    ``uncertainty``: also write the voxelwise uncertainty there (where to look)."""
     command = [str(python), "-m", "DeepOrganSegLib.cli", "segment", str(input_path),
                str(output_path), "--model", str(model), "--stats", str(stats_path),
                "--progress", "json", *options.to_argv()]
-    if probabilities is not None:
-        command += ["--probabilities", str(probabilities)]
+    for flag, path in (("--probabilities", probabilities), ("--uncertainty", uncertainty)):
+        if path is not None:
+            command += [flag, str(path)]
     return command
 
 
@@ -123,6 +127,14 @@ def refine_command(input_path: str | os.PathLike, segmentation_path: str | os.Pa
             str(segmentation_path), str(scribbles_path), str(output_path),
             "--probabilities", str(probabilities), "--model", str(model), "--task", task,
             "--progress", "json"]
+
+
+def phantom_command(kind: str, image_path: str | os.PathLike, labels_path: str | os.PathLike,
+                    *, seed: int = 0, python: str | os.PathLike = sys.executable) -> list[str]:
+    """The ``deeporganseg phantom`` command line that writes one synthetic case of ``kind`` (a
+    task name: ``abdomen-ct``, ``heart-mr``, ``brain-mr``)."""
+    return [str(python), "-m", "DeepOrganSegLib.cli", "phantom", "--kind", kind,
+            "--seed", str(seed), "--out", str(image_path), "--labels", str(labels_path)]
 
 
 def slicer_python(application_folder: str | os.PathLike | None,
@@ -336,9 +348,11 @@ class EngineProcess:
         message = ""
         if self.last_event is not None and self.last_event.stage == "error":
             message = self.last_event.message
-        error_lines = [line for line in self._stderr if line.startswith("error:")]
+        # "error: ..." (the engine's one line) or "deeporganseg X: error: ..." (argparse's)
+        error_lines = [line.partition("error:")[2].strip() for line in self._stderr
+                       if line.startswith("error:") or ": error: " in line]
         if not message and error_lines:
-            message = error_lines[-1][len("error:"):].strip()
+            message = error_lines[-1]
         elif not message and self.returncode < 0:
             message = (f"the segmentation engine was killed (signal {-self.returncode}); "
                        "if the computer ran out of memory, crop the volume or use the CPU")
@@ -448,11 +462,15 @@ class EngineCommandJob(EngineJob):
     command line (:meth:`_command`), applies the result (:meth:`_apply`) and says what it did
     (:meth:`_done_message`)."""
 
-    def __init__(self, python: str, *, environment: dict[str, str] | None = None) -> None:
+    def __init__(self, python: str, *, environment: dict[str, str] | None = None,
+                 earlier: StageProfile | None = None) -> None:
         super().__init__(environment)
         #: The interpreter that runs the engine (Slicer's ``PythonSlicer``: :func:`slicer_python`).
         self.python = python
         self.progress = ProgressEvent("starting", 0.0, "")
+        #: The time left, from the engine's stages as they go and ``earlier``, the stages of the
+        #: last finished run of the same kind (:mod:`.eta`).
+        self.remaining = RemainingTime(earlier or StageProfile())
         #: Messages worth keeping on screen after the next progress line replaces them: what
         #: task Auto detected and chose, and the engine's warnings.
         self.notes: list[str] = []
@@ -466,7 +484,7 @@ class EngineCommandJob(EngineJob):
         Raises the reason, with the job FAILED, when it cannot start (an ``InputError`` for a
         request that cannot run)."""
         self._begin(RunState.STARTING)
-        self.progress = ProgressEvent("starting", 0.0, "writing the input volume")
+        self.progress = ProgressEvent("starting", 0.0, "writing the inputs")
         try:
             command = self._command()
             self._process = EngineProcess(command, env=self.environment,
@@ -478,7 +496,7 @@ class EngineCommandJob(EngineJob):
             self._finish(RunState.FAILED, EngineFailure(
                 message, getattr(error, "exit_code", None), traceback.format_exc()))
             raise
-        self.progress = ProgressEvent("starting", 0.0, "starting the segmentation engine")
+        self.progress = ProgressEvent("starting", 0.0, "starting the engine")
 
     def cancel(self) -> None:
         """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
@@ -527,6 +545,8 @@ class EngineCommandJob(EngineJob):
                 self.state = RunState.RUNNING
             if self.state is RunState.RUNNING:
                 self.progress = event
+                if event.stage != "warning":
+                    self.remaining.observe(event.stage, event.fraction, time.monotonic())
 
     def _succeeded(self) -> None:
         self.state = RunState.IMPORTING

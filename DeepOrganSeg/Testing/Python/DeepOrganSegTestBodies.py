@@ -6,6 +6,11 @@ what both provide: MRML core, the segmentations/terminologies logic classes, ``s
 array helpers, and the engine. Each ``test_*`` function takes a :class:`Context` (how to run the
 Logic, on which case) and, for the checks of one finished run, the :class:`PhantomRun` that
 :func:`segment_phantom` made; plain ``assert`` statements report failures in both runners.
+
+:func:`run_checks` is the self-test's order: the checks that need only MRML and the model file's
+metadata (:data:`TESTS_WITHOUT_ENGINE`) always run; those that run the engine are skipped, each
+with the reason, when its Python packages are missing (a fresh Slicer without internet: a
+self-test installs nothing, as Slicer's ``slicer.packaging.pip_ensure`` in testing mode).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +42,9 @@ from DeepOrganSegLib.options import SegmentationOptions
 from DeepOrganSegLib.volume import Volume
 from DeepOrganSegLib.volume_io import read_volume, write_volume
 
-__all__ = ["Case", "Context", "PhantomRun", "segment_phantom", "dice", "scene_snapshot",
-           "process_group_is_gone",
-           "TESTS_ON_PHANTOM_RUN", "TESTS_ON_CONTEXT"]
+__all__ = ["Case", "Context", "PhantomRun", "plain_case", "segment_phantom", "run_checks",
+           "dice", "scene_snapshot", "process_group_is_gone",
+           "TESTS_WITHOUT_ENGINE", "TESTS_ON_PHANTOM_RUN", "TESTS_ON_CONTEXT"]
 
 
 @dataclass
@@ -78,6 +83,20 @@ class PhantomRun:
     volume_node: object
     job: SegmentationJob
     seconds: float
+
+
+def plain_case(model: Path, task: str) -> Case:
+    """A case made with NumPy alone, for the checks that need no engine package (the phantom
+    generator needs SciPy): a bright box in an oblique, flipped, anisotropic volume, no truth."""
+    angle = np.radians(20.0)
+    direction = np.array([[np.cos(angle), -np.sin(angle), 0.0],
+                          [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, -1.0]])
+    array = np.full((24, 40, 48), -1000.0, np.float32)
+    array[6:18, 10:30, 12:36] = 60.0
+    image = Volume(array, spacing=(1.5, 1.2, 3.0), origin=(-30.0, 20.0, 40.0),
+                   direction=direction)
+    return Case(image=image, truth=image.with_array(np.zeros(array.shape, np.uint8)),
+                organs={}, model=model, task=task)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +535,38 @@ def test_input_moved_during_a_run_fails_and_imports_nothing(context: Context) ->
     assert scene_snapshot(context.scene) == before
 
 
+def run_checks(context: Context, missing: Sequence[str], report: Callable[[str], None]
+               ) -> dict[str, str]:
+    """The self-test: every check on ``context``, each announced through ``report``. The
+    checks without the engine always run; with packages ``missing`` the others are skipped, each
+    reported with the reason. Returns the skipped checks' names and why."""
+    for check in TESTS_WITHOUT_ENGINE:
+        report(check.__name__)
+        check(context)
+    engine_checks: list[Callable] = [*TESTS_ON_CONTEXT, segment_phantom, *TESTS_ON_PHANTOM_RUN]
+    if missing:
+        reason = (f"needs {', '.join(missing)}, not installed (a self-test installs nothing; "
+                  f"click Segment once, online, to install them)")
+        for check in engine_checks:
+            report(f"skipped {check.__name__}: {reason}")
+        return {check.__name__: reason for check in engine_checks}
+    for check in TESTS_ON_CONTEXT:
+        report(check.__name__)
+        check(context)
+    report(segment_phantom.__name__)
+    run = segment_phantom(context)
+    for check in TESTS_ON_PHANTOM_RUN:
+        report(check.__name__)
+        check(context, run)
+    return {}
+
+
+#: Checks that need only MRML and the model file's metadata, called as ``test(context)``.
+TESTS_WITHOUT_ENGINE = (
+    test_volume_node_keeps_oblique_geometry,
+    test_bad_requests_are_refused_before_any_work,
+)
+
 #: Checks of the one :func:`segment_phantom` run, called as ``test(context, run)``.
 TESTS_ON_PHANTOM_RUN = (
     test_output_geometry_matches_oblique_input,
@@ -524,13 +575,11 @@ TESTS_ON_PHANTOM_RUN = (
     test_dice_against_truth_is_at_least_the_cli,
 )
 
-#: Checks that make their own runs, called as ``test(context)``.
+#: Checks that make their own engine runs, called as ``test(context)``.
 TESTS_ON_CONTEXT = (
-    test_volume_node_keeps_oblique_geometry,
     test_existing_segmentation_keeps_other_segments,
     test_cancelled_run_leaves_scene_unchanged,
     test_failing_run_leaves_scene_unchanged,
-    test_bad_requests_are_refused_before_any_work,
     test_input_deleted_during_a_run_fails_and_imports_nothing,
     test_input_moved_during_a_run_fails_and_imports_nothing,
 )
