@@ -22,9 +22,11 @@ from test_architecture import LAYERS, _imports, _layer, _modules  # noqa: E402
 
 OUT = ROOT / "docs" / "images" / "architecture.png"
 #: Bottom to top: each layer imports only layers below it (and itself).
-ORDER = ("foundation", "data", "model", "bodypart", "pipeline", "applications", "slicer")
+ORDER = ("foundation", "data", "model", "bodypart", "pipeline", "remote", "applications",
+         "slicer")
 COLOURS = {"foundation": "#e4e7eb", "data": "#dde7d3", "model": "#b9d7f0", "bodypart": "#c9c3ef",
-           "pipeline": "#a8d8c8", "applications": "#f3e3a1", "slicer": "#f6c7a8"}
+           "pipeline": "#a8d8c8", "remote": "#d6ecb0", "applications": "#f3e3a1",
+           "slicer": "#f6c7a8"}
 
 
 def package_graph() -> dict[str, set[str]]:
