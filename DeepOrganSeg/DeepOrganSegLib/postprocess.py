@@ -13,44 +13,43 @@ from .volume import Volume
 __all__ = ["keep_largest_component", "fill_holes", "OrganStatistics", "organ_statistics"]
 
 
-def _bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    objects = ndimage.find_objects(mask.astype(np.uint8))
-    if not objects or objects[0] is None:
-        return None
-    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin))
-                 for s, n in zip(objects[0], mask.shape))
+def _organ_boxes(labels: np.ndarray, values: list[int], margin: int = 1
+                 ) -> dict[int, tuple[slice, ...]]:
+    """The bounding box (grown by ``margin`` voxels, clipped) of each of ``values`` present in
+    ``labels``, from one pass over the volume (``find_objects`` of the label image)."""
+    objects = ndimage.find_objects(labels, max_label=max(values, default=0))
+    boxes = {}
+    for value in values:
+        box = objects[value - 1] if 0 < value <= len(objects) else None
+        if box is not None:
+            boxes[value] = tuple(slice(max(0, s.start - margin), min(n, s.stop + margin))
+                                 for s, n in zip(box, labels.shape))
+    return boxes
 
 
 def keep_largest_component(labels: np.ndarray, values: list[int]) -> np.ndarray:
     """For each label value, keep only its largest 26-connected component (others -> 0).
 
     Organs are single connected bodies; islands are false positives. Works inside each organ's
-    bounding box, so the cost scales with organ size, not volume size."""
+    bounding box (all boxes from one pass), so the cost scales with organ size, not volume
+    size."""
     structure = np.ones((3, 3, 3), dtype=bool)
-    for value in values:
-        mask = labels == value
-        box = _bounding_box(mask)
-        if box is None:
-            continue
-        components, count = ndimage.label(mask[box], structure=structure)
+    for value, box in _organ_boxes(labels, values).items():
+        region = labels[box]
+        components, count = ndimage.label(region == value, structure=structure)
         if count <= 1:
             continue
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
-        region = labels[box]
         region[(components != 0) & (components != int(sizes.argmax()))] = 0
     return labels
 
 
 def fill_holes(labels: np.ndarray, values: list[int]) -> np.ndarray:
     """Fill background cavities fully enclosed by one organ (3D hole filling, per organ)."""
-    for value in values:
-        mask = labels == value
-        box = _bounding_box(mask)
-        if box is None:
-            continue
-        filled = ndimage.binary_fill_holes(mask[box])
+    for value, box in _organ_boxes(labels, values).items():
         region = labels[box]
+        filled = ndimage.binary_fill_holes(region == value)
         region[filled & (region == 0)] = value
     return labels
 
@@ -105,13 +104,14 @@ def organ_statistics(labels: Volume, image: Volume, specs: list[LabelSpec],
     """Voxel count, volume (mL) and mean input intensity of each organ, in one pass; with
     ``confidence`` (the largest class probability per voxel, uint8 0-255 on the labels' grid)
     also each organ's mean confidence, uncertain share and review flag."""
-    values = labels.array.ravel()
+    # organ voxels only (most of a volume is background): bincounts over them, not all
+    organ_voxels = np.flatnonzero(labels.array)
+    values = labels.array.ravel()[organ_voxels]
     counts = np.bincount(values, minlength=256)
-    sums = np.bincount(values, weights=image.array.ravel().astype(np.float64), minlength=256)
+    sums = np.bincount(values, weights=image.array.ravel()[organ_voxels], minlength=256)
     if confidence is not None:
-        certainty = confidence.ravel()
-        confident_sums = np.bincount(values, weights=certainty.astype(np.float64) / 255,
-                                     minlength=256)
+        certainty = confidence.ravel()[organ_voxels]
+        confident_sums = np.bincount(values, weights=certainty, minlength=256) / 255
         uncertain = np.bincount(values[certainty < round(UNCERTAIN_PROBABILITY * 255)],
                                 minlength=256)
     statistics = []

@@ -185,7 +185,8 @@ def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tupl
                                     progress=progress, cancel=cancel)
     labels = on_input.labels
     values = [label.value for label in task.labels]
-    labels[~np.isin(labels, [label.value for label in kept])] = 0
+    if len(kept) < len(values):  # --organs: the others are background
+        labels[~np.isin(labels, [label.value for label in kept])] = 0
     if options.largest_component:
         keep_largest_component(labels, values)
     if options.fill_holes:
