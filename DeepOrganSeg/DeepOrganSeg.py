@@ -684,8 +684,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._onProgress(job)
         if job.state is RunState.DONE:
             self._parameterNode.inputVolume = job.volume_node
-            slicer.util.setSliceViewerLayers(background=job.volume_node, foreground=None,
-                                             fit=True)
+            slicer.util.setSliceViewerLayers(background=job.volume_node, fit=True)
         elif job.state is RunState.FAILED:
             slicer.util.errorDisplay(_("Could not make the sample: {message}").format(
                 message=job.failure.message), detailedText=job.failure.details)
