@@ -222,9 +222,16 @@ def test_the_client_says_so_in_one_line_for_a_wrong_token(served, scene, tmp_pat
     assert not output.exists() and _idle(served)
 
 
-def test_listening_beyond_localhost_needs_a_token(tiny_model_path, capsys):
-    code = main(["serve", "--host", "0.0.0.0", "--port", "0", "--model", str(tiny_model_path)])
-    assert code == 2 and "needs --token-file" in capsys.readouterr().err
+@pytest.mark.parametrize("flags, reason", [
+    (["--host", "0.0.0.0"], "needs --token-file"),
+    (["--certfile", __file__], "give --certfile and --keyfile together"),
+    (["--certfile", __file__, "--keyfile", __file__], "cannot load them as a certificate"),
+])
+def test_what_the_operator_must_fix_is_said_before_the_model_loads(tiny_model_path, capsys,
+                                                                   flags, reason):
+    code = main(["serve", "--port", "0", "--model", str(tiny_model_path), *flags])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and reason in error and error.count("\n") == 0
 
 
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(served, token_file, tmp_path,

@@ -15,6 +15,7 @@ import copy
 import ipaddress
 import logging
 import socket
+import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +78,19 @@ def _checked_token(settings: ServeSettings, progress: ProgressFunction) -> str |
 
 
 def _checked_tls(settings: ServeSettings) -> None:
+    """The certificate and key given together, and loadable as a pair (before the model is
+    read, so that a typo costs a second, not a failed start later)."""
     if (settings.certfile is None) != (settings.keyfile is None):
         raise InputError("give --certfile and --keyfile together")
-    for path in (settings.certfile, settings.keyfile):
-        if path is not None and not path.is_file():
-            raise InputError(f"{path}: no such file")
+    if settings.certfile is None or settings.keyfile is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.certfile,
+                                                                            settings.keyfile)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(f"--certfile {settings.certfile} --keyfile {settings.keyfile}: cannot "
+                         f"load them as a certificate and its key ({reason})") from None
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
