@@ -246,8 +246,9 @@ def _sample_points(padded: torch.Tensor, maps: list[_AxisMap], slab: slice,
     sampled = torch.zeros(len(padded), len(points))
     for corner in range(8):
         offsets = [(corner >> shift) & 1 for shift in (2, 1, 0)]
-        index = sum((lower + offset) * stride
-                    for lower, offset, stride in zip(lowers, offsets, strides))
+        index = torch.zeros(len(points), dtype=torch.int64)
+        for lower, offset, stride in zip(lowers, offsets, strides):
+            index += (lower + offset) * stride
         weight = torch.ones(len(points))
         for axis_weight, offset in zip(weights, offsets):
             weight = weight * (axis_weight if offset else 1 - axis_weight)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
         image = read_volume(args.input)
         probabilities, probability_grid = read_probabilities(args.probabilities)
     session = _Session(image, probabilities, probability_grid, model.metadata, args.task,
-                       inputs=[args.input, args.probabilities, model_path])
+                       inputs=[args.input, args.probabilities, str(model_path)])
     _answer({"ready": True, "seconds": round(time.perf_counter() - started, 3)})
     for line in sys.stdin:
         if line.strip():
@@ -106,8 +106,8 @@ class _Session:
         from ..refine import refine_volume
         from ..volume_io import read_volume
 
-        check_outputs_spare_inputs([request["output"]], self.inputs + [
-            request["segmentation"], request["scribbles"]])
+        check_outputs_spare_inputs([request["output"]], [
+            *self.inputs, request["segmentation"], request["scribbles"]])
         output = check_output_path(request["output"])
         with native_stderr_silenced():
             segmentation = read_volume(request["segmentation"])
