@@ -238,10 +238,18 @@ def config_problems(config: TrainConfig) -> list[str]:
     it would write is built (metadata only) and read back as the engine reads it."""
     from DeepOrganSegLib.model import ModelMetadata, read_metadata
 
-    from .export import build_metadata
+    from .export import build_metadata, stage1_spec
+    from .prior import load_stage1
 
     try:
-        metadata = ModelMetadata.from_dict(build_metadata(config, {}).to_dict())
+        # a stage 2 is exported with its stage 1 (config.prior.stage1_model) as the cascade;
+        # a missing or unreadable stage-1 file is data_problems' to name
+        stage1 = (stage1_spec(config, load_stage1(config.prior.stage1_model))
+                  if config.prior.stage1_model and Path(config.prior.stage1_model).is_file()
+                  else None)
+        if "prior" in config.inputs and stage1 is None:
+            return []
+        metadata = ModelMetadata.from_dict(build_metadata(config, {}, stage1=stage1).to_dict())
     except DeepOrganSegError as error:
         return [f"the trained network could not be exported: {error}"]
     problems = []
