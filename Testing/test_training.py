@@ -318,6 +318,18 @@ def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
     assert len((tmp_path / "pieces" / "log.csv").read_text(encoding="utf-8").splitlines()) == 5
 
 
+def test_a_resumed_run_keeps_the_model_file_it_started_from(phantom_cache, tmp_path):
+    """The export's provenance says where a run's weights came from, even when the run was
+    resumed (from last.pt) without repeating --init."""
+    config = tiny_config(phantom_cache, tmp_path, "schedule.steps=3")
+    train(config, CPU, show_progress=False, stop_after=1)
+    state = Checkpoint.load(tmp_path / "last.pt")
+    state["config"]["init_from"] = "start.safetensors"  # as a run launched with --init saves it
+    torch.save(state, tmp_path / "last.pt")
+    train(config, CPU, show_progress=False, resume=True)
+    assert Checkpoint.load(tmp_path / "last.pt")["config"]["init_from"] == "start.safetensors"
+
+
 def test_export_then_engine_load_then_segment(phantom_cache, tmp_path):
     from DeepOrganSegLib.phantoms import make_phantom
 

@@ -32,7 +32,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -414,8 +414,6 @@ def initial_weights(network: DSN3D, config: TrainConfig, model_path: str) -> lis
     ``network``'s fresh initialisation, a label only the model file has is dropped. With the
     same inputs and labels the warm-started network computes exactly what the model file
     did. Anything else is an InputError."""
-    from dataclasses import replace
-
     from DeepOrganSegLib.model import input_channel_count, load_model
 
     model = load_model(model_path)
@@ -507,6 +505,9 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         scheduler.load_state_dict(state["scheduler"])
         start, best, metrics = state["step"], state["best"], state["metrics"]
         _set_rng_state(state["rng"])
+        # the run's first weights stay its provenance: a resume itself starts from last.pt
+        config = replace(config, init_from=config.init_from
+                         or state["config"].get("init_from") or "")
     elif config.init_from:
         initial_weights(network, config, config.init_from)
     model = (DistributedDataParallel(network, device_ids=[ctx.local_rank]
