@@ -172,6 +172,7 @@ def test_sigterm_cancels_with_exit_3_and_leaves_no_partial_file(tiny_model_path,
 
 
 def test_two_parts_at_once_into_one_folder_give_every_case_exactly_once(tiny_model_path, tmp_path):
+    """Each part as its scheduler starts it, with --progress json (fractions never go back)."""
     scans = _scans(tmp_path / "scans", range(5))
     folder = tmp_path / "out"
     common = (str(scans), "--out", str(folder), "--model", str(tiny_model_path), "--parts", "2")
@@ -181,8 +182,11 @@ def test_two_parts_at_once_into_one_folder_give_every_case_exactly_once(tiny_mod
     for process in parts:
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
-        done_by.append({json.loads(line)["message"].split(":")[0] for line in out.splitlines()
-                        if json.loads(line)["stage"] == "case"})
+        events = [json.loads(line) for line in out.splitlines()]
+        fractions = [event["fraction"] for event in events]
+        assert fractions == sorted(fractions) and events[-1]["stage"] == "done"
+        done_by.append({event["message"].split(":")[0] for event in events
+                        if event["stage"] == "case"})
     assert done_by[0] | done_by[1] == {f"case{n}" for n in range(5)}
     assert not done_by[0] & done_by[1] and len(done_by[0]) == 3 and len(done_by[1]) == 2
     with open(folder / "cohort.csv", newline="") as stream:
@@ -220,3 +224,29 @@ def test_an_output_folder_inside_the_input_folder_is_refused(tiny_model_path, tm
                           str(tiny_model_path))
     assert code == 2 and err.count("\n") == 1 and "lies inside the input folder" in err
     assert not (scans / "out").exists()
+
+
+def test_a_workers_progress_reaches_the_parent_as_plain_text():
+    """Task Auto's note is a str subclass that cannot be unpickled: a worker sends its text."""
+    from multiprocessing import Pipe
+
+    from DeepOrganSegLib.cohort.pool import ProgressSender
+    from DeepOrganSegLib.progress import AutoTaskNote
+
+    parent, child = Pipe()
+    ProgressSender(child)("case0", "preprocess", 0.1, AutoTaskNote("task auto: abdomen-ct",
+                                                                   "abdomen-ct"))
+    assert parent.recv() == ("progress", "case0", "preprocess", 0.1, "task auto: abdomen-ct")
+
+
+def test_a_cases_memory_is_learned_from_the_peaks_the_workers_measure(tiny_model_path, tmp_path):
+    from DeepOrganSegLib.cohort.memory import LEARNED_MARGIN, CaseMemory, case_bytes
+    from DeepOrganSegLib.model import read_metadata
+    from DeepOrganSegLib.options import SegmentationOptions
+
+    scan = _scans(tmp_path, range(1)) / "case0.nii.gz"
+    voxels = read_volume(scan).array.size
+    memory = CaseMemory(read_metadata(tiny_model_path), SegmentationOptions())
+    assert memory.estimate(scan) == case_bytes(scan, memory.metadata, memory.options) > 0
+    memory.learn(scan, peak_bytes=500_000_000 + 1000 * voxels, worker_bytes=500_000_000)
+    assert memory.estimate(scan) == int(LEARNED_MARGIN * 1000 * voxels)

@@ -23,10 +23,11 @@ from typing import Any, Callable
 from ..errors import Cancelled, Failure, InputError
 from ..progress import CancelToken
 from .cases import Case
-from .memory import WORKER_BYTES, case_bytes
+from .memory import WORKER_BYTES, CaseMemory, peak_resident_bytes, resident_bytes
 from .work import CaseJob, CaseProgress, CaseRunner, Outcome
 
-__all__ = ["PROGRESS_INTERVAL_S", "WORKER_GRACE_S", "OutcomeHandler", "run_cases"]
+__all__ = ["PROGRESS_INTERVAL_S", "WORKER_GRACE_S", "OutcomeHandler", "ProgressSender",
+           "run_cases"]
 
 #: Called with each case's outcome as it ends.
 OutcomeHandler = Callable[[Outcome], None]
@@ -64,15 +65,6 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def _resident_bytes() -> int:
-    """This process's resident memory (Linux), else the usual worker's."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as stream:
-            return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return WORKER_BYTES
-
-
 def _watch(stop: Any, parent: int, cancel: CancelToken) -> None:
     """Cancel the worker's run when the batch asks (``stop``) or its parent is gone."""
     while not cancel.cancelled:
@@ -82,7 +74,8 @@ def _watch(stop: Any, parent: int, cancel: CancelToken) -> None:
 
 def _serve(job: CaseJob, connection: Connection, stop: Any, threads: int) -> None:
     """A worker process: load the model, then segment each case the parent sends until it
-    sends None; report readiness (with its resident memory), progress and outcomes."""
+    sends None; report readiness (with its resident memory), progress, and outcomes (with the
+    peak memory of the case)."""
     import torch
 
     from ..cli.signals import SignalCancellation
@@ -90,14 +83,7 @@ def _serve(job: CaseJob, connection: Connection, stop: Any, threads: int) -> Non
     torch.set_num_threads(threads)
     cancel = CancelToken()
     threading.Thread(target=_watch, args=(stop, os.getppid(), cancel), daemon=True).start()
-    stages, times = [""], [0.0]  # the last message sent: its stage and time
-
-    def report(case_id: str, stage: str, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if stage == "warning" or stage != stages[0] or now - times[0] >= PROGRESS_INTERVAL_S:
-            stages[0], times[0] = stage, now
-            connection.send(("progress", case_id, stage, fraction, message))
-
+    report = ProgressSender(connection)
     with SignalCancellation(cancel):
         try:
             try:
@@ -105,11 +91,30 @@ def _serve(job: CaseJob, connection: Connection, stop: Any, threads: int) -> Non
             except Exception as error:
                 connection.send(("broken", Failure.of(error).message))
                 return
-            connection.send(("ready", _resident_bytes()))
+            connection.send(("ready", resident_bytes()))
+            peak_resident_bytes(reset=True)
             while (case := connection.recv()) is not None:
-                connection.send(("outcome", runner.run(case, report, cancel)))
+                outcome = runner.run(case, report, cancel)
+                connection.send(("outcome", outcome, peak_resident_bytes(reset=True)))
         except (Cancelled, EOFError, OSError):  # the batch was cancelled, or its parent is gone
             return
+
+
+class ProgressSender:
+    """A worker's :data:`CaseProgress`: sends a case's progress to the parent, at most every
+    :data:`PROGRESS_INTERVAL_S` within a stage (warnings and new stages at once), each message
+    as plain text (a message may be a ``str`` subclass, the task Auto note, that does not
+    survive pickling)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.stage, self.sent = "", 0.0
+
+    def __call__(self, case_id: str, stage: str, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if stage == "warning" or stage != self.stage or now - self.sent >= PROGRESS_INTERVAL_S:
+            self.stage, self.sent = stage, now
+            self.connection.send(("progress", case_id, stage, fraction, str(message)))
 
 
 class _Worker:
@@ -153,7 +158,7 @@ class _WorkerPool:
 
         self.job, self.count, self.budget_bytes = job, count, budget_bytes
         self.progress, self.cancel = progress, cancel
-        self.metadata = read_metadata(job.model_path)
+        self.memory = CaseMemory(read_metadata(job.model_path), job.options)
         self.context = multiprocessing.get_context("spawn")  # fork is unsafe once torch runs
         self.stop = self.context.Event()
         self.threads = max(1, _cpu_count() // count)
@@ -186,7 +191,7 @@ class _WorkerPool:
                 return
             if not worker.ready or worker.case is not None:
                 continue
-            estimate = case_bytes(pending[0].input, self.metadata, self.job.options)
+            estimate = self.memory.estimate(pending[0].input)
             busy = [w for w in self.workers if w.case is not None]
             planned = sum(w.resident_bytes for w in self.workers) + sum(
                 w.case_bytes for w in busy) + estimate
@@ -213,6 +218,7 @@ class _WorkerPool:
             elif kind == "progress":
                 self.progress(*message[1:])
             elif kind == "outcome":
+                self.memory.learn(message[1].case.input, message[2], worker.resident_bytes)
                 worker.case, worker.case_bytes = None, 0
                 finished(message[1])
 
