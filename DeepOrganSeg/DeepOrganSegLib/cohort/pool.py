@@ -1,13 +1,13 @@
 """Running the cases of a batch: one after another in this process (one worker), or in K
 worker processes that each load the model once and take one case at a time.
 
-The workers share the machine's cores (each runs torch on its share of them) and its memory: a
-case starts only while the workers' own memory plus the estimates of the cases in flight fit
-the budget (:mod:`.memory`). A worker that dies (the kernel's out-of-memory killer, a crash in
-native code) fails its case with the reason and is replaced; the other cases go on. A cancel
-(the token, SIGINT or SIGTERM) reaches every worker, which stops at its next cancel check and
-leaves no partial file (:mod:`DeepOrganSegLib.cli.signals`); a worker whose parent is gone
-stops too.
+The workers share the machine's cores (each runs torch, SimpleITK, OpenMP and BLAS on its share
+of them) and its memory: a case starts only while the workers' own memory plus the estimates
+of the cases in flight fit the budget (:mod:`.memory`). A worker that dies (the kernel's
+out-of-memory killer, a crash in native code) fails its case with the reason and is replaced;
+the other cases go on. A cancel (the token, SIGINT or SIGTERM) reaches every worker, which
+stops at its next cancel check and leaves no partial file (:mod:`DeepOrganSegLib.cli.signals`);
+a worker whose parent is gone stops too.
 """
 
 from __future__ import annotations
@@ -58,6 +58,11 @@ def run_cases(cases: list[Case], job: CaseJob, workers: int, budget_bytes: int,
         pool.close()
 
 
+#: Thread counts of the native libraries a worker loads (read when they load: set in its
+#: environment as it starts), its share of the cores.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _cpu_count() -> int:
     """Cores this process may run on (a Slurm job's or a container's cpuset)."""
     if hasattr(os, "sched_getaffinity"):
@@ -76,11 +81,13 @@ def _serve(job: CaseJob, connection: Connection, stop: Any, threads: int) -> Non
     """A worker process: load the model, then segment each case the parent sends until it
     sends None; report readiness (with its resident memory), progress, and outcomes (with the
     peak memory of the case)."""
+    import SimpleITK as sitk
     import torch
 
     from ..cli.signals import SignalCancellation
 
     torch.set_num_threads(threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     cancel = CancelToken()
     threading.Thread(target=_watch, args=(stop, os.getppid(), cancel), daemon=True).start()
     report = ProgressSender(connection)
@@ -165,7 +172,16 @@ class _WorkerPool:
         self.workers: list[_Worker] = []
 
     def _start(self) -> _Worker:
-        worker = _Worker(self.context, self.job, self.stop, self.threads)
+        saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+        os.environ.update(dict.fromkeys(_THREAD_VARIABLES, str(self.threads)))
+        try:  # a spawned process starts with this process's environment
+            worker = _Worker(self.context, self.job, self.stop, self.threads)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         self.workers.append(worker)
         return worker
 
