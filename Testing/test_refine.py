@@ -87,13 +87,18 @@ def segment_run(tiny_model_path, tmp_path):
     return image, truth, source, segmentation, probabilities
 
 
+def _spleen_strokes(image, truth, tmp_path):
+    """'This is the spleen' strokes inside the true spleen, and their labelmap file."""
+    strokes = np.where(_disc_strokes(truth.array, 2), 2, 0).astype(np.uint8)
+    return strokes, write_volume(image.with_array(strokes), tmp_path / "scribbles.nrrd")
+
+
 def test_the_refine_command_writes_the_corrected_labelmap(segment_run, tiny_model_path,
                                                           tmp_path):
     from DeepOrganSegLib.volume_io import read_volume
 
     image, truth, source, segmentation, probabilities = segment_run
-    strokes = np.where(_disc_strokes(truth.array, 2), 2, 0).astype(np.uint8)
-    scribbles = write_volume(image.with_array(strokes), tmp_path / "scribbles.nrrd")
+    strokes, scribbles = _spleen_strokes(image, truth, tmp_path)
     output = tmp_path / "refined.seg.nrrd"
     assert main(["refine", str(source), str(segmentation), str(scribbles), str(output),
                  "--probabilities", str(probabilities), "--model", str(tiny_model_path)]) == 0
@@ -137,8 +142,7 @@ def test_a_refine_session_answers_each_request_as_the_refine_command_would(segme
     from DeepOrganSegLib.volume_io import read_volume
 
     image, truth, source, segmentation, probabilities = segment_run
-    strokes = np.where(_disc_strokes(truth.array, 2), 2, 0).astype(np.uint8)
-    scribbles = write_volume(image.with_array(strokes), tmp_path / "scribbles.nrrd")
+    _, scribbles = _spleen_strokes(image, truth, tmp_path)
     by_command = tmp_path / "by-command.nrrd"
     assert main(["refine", str(source), str(segmentation), str(scribbles), str(by_command),
                  "--probabilities", str(probabilities), "--model", str(tiny_model_path)]) == 0
@@ -173,3 +177,28 @@ def test_a_refine_session_answers_each_request_as_the_refine_command_would(segme
     np.testing.assert_array_equal(read_volume(tmp_path / "second.nrrd").array, expected)
     assert not (tmp_path / "never.nrrd").exists()
     assert segmentation.read_bytes() == before
+
+
+def test_an_idle_refine_session_ends_on_sigterm_with_exit_code_3(segment_run, tiny_model_path):
+    """The panel closes its warm engine with SIGTERM while it waits for a request (stdin still
+    open): it must end at once, saying so in one line, not wait for the end of stdin."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, _, source, _, probabilities = segment_run
+    session = subprocess.Popen(
+        [sys.executable, "-m", "DeepOrganSegLib", "refine-session", str(source),
+         "--probabilities", str(probabilities), "--model", str(tiny_model_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert json.loads(session.stdout.readline())["ready"] is True
+        session.send_signal(signal.SIGTERM)
+        assert session.wait(timeout=30) == 3
+        assert session.stderr.read().strip() == "error: cancelled by the user"
+    finally:
+        session.kill()
+        session.communicate()

@@ -17,7 +17,7 @@ from .reporters import add_progress_option
 if TYPE_CHECKING:
     from ..model import ModelMetadata
 
-__all__ = ["add_parser", "run", "refine_files"]
+__all__ = ["add_parser", "add_segment_run_options", "run", "refine_files"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,13 +35,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("segmentation", help="its labelmap (segment's OUTPUT)")
     parser.add_argument("scribbles", help="labelmap of strokes on the same grid (values above)")
     parser.add_argument("output", help="corrected labelmap (.nii.gz, .nrrd, .seg.nrrd, .mha)")
+    add_segment_run_options(parser)
+    add_progress_option(parser, default="none")
+    add_server_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_segment_run_options(parser: argparse.ArgumentParser) -> None:
+    """``--probabilities``, ``--model`` and ``--task``: what a refinement needs of the segment
+    run it corrects (``refine`` and ``refine-session``)."""
     parser.add_argument("--probabilities", required=True, metavar="FILE",
                         help="segment's --probabilities file of the same run")
     parser.add_argument("--model", help="the model that segmented (default: the bundled one)")
     parser.add_argument("--task", help="its task (default: the one whose organs match)")
-    add_progress_option(parser, default="none")
-    add_server_options(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +30,7 @@ from ..errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, DeepOrganSegError, 
 from ..progress import CancelToken, ProgressFunction
 from ..resources import default_model_path
 from .native_stderr import native_stderr_silenced
+from .refine import add_segment_run_options
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
     from ..volume import Volume
 
 __all__ = ["add_parser", "run", "REQUEST_FIELDS"]
+
+#: Seconds between cancel checks while the session waits for a request.
+_POLL_S = 0.2
 
 #: The fields of a request line, each a file path.
 REQUEST_FIELDS = ("segmentation", "scribbles", "output")
@@ -51,10 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "served is answered {\"error\": ..., \"exit_code\": 2} and the session goes on. "
                "It ends at the end of stdin (exit 0) or on SIGINT/SIGTERM (exit 3).")
     parser.add_argument("input", help="the image that was segmented")
-    parser.add_argument("--probabilities", required=True, metavar="FILE",
-                        help="segment's --probabilities file of the same run")
-    parser.add_argument("--model", help="the model that segmented (default: the bundled one)")
-    parser.add_argument("--task", help="its task (default: the one whose organs match)")
+    add_segment_run_options(parser)
     parser.set_defaults(handler=run, progress="none")
 
 
@@ -72,10 +76,34 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
     session = _Session(image, probabilities, probability_grid, model.metadata, args.task,
                        inputs=[args.input, args.probabilities, str(model_path)])
     _answer({"ready": True, "seconds": round(time.perf_counter() - started, 3)})
-    for line in sys.stdin:
+    for line in _request_lines(cancel):
         if line.strip():
             _answer(session.serve(line, cancel))
     return EXIT_OK
+
+
+def _request_lines(cancel: CancelToken) -> Iterator[str]:
+    """The lines of stdin until it ends, read by a helper thread so that the main thread keeps
+    running Python while it waits: a SIGINT/SIGTERM handled there cancels an idle session at
+    once (a main thread blocked in ``read`` would never run the handler)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, name="deeporganseg-requests", daemon=True).start()
+    while True:
+        cancel.raise_if_cancelled()
+        try:
+            line = lines.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+        if line is None:
+            cancel.raise_if_cancelled()  # a signal that came with the end of stdin still cancels
+            return
+        yield line
 
 
 class _Session:
