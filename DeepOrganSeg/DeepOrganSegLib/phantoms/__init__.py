@@ -47,8 +47,11 @@ recipe down to the building blocks:
 * the kinds: ``torso`` (abdomen-ct, body-ct, heart-mr: field of view and painting order) and
   ``brain`` (brain-mr, from the ICBM152 atlas);
 * the torso's organ painters, one per system: ``wall`` (skin, muscle, cavities, lungs, arms,
-  table), ``abdomen``, ``vessels``, ``heart``, ``thorax``, ``head_neck``, ``skeleton``, sharing a
+  table), ``abdomen``, ``vessels``, ``retroperitoneum`` (crura, lymph nodes, a slim patient's
+  fat planes), ``heart``, ``thorax``, ``head_neck``, ``skeleton``, sharing a
   ``painter.TorsoPainter``;
+* what a case draws beyond the textbook body: ``variants`` (variants and findings) and
+  ``patient`` (the detail patients show around the great vessels, pancreas and stomach);
 * the anatomy's building blocks: ``body`` (the parametric adult), ``canvas`` (the maps being
   painted), ``shapes`` (primitives in mm), ``fields`` (smooth random fields), ``geometry``
   (grids and frames);
