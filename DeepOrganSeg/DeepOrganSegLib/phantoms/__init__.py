@@ -6,7 +6,8 @@ Four kinds are generated (:data:`KINDS`):
 
 ``abdomen-ct``
     Abdominal CT from above the liver dome to the pelvis, in Hounsfield units, in one of three
-    contrast phases (non-contrast, arterial, portal-venous).
+    named contrast phases (non-contrast, arterial, portal-venous) or, left to chance, at any
+    time from early arterial to delayed and any tube voltage from 80 to 140 kV.
 ``heart-mr``
     Whole-heart balanced-SSFP MR around the heart (bright blood, as in HVSMR 2016).
 ``brain-mr``
@@ -55,8 +56,9 @@ recipe down to the building blocks:
 * the anatomy's building blocks: ``body`` (the parametric adult), ``canvas`` (the maps being
   painted), ``shapes`` (primitives in mm), ``fields`` (smooth random fields), ``geometry``
   (grids and frames);
-* image formation: ``appearance`` (intensities per tissue), ``acquisition`` (grid choice, slice
-  profile, blur, noise), ``orientation`` (direction matrices);
+* image formation: ``appearance`` (intensities per tissue), ``scan`` (the CT protocol: contrast
+  timing, tube voltage, dose), ``acquisition`` (grid choice, slice profile, blur, noise),
+  ``orientation`` (direction matrices);
 * ``labels``: kinds, label tables, organ and tissue ids, label merging.
 """
 
