@@ -119,26 +119,28 @@ def low_dose_noise(fine: np.ndarray, image: np.ndarray, grid: Grid, dose: LowDos
     noise: a coarse grain (``dose.grain_mm``, the blotchy texture of iterative reconstruction)
     takes ``dose.coarse_share`` of the variance; the SD is ``dose.noise_sd_hu`` in rows of median
     lateral path through the body (``image`` above -500 HU) and grows with that path (photon
-    starvation); horizontal streaks ``dose.streak_mm`` long, strongest in the widest rows, add
-    up to ``dose.streak_hu``. An image-space approximation, not a projection simulation."""
+    starvation); horizontal streaks (white noise averaged over ``dose.streak_mm`` along the
+    row), strongest in the widest rows, add up to ``dose.streak_hu``. An image-space
+    approximation, not a projection simulation."""
     rng = np.random.default_rng(dose.seed)
     si, sj = grid.spacing[0], grid.spacing[1]
-    coarse = ndi.gaussian_filter(rng.standard_normal(image.shape, dtype=np.float32),
-                                 (0.0, dose.grain_mm / sj, dose.grain_mm / si))
-    noise = (np.sqrt(1.0 - dose.coarse_share) * fine / max(float(fine.std()), 1e-6)
-             + np.sqrt(dose.coarse_share) * coarse / max(float(coarse.std()), 1e-6))
     path_mm = (image > -500.0).sum(axis=2, dtype=np.float32) * np.float32(si)  # (k, j)
     crossed = path_mm[path_mm > 0]
     reference = float(np.median(crossed)) if crossed.size else 0.0
     factor = np.clip(np.exp(0.5 * _NOISE_ATTENUATION_PER_MM * (path_mm - reference)),
-                     *_NOISE_FACTOR_RANGE).astype(np.float32)
-    streaks = ndi.gaussian_filter1d(rng.standard_normal(image.shape, dtype=np.float32),
-                                    dose.streak_mm / si, axis=2)
-    streaks /= max(float(streaks.std()), 1e-6)
+                     *_NOISE_FACTOR_RANGE)
+    noise = ndi.gaussian_filter(rng.standard_normal(image.shape, dtype=np.float32),
+                                (0.0, dose.grain_mm / sj, dose.grain_mm / si))
+    noise *= np.float32(np.sqrt(dose.coarse_share) / max(float(noise.std()), 1e-6))
+    noise += fine * np.float32(np.sqrt(1.0 - dose.coarse_share) / max(float(fine.std()), 1e-6))
+    noise *= (dose.noise_sd_hu * factor).astype(np.float32)[..., None]
+    streaks = ndi.uniform_filter1d(rng.standard_normal(image.shape, dtype=np.float32),
+                                   max(int(round(dose.streak_mm / si)), 1), axis=2)
     widest = max(float(path_mm.max()), 1e-6)
-    streak_hu = (dose.streak_hu * (path_mm / widest) ** 2).astype(np.float32)
-    return (noise * (dose.noise_sd_hu * factor)[..., None]
-            + streaks * streak_hu[..., None]).astype(np.float32)
+    streaks *= (dose.streak_hu / max(float(streaks.std()), 1e-6)
+                * (path_mm / widest) ** 2).astype(np.float32)[..., None]
+    noise += streaks
+    return noise
 
 
 def _bias_field(rng: np.random.Generator, grid: Grid, sd: float) -> np.ndarray:

@@ -14,7 +14,7 @@ diaphragmatic crura    90 %     muscle bands 3-8 mm thick (the right one 1.3x) h
                                 vertebral bodies; always there in patients, left out in a few
                                 cases so that the old look stays covered
 flattened cava         60 %     the IVC's axial section an ellipse 1.2-3.3x wider than deep
-lymph nodes            60 %     1-6 oval nodes of 5-10 mm short axis (retrocrural 4-6 mm), para-
+lymph nodes            60 %     1-6 oval nodes of 5-10 mm short axis (retrocrural 3-6 mm), para-
                                 aortic, aortocaval, portocaval, retrocrural
 slim patient           30 %     fat planes up to 2-6 mm wide closed by soft tissue: organs,
                                 vessels and bowel touch with no fat between them

@@ -62,7 +62,7 @@ def _paint_cava(torso: TorsoPainter, path: list[np.ndarray]) -> None:
     """The abdominal IVC: a round tube of ``torso.ivc_radius`` (mm) or, when the patient's cava
     is flattened (``patient.cava_flatness``, its depth over its width, < 1), an elliptic one of
     that ratio turned by ``patient.cava_angle``, whose area shrinks as the ratio's fourth root
-    (a flat cava holds less blood, but is wide: 20-35 mm by 6-10 mm when flattest)."""
+    (a flat cava holds less blood, but is wide: about 22-40 mm by 7-12 mm when flattest)."""
     ratio, radius = torso.patient.cava_flatness, torso.ivc_radius
     cava = tube(path, radius) if ratio >= 1.0 else flattened_tube(
         path, radius * ratio ** -0.375, radius * ratio ** 0.625, torso.patient.cava_angle)
