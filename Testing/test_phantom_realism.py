@@ -52,6 +52,13 @@ def new_tissue(seed: int, name: str, phase: str | None = None) -> np.ndarray:
     return tissue(detailed, name) & ~tissue(plain, name)
 
 
+def liver_under_crura(detailed: Phantom, plain: Phantom) -> np.ndarray:
+    """Liver voxels a crus took: where a phantom liver reached the aorta, as a crus keeps it from
+    the aorta in patients."""
+    return ((detailed.labels.array == 0) & (plain.labels.array == VALUE["liver"])
+            & tissue(detailed, "muscle"))
+
+
 def in_plane_neighbours(mask: np.ndarray, voxels: int = 1) -> np.ndarray:
     return ndi.binary_dilation(mask, structure=np.ones((1, 3, 3), bool), iterations=voxels)
 
@@ -62,15 +69,17 @@ def in_plane_neighbours(mask: np.ndarray, voxels: int = 1) -> np.ndarray:
 def test_details_change_no_label_but_the_stomach_and_the_cava_they_reshape(seed):
     """Crura, nodes, closed fat planes and fat lobules are no organ of the table; a collapsed,
     full or distended stomach is still the stomach and a flat cava the cava: labels change only
-    where the stomach or the cava is, with or without the detail."""
+    where the stomach or the cava is, with or without the detail, or where a crus took the
+    liver's edge."""
     detailed, plain = pair(seed)
     assert detailed.info["patient"] and plain.info["patient"] == []
     a, b = detailed.labels.array, plain.labels.array
     reshaped = np.isin(a, [VALUE["stomach"], VALUE["inferior_vena_cava"]]) | \
         np.isin(b, [VALUE["stomach"], VALUE["inferior_vena_cava"]])
-    assert not ((a != b) & ~reshaped).any()
+    carved = liver_under_crura(detailed, plain)
+    assert not ((a != b) & ~reshaped & ~carved).any()
     if not RESHAPING & set(detailed.info["patient"]):
-        assert np.array_equal(a, b)
+        assert np.array_equal(a != b, carved)
 
 
 def test_a_case_without_detail_draws_none():
@@ -126,7 +135,8 @@ def test_lymph_nodes_are_small_unlabelled_ovals_beside_the_great_vessels():
 def test_a_slim_patients_organs_touch_with_no_fat_plane():
     detailed, plain = pair(46)
     assert "slim" in detailed.info["patient"]
-    assert np.array_equal(detailed.labels.array, plain.labels.array)
+    assert np.array_equal(detailed.labels.array != plain.labels.array,
+                          liver_under_crura(detailed, plain))
     closed = new_tissue(46, "soft_tissue")
     assert closed.sum() > 100
     assert tissue(plain, "fat")[closed].all()  # fat became soft tissue, nothing else

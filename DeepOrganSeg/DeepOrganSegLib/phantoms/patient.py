@@ -25,11 +25,11 @@ fatty pancreas         25 %     15-55 % of the gland fat, partly as lobules betw
 =====================  =======  =================================================================
 
 None of these changes what an organ is: crura, nodes and closed fat planes replace unlabelled
-tissue only; a collapsed, full or distended stomach is still the stomach (wall, folds, contents
-and gas), a fatty pancreas still the pancreas (its fat lobules inside the gland's outline, as
-annotators draw it); a flattened cava is the cava. The details come from their own random stream
-with a fixed number of draws, so the anatomy's stream and every earlier draw of a case stay as
-they were.
+tissue only (a crus also the liver's edge where a phantom liver reaches the aorta); a collapsed,
+full or distended stomach is still the stomach (wall, folds, contents and gas), a fatty
+pancreas still the pancreas (its fat lobules inside the gland's outline, as annotators draw
+it); a flattened cava is the cava. The details come from their own random stream with a fixed
+number of draws, so the anatomy's stream and every earlier draw of a case stay as they were.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ lymph nodes, and the missing fat planes of slim patients (:class:`~.patient.Pati
 Without them an unenhanced aorta is a round thing in fat, which no patient shows: the crura hug
 it from the hiatus down to L2-L3 and touch the vertebral bodies, nodes of 5-10 mm lie beside it
 and between it and the cava, and a slim patient's organs touch with no fat between them. None is
-an organ of the label tables: each replaces unlabelled tissue only, so the label map stays the
-organs' truth (docs/phantoms.md, "Patients where it matters"). Distances in millimetres.
+an organ of the label tables: each replaces unlabelled tissue only (a crus also the liver where
+a phantom liver reaches the aorta: in patients the crus lies between them), so the label map
+stays the organs' truth (docs/phantoms.md, "Patients where it matters"). Distances in millimetres.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .labels import TISSUE_ID
+from .labels import ORGAN_ID, TISSUE_ID
 from .painter import TorsoPainter
 from .shapes import View, axial_curve, ellipsoid, solid
 from .vessels import aorta_path, ivc_path
 
 __all__ = ["paint_crura", "paint_lymph_nodes", "close_fat_planes"]
 
-#: Tissue a crus may take where no organ is: fat and the bowel that wanders there.
-_FREE = ("fat", "bowel_wall", "bowel_content", "gas")
+#: What a crus may take: unlabelled fat and the bowel that wanders there, and the liver, which
+#: the crura keep from the aorta in patients (the caudate lobe and the bare area lie in front
+#: of and beside the right crus; a phantom liver, an enlarged one above all, may reach the
+#: aorta).
+_CRUS_TAKES = ("fat", "bowel_wall", "bowel_content", "gas", "liver", "liver_vessel",
+               "liver_lesion")
 #: The right crus is the larger (Gray's Anatomy).
 _RIGHT_CRUS_SCALE = 1.3
 #: Angles (radians, from anterior towards the crus's side) the crura span around the aorta:
@@ -45,12 +50,14 @@ def paint_crura(torso: TorsoPainter) -> None:
     """Both diaphragmatic crura as muscle bands ``patient.crus_mm`` thick (the right one 1.3x),
     ``patient.crus_gap_mm`` outside the aorta's wall: from the middle of L3 (right) and L2
     (left), beside the aorta and against the vertebral bodies, up to the hiatus at the top of
-    L1, where they meet in front of the aorta, and on to the diaphragm."""
+    L1, where they meet in front of the aorta, and on to the diaphragm; over fat, bowel and
+    the liver (the crura keep it from the aorta), never over another organ."""
     detail, b, c = torso.patient, torso.body, torso.canvas
     if not detail.crus_mm:
         return
     z_line, x_line, y_line, outer = _aorta_surface(torso)
     z_hiatus = b.vertebrae["L1"][1]
+    crus_organs = [ORGAN_ID["none"], ORGAN_ID["liver"]]
     reach = outer.max() + detail.crus_gap_mm + _RIGHT_CRUS_SCALE * detail.crus_mm
     for side, origin, scale in ((-1.0, "L3", _RIGHT_CRUS_SCALE), (1.0, "L2", 1.0)):
         z_low = float(np.mean(b.vertebrae[origin][:2]))
@@ -67,10 +74,11 @@ def paint_crura(torso: TorsoPainter) -> None:
             taper = np.clip(_CRUS_TAPER + (v.z - z_low) / 25.0, _CRUS_TAPER, 1.0)
             return ((rho >= inner) & (rho <= inner + thickness * taper)
                     & (angle >= _CRUS_FRONT_AT_ORIGIN * (1.0 - rise)) & (angle <= _CRUS_BACK)
-                    & (v.z >= z_low) & (v.z < torso.z_dia[v.box]) & (c.organ[v.box] == 0))
+                    & (v.z >= z_low) & (v.z < torso.z_dia[v.box])
+                    & np.isin(c.organ[v.box], crus_organs))
         lo = [x_line.min() - reach, y_line.min() - reach, z_low]
         hi = [x_line.max() + reach, y_line.max() + reach, max(b.z_dome_left, b.z_dome_right)]
-        c.paint(solid(lo, hi, crus), "muscle", within=_FREE)
+        c.paint(solid(lo, hi, crus), "muscle", within=_CRUS_TAKES)
 
 
 def _node_centre(torso: TorsoPainter, station: str, along: float, turn: float,
