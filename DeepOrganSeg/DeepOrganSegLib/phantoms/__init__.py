@@ -6,7 +6,8 @@ Four kinds are generated (:data:`KINDS`):
 
 ``abdomen-ct``
     Abdominal CT from above the liver dome to the pelvis, in Hounsfield units, in one of three
-    contrast phases (non-contrast, arterial, portal-venous).
+    named contrast phases (non-contrast, arterial, portal-venous) or, left to chance, at any
+    time from early arterial to delayed and any tube voltage from 80 to 140 kV.
 ``heart-mr``
     Whole-heart balanced-SSFP MR around the heart (bright blood, as in HVSMR 2016).
 ``brain-mr``
@@ -47,13 +48,17 @@ recipe down to the building blocks:
 * the kinds: ``torso`` (abdomen-ct, body-ct, heart-mr: field of view and painting order) and
   ``brain`` (brain-mr, from the ICBM152 atlas);
 * the torso's organ painters, one per system: ``wall`` (skin, muscle, cavities, lungs, arms,
-  table), ``abdomen``, ``vessels``, ``heart``, ``thorax``, ``head_neck``, ``skeleton``, sharing a
+  table), ``abdomen``, ``vessels``, ``retroperitoneum`` (crura, lymph nodes, a slim patient's
+  fat planes), ``heart``, ``thorax``, ``head_neck``, ``skeleton``, sharing a
   ``painter.TorsoPainter``;
+* what a case draws beyond the textbook body: ``variants`` (variants and findings) and
+  ``patient`` (the detail patients show around the great vessels, pancreas and stomach);
 * the anatomy's building blocks: ``body`` (the parametric adult), ``canvas`` (the maps being
   painted), ``shapes`` (primitives in mm), ``fields`` (smooth random fields), ``geometry``
   (grids and frames);
-* image formation: ``appearance`` (intensities per tissue), ``acquisition`` (grid choice, slice
-  profile, blur, noise), ``orientation`` (direction matrices);
+* image formation: ``appearance`` (intensities per tissue), ``scan`` (the CT protocol: contrast
+  timing, tube voltage, dose), ``acquisition`` (grid choice, slice profile, blur, noise),
+  ``orientation`` (direction matrices);
 * ``labels``: kinds, label tables, organ and tissue ids, label merging.
 """
 

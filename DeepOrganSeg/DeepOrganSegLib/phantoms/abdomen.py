@@ -1,5 +1,6 @@
-"""The abdominal and pelvic organs: colon and small bowel, liver, gallbladder, spleen, stomach,
-pancreas with the duodenum, kidneys, bladder and the pelvic soft tissue.
+"""The abdominal and pelvic organs: colon and small bowel, liver, gallbladder, spleen, stomach
+(in the patient's state), pancreas (fatty in some patients) with the duodenum, kidneys, bladder
+and the pelvic soft tissue.
 
 Each organ is a random primitive placed on the :class:`~.body.Body` (mm), painted *within* the
 free abdominal space (fat, bowel) so that it pushes the bowel aside and stops at the organs
@@ -12,11 +13,13 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
+from scipy.special import ndtri
 
 from .geometry import frame, unit
-from .labels import TISSUE_ID
+from .labels import ORGAN_ID, TISSUE_ID
 from .painter import TorsoPainter
-from .shapes import View, ellipsoid, random_walk, solid, tube
+from .patient import StomachState
+from .shapes import Shape, View, ellipsoid, random_walk, solid, tube
 
 #: The tissues of the abdominal cavity a solid organ may be painted over: fat, bowel and the
 #: other abdominal organs (never muscle, bone or lung).
@@ -24,6 +27,8 @@ _ABDOMINAL_SPACE = ("fat", "bowel_wall", "bowel_content", "gas", "liver", "liver
                     "liver_lesion", "spleen", "stomach_wall", "gastric_content", "pancreas",
                     "bile", "kidney_cortex", "kidney_medulla", "urine", "soft_tissue",
                     "portal_blood", "caval_blood", "arterial_blood")
+#: Level of the unit-SD texture field above which food holds gas bubbles (about 1.4 %).
+_FOOD_GAS_LEVEL = 2.2
 
 
 def paint_bowel(torso: TorsoPainter) -> None:
@@ -151,22 +156,51 @@ def paint_spleen(torso: TorsoPainter) -> None:
 
 
 def paint_stomach(torso: TorsoPainter) -> None:
-    """J-shaped tube from the fundus to the pylorus: wall, contents, and a gas cap."""
+    """J-shaped tube from the fundus to the pylorus: wall, contents, and a gas cap under an
+    air-fluid level, in the patient's state (``patient.stomach``): collapsed (narrow, thick
+    rugal folds filling most of the lumen), food-filled (mottled food with gas bubbles and fat
+    flecks) or distended (wide, thin wall, deeper gas). All of it is the stomach."""
     b, c = torso.body, torso.canvas
+    state = torso.patient.stomach
     up = dict(upper_abdomen=True)
     path = [b.p(45, 25, 108, 5, **up), b.p(60, 5, 85, 5, **up), b.p(62, -30, 52, 5, **up),
             b.p(45, -55, 20, 5, **up), b.p(15, -65, 4, 5, **up), b.p(-15, -58, 10, 4, **up),
             b.p(-32, -45, 15, 3, **up)]
-    radius = np.array([36, 38, 34, 28, 20, 14, 10]) * torso.rng.uniform(0.6, 1.15)
-    wall = [s.where(torso.under_diaphragm) for s in tube(path, radius + 4)]
+    radius = np.array([36, 38, 34, 28, 20, 14, 10]) * torso.rng.uniform(0.6, 1.15) \
+        * state.calibre
+    wall = [s.where(torso.under_diaphragm) for s in tube(path, radius + state.wall_mm)]
     beside_spleen = tuple(t for t in _ABDOMINAL_SPACE if t != "spleen")  # it fills the gap
     c.paint(wall, "stomach_wall", "stomach", within=beside_spleen)
     c.paint(tube(path, radius), "gastric_content", "stomach", within=("stomach_wall",))
     front = min(p[1] - r for p, r in zip(path, radius))
-    y_level = front + torso.rng.uniform(0.0, 0.35) * 2 * radius.mean()
-    gas_cap = solid(np.array(path).min(0) - 45, np.array(path).max(0) + 45,
-                    lambda v: v.y < y_level)
-    c.paint(gas_cap, "gas", "stomach", within=("gastric_content",))
+    depth = torso.rng.uniform(0.0, 0.35)
+    y_level = front + max(depth, state.gas_depth) * 2 * radius.mean()
+    lo, hi = np.array(path).min(0) - 45, np.array(path).max(0) + 45
+    c.paint(solid(lo, hi, lambda v: v.y < y_level), "gas", "stomach", within=("gastric_content",))
+    if state.name in ("collapsed", "food"):
+        _fill_stomach(torso, state, lo, hi)
+
+
+def _fill_stomach(torso: TorsoPainter, state: StomachState, lo: np.ndarray, hi: np.ndarray
+                  ) -> None:
+    """Collapsed: rugal folds (wall) over ``state.filling`` of the lumen, leaving slits of
+    contents and gas. Food: mottled solid food (chyme, the bowel contents' density) over
+    ``state.filling`` of the contents, with gas bubbles in it. Levels of the unit-SD texture
+    field set the shares; only the stomach's voxels change, and they stay the stomach."""
+    c = torso.canvas
+    texture = torso.field("texture", 4.0)
+    stomach = ORGAN_ID["stomach"]
+
+    def where(low: float, high: float) -> Shape:
+        return solid(lo, hi, lambda v: (c.organ[v.box] == stomach) & (texture[v.box] > low)
+                     & (texture[v.box] < high))
+    if state.name == "collapsed":
+        c.paint(where(-np.inf, float(ndtri(state.filling))), "stomach_wall", "stomach",
+                within=("gastric_content", "gas"))
+        return
+    c.paint(where(float(ndtri(1.0 - state.filling)), np.inf), "bowel_content", "stomach",
+            within=("gastric_content",))
+    c.paint(where(_FOOD_GAS_LEVEL, np.inf), "gas", "stomach", within=("bowel_content",))
 
 
 def paint_pancreas(torso: TorsoPainter) -> None:
@@ -180,6 +214,7 @@ def paint_pancreas(torso: TorsoPainter) -> None:
     # fatty clefts between the lobules
     lo = np.array(path).min(0) - 30
     hi = np.array(path).max(0) + 30
+    torso.pancreas_box = (lo, hi)
     texture = torso.field("texture", 4.0)
     level = torso.rng.uniform(1.0, 2.0)
     c.paint(solid(lo, hi, lambda v: texture[v.box] > level), "fat", "none",
@@ -189,6 +224,18 @@ def paint_pancreas(torso: TorsoPainter) -> None:
                 b.p(0, -8, -48), b.p(22, -18, -35)]
     c.paint(tube(duodenum, 13.0), "bowel_wall", within=("fat", "bowel_wall", "bowel_content"))
     c.paint(tube(duodenum, 10.0), "bowel_content", within=("bowel_wall",))
+
+
+def paint_pancreatic_fat(torso: TorsoPainter) -> None:
+    """A fatty pancreas's fat lobules (``patient.pancreas_lobule_level`` of the texture field):
+    fat inside the gland's outline, so labelled as the pancreas. Painted last, as every other
+    painter takes fat for free space."""
+    level = torso.patient.pancreas_lobule_level
+    if level == -np.inf:
+        return
+    texture = torso.field("texture", 4.0)
+    torso.canvas.paint(solid(*torso.pancreas_box, lambda v: texture[v.box] < level), "fat",
+                       "pancreas", within=("pancreas",))
 
 
 def paint_kidneys(torso: TorsoPainter) -> None:

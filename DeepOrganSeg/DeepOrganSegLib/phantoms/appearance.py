@@ -8,17 +8,24 @@ texture (about 3 mm). SynthSeg mode (:func:`synthseg_means`) instead gives every
 independent random mean in [0, 1]; contrast-agnostic CT (:func:`agnostic_ct_means`) gives every
 tissue inside the body an independent random mean in Hounsfield units, so that a CT network must
 tell organs apart by shape and context rather than by one phase's HU ordering.
+
+Beyond the named phases, :func:`protocol_ct_means` sets a case's CT means from its unenhanced
+ones at any time after the injection and tube voltage (:class:`~.scan.Scan`), and
+:func:`patient_ct_means` adds what the patient's details change (:class:`~.patient.PatientDetail`:
+a fatty pancreas, a stomach distended with water).
 """
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Mapping, cast
 
 import numpy as np
 
 from .acquisition import Scene
 from .fields import noise_field
 from .labels import MODALITIES, PHASES, TISSUE_ID, TISSUES
+from .patient import PatientDetail
+from .scan import Scan
 
 # Mean HU per tissue: (non-contrast, late arterial, portal-venous) ranges, texture SD (HU). Each
 # case draws its means uniformly inside these ranges, which lie inside the published ranges cited
@@ -126,6 +133,77 @@ def tissue_means(kind: str, phase: str | None, rng: np.random.Generator
         means[TISSUE_ID[name]] = rng.uniform(lo, hi)
         texture[TISSUE_ID[name]] = sd
     return means, texture, {}
+
+
+#: Time-attenuation curves (Bae, Radiology 2010; Goshima et al., AJR 2006): each tissue's
+#: enhancement above its unenhanced HU at these times after the start of injection (s),
+#: piecewise linear between them and flat outside. At 35 s (late arterial) and 70 s (portal
+#: venous) it is the table's (the phase's mid-range minus the unenhanced mid-range); at 20 s
+#: (early arterial) a share of the late-arterial one, at 240 s (delayed, 3-5 min) a share of
+#: the portal-venous one, below (docs/phantoms.md, "Contrast timing"). Tissues not listed do
+#: not enhance.
+ENHANCEMENT_ANCHORS_S = (20.0, 35.0, 70.0, 240.0)
+#: The time (s) after the start of injection a named phase's table column stands for.
+NAMED_PHASE_TIME_S: dict[str, float | None] = {
+    "non-contrast": None, "arterial": ENHANCEMENT_ANCHORS_S[1],
+    "portal-venous": ENHANCEMENT_ANCHORS_S[2]}
+_CURVES = {  # tissue: (early-arterial share of late arterial, delayed share of portal venous)
+    "arterial_blood": (0.9, 0.6), "right_heart_blood": (1.0, 0.6), "caval_blood": (0.1, 0.95),
+    "portal_blood": (0.3, 0.55), "liver_vessel": (0.2, 0.65), "liver": (0.3, 0.6),
+    "liver_lesion": (0.5, 0.8), "spleen": (0.7, 0.9), "kidney_cortex": (0.8, 0.8),
+    "kidney_medulla": (0.3, 1.15), "pancreas": (0.6, 0.8), "stomach_wall": (0.6, 0.75),
+    "bowel_wall": (0.6, 0.75), "myocardium": (0.8, 0.6), "thyroid": (0.7, 0.7),
+    "soft_tissue": (0.5, 0.9), "muscle": (0.5, 1.0), "bone_marrow": (0.5, 1.0),
+    "ascites": (0.0, 1.0),
+}
+
+
+def enhancement_at(time_s: float) -> dict[str, float]:
+    """Each enhancing tissue's enhancement (HU at 120 kV, mid-range patient) ``time_s`` seconds
+    after the start of injection."""
+    out = {}
+    for name, (early, delayed) in _CURVES.items():
+        unenhanced, late, portal = (float(np.mean(_CT_HU[name][column])) for column in range(3))
+        late, portal = late - unenhanced, portal - unenhanced
+        out[name] = float(np.interp(time_s, ENHANCEMENT_ANCHORS_S,
+                                    [early * late, late, portal, delayed * portal]))
+    return out
+
+
+def protocol_ct_means(unenhanced: np.ndarray, scan: Scan, drawn: Mapping[str, object]
+                      ) -> np.ndarray:
+    """CT means (HU) per tissue id at ``scan``'s time after injection and tube voltage, from a
+    case's unenhanced means and what :func:`tissue_means` drew (``drawn``: its oral contrast).
+    Iodine (enhancement, positive oral contrast) scales by ``scan.iodine_scale``, bone by
+    ``scan.calcium_scale``; fat shifts by ``scan.fat_shift_hu``."""
+    means = unenhanced.copy()
+    if scan.contrast_time_s is not None:
+        for name, hu in enhancement_at(scan.contrast_time_s).items():
+            tissue = TISSUE_ID[name]
+            means[tissue] += hu * scan.enhancement * scan.tissue_enhancement[tissue] \
+                * scan.iodine_scale
+    means[[TISSUE_ID["bone_cortical"], TISSUE_ID["bone_marrow"]]] *= scan.calcium_scale
+    means[TISSUE_ID["fat"]] += scan.fat_shift_hu
+    if drawn["gastric_contents"] == "oral contrast":
+        means[TISSUE_ID["gastric_content"]] *= scan.iodine_scale
+    if drawn["bowel_contrast"]:
+        means[TISSUE_ID["bowel_content"]] *= scan.iodine_scale
+    return means
+
+
+def patient_ct_means(means: np.ndarray, drawn: Mapping[str, object], patient: PatientDetail
+                     ) -> tuple[np.ndarray, dict[str, object]]:
+    """CT means with the patient's details: a fatty pancreas's parenchyma mixes in fat (its
+    lobules are fat already), a distended stomach holds water unless it holds oral contrast;
+    and ``drawn`` updated (``gastric_contents``)."""
+    means = means.copy()
+    fat_share = patient.pancreas_parenchyma_fat
+    pancreas = TISSUE_ID["pancreas"]
+    means[pancreas] = (1.0 - fat_share) * means[pancreas] + fat_share * means[TISSUE_ID["fat"]]
+    if patient.stomach.name == "distended" and drawn["gastric_contents"] != "oral contrast":
+        means[TISSUE_ID["gastric_content"]] = patient.water_hu
+        return means, {**drawn, "gastric_contents": "water"}
+    return means, dict(drawn)
 
 
 def synthseg_means(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

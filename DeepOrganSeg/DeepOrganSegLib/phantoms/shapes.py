@@ -108,8 +108,36 @@ def tube(points: Sequence[ArrayLike] | np.ndarray, radii: ArrayLike,
     return [capsule(p[s], p[s + 1], r[s], r[s + 1]) for s in range(len(p) - 1)]
 
 
-def solid(lo: Sequence[float], hi: Sequence[float],
-          inside: Callable[[View], np.ndarray]) -> Shape:
+def axial_curve(points: Sequence[ArrayLike] | np.ndarray, step_mm: float = 2.0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z, x and y (mm) of the smooth curve through ``points`` (which rise in z), ordered by z:
+    for ``np.interp`` of the curve's axial centre at any height."""
+    p, _ = centre_line(points, np.zeros(len(points)), step_mm)
+    p = p[np.argsort(p[:, 2])]
+    return p[:, 2], p[:, 0], p[:, 1]
+
+
+def flattened_tube(points: Sequence[ArrayLike] | np.ndarray, semi_lr_mm: float,
+                   semi_ap_mm: float, angle: float) -> Shape:
+    """A tube whose axial sections are ellipses (semi-axes in mm; the first turned ``angle``
+    radians from left-right towards posterior) centred on the curve through ``points``, which
+    rise in z: a vessel flattened front to back, as the cava often is. Its ends are flat."""
+    z_line, x_line, y_line = axial_curve(points)
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+
+    def inside(v: View) -> np.ndarray:
+        dx = v.x - np.interp(v.z, z_line, x_line).astype(np.float32)
+        dy = v.y - np.interp(v.z, z_line, y_line).astype(np.float32)
+        along, across = dx * cos + dy * sin, dy * cos - dx * sin
+        return (((along / semi_lr_mm) ** 2 + (across / semi_ap_mm) ** 2 <= 1.0)
+                & (v.z >= z_line[0]) & (v.z <= z_line[-1]))
+    reach = max(semi_lr_mm, semi_ap_mm)
+    lo = [x_line.min() - reach, y_line.min() - reach, z_line[0]]
+    hi = [x_line.max() + reach, y_line.max() + reach, z_line[-1]]
+    return solid(lo, hi, inside)
+
+
+def solid(lo: ArrayLike, hi: ArrayLike, inside: Callable[[View], np.ndarray]) -> Shape:
     """The voxels of the box [``lo``, ``hi``] (mm) where ``inside`` holds."""
     return Shape(np.asarray(lo, dtype=np.float32), np.asarray(hi, dtype=np.float32), inside)
 

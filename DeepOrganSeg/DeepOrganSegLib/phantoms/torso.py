@@ -2,9 +2,12 @@
 and every organ painted in anatomical order.
 
 Order matters: later painters overwrite earlier ones within the tissues they are allowed to
-replace, so the wall and cavities come first, then the abdominal organs, the vessels, the heart
-and mediastinum, and the bones last. Fields of view are in millimetres; the abdominal CT starts
-15-120 mm above the right diaphragm dome and ends up to 170 mm below the iliac crest.
+replace, so the wall and cavities come first, then the abdominal organs, the vessels with the
+lymph nodes and crura around them, the heart and mediastinum, and the bones; a slim patient's
+fat planes close once every structure is in place, and a fatty pancreas's fat lobules come last
+(every other painter takes fat for free space). Fields of view are in millimetres; the
+abdominal CT starts 15-120 mm above the right diaphragm dome and ends up to 170 mm below the
+iliac crest.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .abdomen import (paint_bowel, paint_gallbladder, paint_kidneys, paint_liver, paint_pancreas,
-                      paint_pelvic_organs, paint_spleen, paint_stomach)
+                      paint_pancreatic_fat, paint_pelvic_organs, paint_spleen, paint_stomach)
 from .acquisition import Scene, choose_acquisition
 from .body import Body
 from .canvas import Canvas
@@ -21,6 +24,8 @@ from .findings import paint_ascites, paint_implants
 from .head_neck import paint_head, paint_neck
 from .heart import paint_heart
 from .painter import TorsoPainter
+from .patient import NO_PATIENT_DETAIL, PatientDetail
+from .retroperitoneum import close_fat_planes, paint_crura, paint_lymph_nodes
 from .skeleton import paint_pelvis_and_leg_bones, paint_psoas, paint_ribs_and_shoulders, paint_spine
 from .thorax import paint_airways_and_oesophagus, paint_superior_mediastinum
 from .variants import NO_AORTIC_WALL, NO_VARIANTS, AorticWall, Variants
@@ -30,9 +35,9 @@ from .wall import paint_body_wall
 _ANATOMICAL_ORDER = (
     paint_body_wall, paint_superior_mediastinum, paint_bowel, paint_liver, paint_gallbladder,
     paint_spleen, paint_stomach, paint_pancreas, paint_kidneys, paint_pelvic_organs,
-    paint_abdominal_vessels, paint_ascites, paint_heart, paint_airways_and_oesophagus,
-    paint_neck, paint_psoas, paint_spine, paint_ribs_and_shoulders, paint_pelvis_and_leg_bones,
-    paint_implants,
+    paint_abdominal_vessels, paint_lymph_nodes, paint_crura, paint_ascites, paint_heart,
+    paint_airways_and_oesophagus, paint_neck, paint_psoas, paint_spine, paint_ribs_and_shoulders,
+    paint_pelvis_and_leg_bones, close_fat_planes, paint_implants, paint_pancreatic_fat,
 )
 
 
@@ -48,9 +53,10 @@ def torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.ra
                 shape: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None,
                 fov_cutoff: bool, variants: Variants = NO_VARIANTS,
                 rng_variants: np.random.Generator | None = None,
-                aortic_wall: AorticWall = NO_AORTIC_WALL) -> Scene:
+                aortic_wall: AorticWall = NO_AORTIC_WALL,
+                patient: PatientDetail = NO_PATIENT_DETAIL) -> Scene:
     """Build one body, choose the kind's field of view on it, and paint it (with
-    ``variants``, whose details ``rng_variants`` draws, and ``aortic_wall``)."""
+    ``variants``, whose details ``rng_variants`` draws, ``aortic_wall`` and ``patient``)."""
     body = Body(rng_anatomy)
     width = 2 * (150 * body.w + body.fat + body.arm_extent)
     crop = (0.7, 0.95) if fov_cutoff else (1.05, 1.3)
@@ -89,6 +95,6 @@ def torso_scene(kind: str, rng_geometry: np.random.Generator, rng_anatomy: np.ra
     textures = np.random.default_rng(rng_anatomy.integers(2 ** 63))  # grid-sized draws
     canvas = Canvas(render, deformation)
     paint_torso(TorsoPainter(body, canvas, rng_anatomy, textures, variants, rng_variants,
-                             aortic_wall), with_head)
+                             aortic_wall, patient), with_head)
     return Scene(acquisition, canvas.tissue, canvas.organ, body.region_of,
                  arms_down=body.arms_down)

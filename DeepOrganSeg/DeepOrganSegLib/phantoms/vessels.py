@@ -11,7 +11,7 @@ import numpy as np
 
 from .body import Body
 from .painter import TorsoPainter
-from .shapes import centre_line, ellipsoid, tube
+from .shapes import centre_line, ellipsoid, flattened_tube, tube
 
 
 def aorta_path(b: Body) -> tuple[list[np.ndarray], list[float]]:
@@ -58,13 +58,24 @@ def _paint_aorta(torso: TorsoPainter, path: list[np.ndarray], lumen_mm: np.ndarr
                 within=("muscle", "arterial_blood"))
 
 
+def _paint_cava(torso: TorsoPainter, path: list[np.ndarray]) -> None:
+    """The abdominal IVC: a round tube of ``torso.ivc_radius`` (mm) or, when the patient's cava
+    is flattened (``patient.cava_flatness``, its depth over its width, < 1), an elliptic one of
+    that ratio turned by ``patient.cava_angle``, whose area shrinks as the ratio's fourth root
+    (a flat cava holds less blood, but is wide: about 22-40 mm by 7-12 mm when flattest)."""
+    ratio, radius = torso.patient.cava_flatness, torso.ivc_radius
+    cava = tube(path, radius) if ratio >= 1.0 else flattened_tube(
+        path, radius * ratio ** -0.375, radius * ratio ** 0.625, torso.patient.cava_angle)
+    torso.canvas.paint(cava, "caval_blood", "inferior_vena_cava")
+
+
 def paint_abdominal_vessels(torso: TorsoPainter) -> None:
     """Aorta and IVC with their main branches, portal and splenic veins, iliac vessels."""
     b, c = torso.body, torso.canvas
     aorta, radii = aorta_path(b)
     _paint_aorta(torso, aorta, np.array(radii) * torso.aorta_scale)
     ivc = ivc_path(b)
-    c.paint(tube(ivc, torso.ivc_radius), "caval_blood", "inferior_vena_cava")
+    _paint_cava(torso, ivc)
     ys = lambda z: float(b.y_spine(z * b.h))  # noqa: E731 - tiny local helper
     for side in (-1, 1):
         artery = [aorta[-1], b.p(40 * side, 0, -150), b.p(70 * side, -25, -225),
