@@ -206,6 +206,40 @@ def test_worker_processes_segment_as_this_process_does(tiny_model_path, tmp_path
         assert np.mean(two == one) > 0.999
 
 
+def _worker_processes(parent: int) -> list[int]:
+    """The batch worker processes of ``parent`` (spawned; not multiprocessing's tracker)."""
+    children = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        children += (task / "children").read_text().split()
+    return [int(pid) for pid in children
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
+def test_a_worker_killed_by_the_oom_killer_fails_its_case_alone(tiny_model_path, tmp_path):
+    """SIGKILL, as the kernel's out-of-memory killer sends it, to the workers mid-case: their
+    cases fail with the likely reason and what to do, the others finish, a re-run does the rest."""
+    scans = _scans(tmp_path / "scans", range(4))
+    folder = tmp_path / "out"
+    process = _subprocess(str(scans), "--out", str(folder), "--model", str(tiny_model_path),
+                          "--workers", "2")
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["stage"] == "segment" and ": inference" in event["message"]:
+            for pid in _worker_processes(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            break
+    _, err = process.communicate(timeout=120)
+    killed = [line for line in err.splitlines() if "killed (SIGKILL), most likely by the "
+              "out-of-memory killer; run with fewer --workers" in line]
+    assert process.returncode == 2 and killed, err
+    assert len(killed) == len(err.strip().splitlines()), "every failure is a killed worker's"
+    assert len(_cases_done(folder)) + len(killed) == 4
+    code, _, err = _batch(str(scans), "--out", str(folder), "--model", str(tiny_model_path))
+    assert code == 0 and _cases_done(folder) == {f"case{n}" for n in range(4)}, err
+
+
 def test_a_folder_made_with_other_settings_is_refused_before_any_work(tiny_model_path, tmp_path):
     scans = _scans(tmp_path / "scans", range(1))
     folder = tmp_path / "out"

@@ -30,7 +30,7 @@ def _image(array: np.ndarray, origin: tuple[float, float, float] = (0.0, 0.0, 0.
     return image
 
 
-#: The data sets' file ending: NRRD keeps a NaN voxel (ITK reads one in a NIfTI file as 0).
+#: The data sets' file ending (NIfTI's NaN is tested on its own: ITK reads it as 0).
 ENDING = ".nrrd"
 
 
@@ -93,6 +93,27 @@ def test_each_data_set_problem_is_one_line_naming_its_case(problem, line, tmp_pa
                       channels=2 if problem == "missing-channel" else 1)
     problems = folder_problems(folder)
     assert len(problems) == 1 and line in problems[0], problems
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
+def test_a_nan_or_infinity_in_a_nifti_image_is_found_although_itk_reads_it_as_zero(ending,
+                                                                                   tmp_path):
+    folder = _dataset(tmp_path / "data", {})
+    for path in sorted(folder.glob(f"*/*{ENDING}")):  # the data set as NIfTI
+        image = sitk.ReadImage(str(path))
+        if path.name == f"c1_0000{ENDING}":
+            array = sitk.GetArrayFromImage(image)
+            array[3, 3, 3], array[4, 4, 4] = np.nan, -np.inf
+            image = _image(array)
+        sitk.WriteImage(image, str(path.with_name(path.name[:-len(ENDING)] + ending)))
+        path.unlink()
+    description = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**description, "file_ending": ending}))
+    nifti = folder / "imagesTr" / f"c1_0000{ending}"
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(nifti)))[3, 3, 3] == 0  # what ITK shows
+    problems = folder_problems(folder)
+    assert len(problems) == 1 and "case c1: the image has 2 NaN or infinite voxel(s)" in \
+        problems[0], problems
 
 
 def test_a_multichannel_msd_image_must_have_the_channels_the_description_declares(tmp_path):

@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from DeepOrganSegLib.devices import TRAINING_DEVICES
-from DeepOrganSegLib.errors import InputError
+from DeepOrganSegLib.errors import InputError, printable
 from DeepOrganSegLib.inference import predict
 from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.outputs import check_outputs_spare_inputs
@@ -624,7 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(args, argv)
     except DataSetProblems as problems:
         for line in problems.lines():
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {printable(line)}", file=sys.stderr)
         return problems.exit_code
 
 

@@ -7,7 +7,8 @@ description readable and listing cases, label names the task lists (or renames t
 channel of an nnU-Net case), image and labelmap on one grid (size, spacing, origin and
 direction within :data:`GRID_TOLERANCE`), as many channels as the description declares; and,
 read in full (``train.py --data`` and ``--prepare-only``), readable volumes, no NaN or
-infinite voxel (NRRD, MetaImage: ITK reads a NaN in a NIfTI file as 0), integer label values
+infinite voxel (a NIfTI file's counted from its raw bytes by :mod:`.nifti_floats`, since ITK
+reads them as 0), integer label values
 that the description names, and no labelmap without an organ.
 
 The config (:func:`config_problems`): what would make the export of the trained network fail.
@@ -28,6 +29,7 @@ from DeepOrganSegLib.volume_io import read_volume
 
 from .config import SourceConfig, TrainConfig
 from .data import CaseRef, dataset_description, read_header, source_cases
+from .nifti_floats import is_nifti, nifti_nonfinite_count
 
 __all__ = ["SHOWN_PROBLEMS", "BACKGROUND", "GRID_TOLERANCE", "DataSetProblems",
            "data_problems", "folder_problems", "config_problems", "check_training_run",
@@ -100,8 +102,8 @@ def _voxel_problems(case: CaseRef, prefix: str) -> list[str]:
     problems = []
     try:
         image = read_volume(case.image_path)
-        if image.array.dtype.kind == "f" and not np.isfinite(image.array).all():
-            count = int(np.count_nonzero(~np.isfinite(image.array)))
+        count = _nonfinite_voxels(case.image_path, image.array)
+        if count:
             problems.append(f"{where}: the image has {count} NaN or infinite voxel(s); fix or "
                             f"re-export it")
     except DeepOrganSegError as error:
@@ -125,6 +127,16 @@ def _voxel_problems(case: CaseRef, prefix: str) -> list[str]:
         problems.append(f"{where}: the labelmap is empty (background only); label the case's "
                         f"organs or leave it out of the data set")
     return problems
+
+
+def _nonfinite_voxels(path: str, array: np.ndarray) -> int:
+    """NaN and infinite voxels of the image file ``path`` read as ``array``: a NIfTI file's
+    from its raw bytes (ITK reads them as 0), any other's from the array."""
+    if is_nifti(path):
+        counted = nifti_nonfinite_count(path)
+        if counted is not None:
+            return counted
+    return int(np.count_nonzero(~np.isfinite(array))) if array.dtype.kind == "f" else 0
 
 
 def _case_problems(case: CaseRef, prefix: str, source: SourceConfig, channels: int | None,

@@ -155,5 +155,6 @@ def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToke
         print(f"report: {printable(str(summary.report[1]))} (per case and organ: "
               f"{printable(str(summary.report[0]))})")
     for outcome in summary.failed:
-        print(f"error: case {outcome.case.id}: {outcome.message}", file=sys.stderr, flush=True)
+        print(printable(f"error: case {outcome.case.id}: {outcome.message}"), file=sys.stderr,
+              flush=True)
     return EXIT_BAD_INPUT if summary.failed else EXIT_OK

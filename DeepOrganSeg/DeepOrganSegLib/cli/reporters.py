@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Union
 
+from ..errors import printable
 from ..progress import JsonProgress, ProgressFunction
 
 __all__ = ["PROGRESS_KINDS", "Reporter", "BarProgress", "add_progress_option", "make_reporter",
@@ -52,7 +53,7 @@ def with_warnings(progress: ProgressFunction) -> ProgressFunction:
 
     def report(stage: str, fraction: float, message: str = "") -> None:
         if stage == "warning":
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            print(f"warning: {printable(message)}", file=sys.stderr, flush=True)
         progress(stage, fraction, message)
 
     return report
