@@ -33,7 +33,7 @@ from slicer.util import VTKObservationMixin
 
 from DeepOrganSegLib.model import ModelMetadata
 from DeepOrganSegLib.crf.parameters import PANEL_RANGES, CRFParameters
-from DeepOrganSegLib.errors import ModelFileError
+from DeepOrganSegLib.errors import InputError, ModelFileError
 from DeepOrganSegLib.mrml.eta import describe_seconds
 from DeepOrganSegLib.mrml.install import InstallJob
 from DeepOrganSegLib.mrml.job import SegmentationJob, SegmentationRequest
@@ -43,6 +43,7 @@ from DeepOrganSegLib.mrml.panel import (CRF_FIELDS, ModelEntry, OrganChoice,
                                         OutputFollowsInput, added_models, model_entries)
 from DeepOrganSegLib.mrml.refine import RefinementSession, RefineJob, stroke_editor_node
 from DeepOrganSegLib.mrml.sample import SampleJob
+from DeepOrganSegLib.mrml.server import ServerConnection, load_server, save_server
 from DeepOrganSegLib.mrml.uncertainty import show_uncertainty
 from DeepOrganSegLib.mrml.runner import EngineCommandJob, RunState, probe_cuda, slicer_python
 from DeepOrganSegLib.resources import bundled_models, user_model_folder
@@ -94,14 +95,18 @@ fully connected CRF of Krähenbühl and Koltun (NeurIPS, 2011).
 
 
 class Device(enum.Enum):
-    """Where the network runs (the value is the engine's ``--device``)."""
+    """Where the network runs (the value is the engine's ``--device``; SERVER: a
+    ``deeporganseg serve`` machine whose URL and token are in Slicer's settings, never in the
+    scene)."""
 
     AUTO = "auto"
     GPU = "cuda"
     CPU = "cpu"
+    SERVER = "server"
 
     def label(self) -> str:
-        return {Device.AUTO: _("Auto"), Device.GPU: _("GPU (CUDA)"), Device.CPU: _("CPU")}[self]
+        return {Device.AUTO: _("Auto"), Device.GPU: _("GPU (CUDA)"), Device.CPU: _("CPU"),
+                Device.SERVER: _("Server…")}[self]
 
 
 @parameterNodeWrapper
@@ -184,6 +189,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.modelComboBox.connect("activated(int)", self.onModelActivated)
+        self.ui.deviceComboBox.connect("activated(int)", self.onDeviceActivated)
         self.ui.taskComboBox.connect("currentIndexChanged(int)", self.onTaskChanged)
         self.ui.organListWidget.connect("itemChanged(QListWidgetItem*)", self.onOrganToggled)
         self.ui.crfCheckBox.connect("toggled(bool)", self.ui.crfParametersWidget.setEnabled)
@@ -517,6 +523,39 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not available and self._parameterNode and self._parameterNode.device is Device.GPU:
             self._parameterNode.device = Device.AUTO
 
+    def onDeviceActivated(self, index: int) -> None:
+        """Choosing "Server…" asks for the server's URL and token (kept in Slicer's settings);
+        cancelled with none kept, the choice goes back to Auto."""
+        if self._parameterNode is None or self._parameterNode.device is not Device.SERVER:
+            return
+        if self._askServer() is None and load_server(qt.QSettings()) is None:
+            self._parameterNode.device = Device.AUTO
+
+    def _askServer(self) -> ServerConnection | None:
+        """Ask for the server's URL, then its token (hidden as typed); keep them in Slicer's
+        settings. None when the user cancels; a URL that cannot work is said and not kept."""
+        settings = qt.QSettings()
+        kept = load_server(settings) or ServerConnection("https://", "")
+        url = qt.QInputDialog.getText(
+            slicer.util.mainWindow(), _("DeepOrganSeg server"),
+            _("URL of the deeporganseg serve machine (for example https://gpu.hospital:8765):"),
+            qt.QLineEdit.Normal, kept.url)
+        if not url:
+            return None
+        token = qt.QInputDialog.getText(
+            slicer.util.mainWindow(), _("DeepOrganSeg server"),
+            _("Token the server's operator gave you (kept in Slicer's settings, never in the "
+              "scene; leave empty for a server on this computer without one):"),
+            qt.QLineEdit.Password, kept.token)
+        server = ServerConnection(str(url).strip(), str(token or "").strip())
+        try:
+            save_server(settings, server)
+        except InputError as error:
+            slicer.util.errorDisplay(_("This server cannot be used: {reason}").format(
+                reason=error))
+            return None
+        return server
+
     # -- running -----------------------------------------------------------------------------
 
     def onSegmentButton(self) -> None:
@@ -567,9 +606,15 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 message=job.failure), detailedText=job.details)
 
     def _startSegmentation(self) -> None:
-        """The request from the panel (asking first whether to replace hand-drawn segments
-        named like an organ), then the run, followed by the Logic's timer."""
+        """The request from the panel (asking first for the server when "Server…" is chosen
+        and none is kept, then whether to replace hand-drawn segments named like an organ),
+        then the run, followed by the Logic's timer."""
         parameters = self._parameterNode
+        server = None
+        if parameters.device is Device.SERVER:
+            server = load_server(qt.QSettings()) or self._askServer()
+            if server is None:
+                return
         choice = self._organChoice()
         mine = hand_drawn_matches(parameters.outputSegmentation, choice.label_specs)
         replaceHandDrawn = bool(mine) and slicer.util.confirmYesNoDisplay(
@@ -577,13 +622,13 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
               "with the new result? (No keeps them and adds the new segments beside them.)"
               ).format(names=", ".join(mine)), _("Replace your segments?"))
         options = choice.options(
-            parameters.device.value, parameters.useCrf,
+            Device.AUTO.value if server else parameters.device.value, parameters.useCrf,
             {field: getattr(parameters, field) for field in CRF_FIELDS})
         request = SegmentationRequest(
             input_volume=parameters.inputVolume, model=Path(parameters.model),
             output_segmentation=parameters.outputSegmentation, options=options,
             show_3d=parameters.show3D, replace_hand_drawn=replaceHandDrawn,
-            keep_for_refinement=parameters.keepForRefinement, uncertainty=True)
+            keep_for_refinement=parameters.keepForRefinement, uncertainty=True, server=server)
         self._closeRefinement()
         self._showUncertaintyChoice(None)
         self.ui.resultsTableWidget.setRowCount(0)

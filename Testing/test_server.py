@@ -8,13 +8,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 from helpers import ellipsoid_scene
+from served import PATIENCE_S, Served
 from DeepOrganSegLib.cli import main
 from DeepOrganSegLib.errors import Cancelled, InputError
 from DeepOrganSegLib.progress import CancelToken
@@ -36,44 +33,6 @@ pytest.importorskip("uvicorn")
 TOKEN = "s3cret-token-for-tests"
 #: The upload limit of the test server: the scenes are a few hundred kB, the largest 10 MB.
 MAX_UPLOAD_MB = 20
-#: The longest any wait here may take before the test fails (never reached when all is well).
-PATIENCE_S = 60.0
-
-
-class Served:
-    """A ``deeporganseg serve`` process: its URL, and the folder its jobs' files live in."""
-
-    def __init__(self, model: Path, folder: Path, *flags: str) -> None:
-        self.jobs_folder = folder / "tmp"
-        self.jobs_folder.mkdir(parents=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "DeepOrganSegLib", "serve", "--port", "0", "--model",
-             str(model), *flags], stdout=subprocess.PIPE, stderr=(folder / "log").open("w"),
-            text=True, env={**os.environ, "TMPDIR": str(self.jobs_folder)})
-        line = _line_within(self.process, PATIENCE_S)
-        match = re.search(r"(https?://\S+)", line)
-        assert match, f"serve said {line!r}"
-        self.url = match.group(1)
-
-    def job_folders(self) -> list[Path]:
-        return [job for root in self.jobs_folder.glob("deeporganseg-serve-*")
-                for job in root.iterdir()]
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=PATIENCE_S)
-
-
-def _line_within(process: subprocess.Popen, timeout_s: float) -> str:
-    """The first line ``process`` prints, or a failure after ``timeout_s``."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout_s)
-    assert lines and lines[0], "the server did not start"
-    return lines[0]
-
-
 def _until(condition, what: str) -> None:
     """Wait (polling) until ``condition()`` holds; fail after :data:`PATIENCE_S`."""
     deadline = time.monotonic() + PATIENCE_S

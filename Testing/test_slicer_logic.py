@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -25,16 +26,19 @@ slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML
 
 from Testing.Python import DeepOrganSegTestBodies as bodies  # noqa: E402
 from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
+from served import Served  # noqa: E402
 from DeepOrganSegLib.mrml import runner  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
-from DeepOrganSegLib.mrml.job import (SegmentationJob, SegmentationRequest,  # noqa: E402
-                                      run_segmentation)
+from DeepOrganSegLib.mrml.job import (SegmentationFailed, SegmentationJob,  # noqa: E402
+                                      SegmentationRequest, run_segmentation)
 from DeepOrganSegLib.mrml.logic import EngineLogic  # noqa: E402
 from DeepOrganSegLib.mrml.nodes import add_volume_node  # noqa: E402
+from DeepOrganSegLib.errors import InputError  # noqa: E402
 from DeepOrganSegLib.options import InferenceSettings, SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.progress import (AutoTaskNote, JsonProgress, ProgressEvent,  # noqa: E402
                                       parse_progress_line)
 from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
+from DeepOrganSegLib.mrml.server import ServerConnection  # noqa: E402
 from DeepOrganSegLib.volume import Volume  # noqa: E402
 
 MODULE_RESOURCES = Path(__file__).resolve().parents[1] / "DeepOrganSeg" / "Resources"
@@ -216,6 +220,87 @@ def test_the_logic_follows_one_job_by_polling_and_times_the_next_run_by_this_one
     assert second.remaining.earlier is logic.stageProfile
     logic.cancel(wait=True)
     assert second.state is RunState.CANCELLED
+
+
+# ---------------------------------------------------------------------------------------------
+# The panel's "Server…" device: the same Logic, the engine command with --server.
+
+SERVER_TOKEN = "slicer-logic-test-token"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_path, tmp_path_factory):
+    """A ``deeporganseg serve`` with a token, on localhost (the tiny model)."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    folder = tmp_path_factory.mktemp("served")
+    token = folder / "token"
+    token.write_text(SERVER_TOKEN)
+    token.chmod(0o600)
+    server = Served(tiny_model_path, folder, "--token-file", str(token))
+    yield server
+    assert server.stop() == 0
+
+
+def _scene_xml(scene) -> str:
+    """The scene as it would be saved (.mrml)."""
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    return scene.GetSceneXMLString()
+
+
+def test_a_run_on_a_server_imports_what_the_local_run_imports_and_keeps_no_secret(
+        context, phantom_run, served, tmp_path):
+    """The Logic with ``server=``: the same segments voxel for voxel as the local run of the same
+    volume; the token never reaches the scene, and the job's folder (its token file) is gone."""
+    request = SegmentationRequest(
+        phantom_run.volume_node, context.case.model,
+        options=SegmentationOptions(task=context.case.task),
+        server=ServerConnection(served.url, SERVER_TOKEN))
+    job = SegmentationJob(request, sys.executable, temporary_root=tmp_path)
+    job.start()
+    assert job.wait(timeout=120) is RunState.DONE, job.failure
+    local, remote = phantom_run.job.outcome, job.outcome
+    try:
+        assert [o.name for o in remote.organs] == [o.name for o in local.organs]
+        for mine, theirs in zip(local.organs, remote.organs):
+            np.testing.assert_array_equal(
+                bodies.segment_mask(remote.segmentation_node, theirs.segment_id,
+                                    phantom_run.volume_node),
+                bodies.segment_mask(local.segmentation_node, mine.segment_id,
+                                    phantom_run.volume_node))
+        assert SERVER_TOKEN not in _scene_xml(context.scene)
+        assert not list(tmp_path.iterdir()), "the job's folder and token file are removed"
+    finally:
+        context.scene.RemoveNode(remote.segmentation_node)
+
+
+def test_a_wrong_server_token_fails_in_one_line_and_leaves_the_scene_as_it_was(
+        context, phantom_run, served, tmp_path):
+    before = bodies.scene_snapshot(context.scene)
+    request = SegmentationRequest(
+        phantom_run.volume_node, context.case.model,
+        options=SegmentationOptions(task=context.case.task),
+        server=ServerConnection(served.url, "not-the-token"))
+    with pytest.raises(SegmentationFailed) as failed:
+        run_segmentation(request, sys.executable, temporary_root=tmp_path)
+    message = failed.value.failure.message
+    assert "\n" not in message and "token" in message, message
+    assert bodies.scene_snapshot(context.scene) == before
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("url, token, reason", [
+    ("gpu.example:8765", "", "is not http(s)://host:port"),
+    ("ftp://gpu.example", "", "is not http(s)://host:port"),
+    ("https://gpu.example:8765", "two words", "holds a space or a line break")])
+def test_a_server_that_cannot_work_is_refused_before_any_work(context, phantom_run, url, token,
+                                                             reason, tmp_path):
+    request = SegmentationRequest(phantom_run.volume_node, context.case.model,
+                                  server=ServerConnection(url, token))
+    with pytest.raises(InputError, match=re.escape(reason)):
+        run_segmentation(request, sys.executable, temporary_root=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_oblique_case_is_faithful_to_its_source():

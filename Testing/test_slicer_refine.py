@@ -19,6 +19,7 @@ vtk = pytest.importorskip("vtk")
 from vtk.util import numpy_support  # noqa: E402
 
 from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
+from served import Served  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.mrml.job import SegmentationRequest, run_segmentation  # noqa: E402
@@ -27,6 +28,7 @@ from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: 
                                          segment_mask_on_grid, stroke_editor_node)
 from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
 from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
+from DeepOrganSegLib.mrml.server import ServerConnection  # noqa: E402
 
 
 @pytest.fixture
@@ -117,6 +119,45 @@ def test_refine_grows_a_missed_organ_from_add_strokes_and_leaves_the_others(refi
     assert job.changed == ["spleen"]
     assert np.array_equal(_mask(session, liver_id), liver_before)  # not scribbled: untouched
     assert not _mask(session, add).any()  # the strokes were used up
+
+
+def test_a_run_made_on_a_server_is_refined_on_that_server(mrml_scene, tiny_model_path,
+                                                          tmp_path):
+    """Issue 33: the panel's "Server…" device refines where it segmented (the server's warm
+    model); with the server gone, a refinement fails in one line and changes nothing."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    served = Served(tiny_model_path, tmp_path / "server")
+    try:
+        image, truth_volume = ellipsoid_scene(seed=5)
+        truth = truth_volume.array
+        volume = add_volume_node(mrml_scene, image, "CT on a server")
+        job = run_segmentation(SegmentationRequest(
+            volume, tiny_model_path, options=SegmentationOptions(task="abdomen-ct"),
+            keep_for_refinement=True, server=ServerConnection(served.url)), sys.executable,
+            temporary_root=tmp_path)
+        session = RefinementSession.of(job)
+        assert session.kept.server == ServerConnection(served.url)
+        _, spleen_id = session.organ_segments["spleen"]
+        _replace_segment(session, spleen_id, np.zeros(truth.shape, bool))
+        add, _ = session.scribble_segments("spleen")
+        strokes = np.zeros(truth.shape, bool)
+        centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
+        strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
+        _paint(session, add, strokes)
+        assert _refine(session, "spleen").changed == ["spleen"]
+        assert dice(_mask(session, spleen_id).astype(np.uint8),
+                    (truth == 2).astype(np.uint8), 1) > 0.8
+    finally:
+        assert served.stop() == 0
+    before = _mask(session, spleen_id)
+    _paint(session, add, strokes)
+    gone = RefineJob(session, "spleen", sys.executable)
+    gone.start()
+    assert gone.wait(timeout=120) is RunState.FAILED
+    assert "\n" not in gone.failure.message and served.url in gone.failure.message
+    assert np.array_equal(_mask(session, spleen_id), before)
+    session.close()
 
 
 def test_undo_restores_the_segments_a_refinement_changed(refinable):

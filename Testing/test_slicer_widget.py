@@ -401,3 +401,75 @@ def test_load_sample_makes_the_chosen_tasks_phantom_and_with_auto_the_models_fir
     widget._parameterNode.task = "brain-mr"
     widget.onLoadSample()
     assert widget.logic.samples == ["heart-mr", "brain-mr"]
+
+
+class FakeSettings(dict):
+    """``QSettings``: ``value(key, default)`` and ``setValue(key, value)`` over a dict."""
+
+    def value(self, key: str, default=None):
+        return self.get(key, default)
+
+    def setValue(self, key: str, value) -> None:
+        self[key] = value
+
+
+@pytest.fixture
+def asked(module, monkeypatch) -> tuple[FakeSettings, list, list]:
+    """Slicer's settings, the answers the next questions get (URL, then token; "" is Cancel),
+    and the questions' echo modes and the errors shown, as the panel asked them."""
+    settings, answers, shown = FakeSettings(), [], []
+    monkeypatch.setattr(module.qt, "QSettings", lambda: settings, raising=False)
+    monkeypatch.setattr(module.qt, "QLineEdit", types.SimpleNamespace(Normal=0, Password=2),
+                        raising=False)
+    monkeypatch.setattr(module.qt, "QInputDialog", types.SimpleNamespace(
+        getText=lambda parent, title, label, echo, text: shown.append(echo) or answers.pop(0)),
+        raising=False)
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: None)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **kwargs: shown.append(text))
+    return settings, answers, shown
+
+
+def test_choosing_server_asks_url_and_hidden_token_and_keeps_them_in_slicers_settings(
+        module, app, asked):
+    """Issue 33: the token lives in Slicer's settings, typed hidden; the scene's parameter node
+    has no field for the URL or the token (a saved scene carries no secret)."""
+    settings, answers, shown = asked
+    widget = bare_widget(module)
+    widget._parameterNode = FakeParameterNode(module, device=module.Device.SERVER,
+                                              inputVolume="CT", model="/models/v7.safetensors")
+    answers += ["https://gpu.hospital:8765", "s3cret"]
+    widget.onDeviceActivated(3)
+    assert shown == [0, 2]  # URL as typed, token hidden
+    assert settings == {"DeepOrganSeg/ServerURL": "https://gpu.hospital:8765",
+                        "DeepOrganSeg/ServerToken": "s3cret"}
+    fields = " ".join(module.DeepOrganSegParameterNode.__annotations__).lower()
+    assert "token" not in fields and "url" not in fields and "server" not in fields
+
+    widget.onSegmentButton()  # the kept server, without asking again
+    (request,) = widget.logic.requests
+    assert request.server == module.ServerConnection("https://gpu.hospital:8765", "s3cret")
+    assert request.options.inference.device == "auto" and shown == [0, 2]
+
+
+def test_a_server_question_cancelled_with_none_kept_goes_back_to_auto_and_runs_nothing(
+        module, app, asked):
+    settings, answers, _shown = asked
+    widget = bare_widget(module)
+    widget._parameterNode = FakeParameterNode(module, device=module.Device.SERVER,
+                                              inputVolume="CT", model="/models/v7.safetensors")
+    answers.append("")
+    widget.onSegmentButton()  # asked on Segment: cancelled
+    assert widget.logic.requests == [] and settings == {}
+    answers.append("")
+    widget.onDeviceActivated(3)
+    assert widget._parameterNode.device is module.Device.AUTO
+
+
+def test_a_server_url_that_cannot_work_is_said_and_not_kept(module, app, asked):
+    settings, answers, shown = asked
+    widget = bare_widget(module)
+    widget._parameterNode = FakeParameterNode(module, device=module.Device.SERVER)
+    answers += ["gpu.hospital:8765", ""]
+    widget.onDeviceActivated(3)
+    assert settings == {} and widget._parameterNode.device is module.Device.AUTO
+    assert "is not http(s)://host:port" in shown[-1]

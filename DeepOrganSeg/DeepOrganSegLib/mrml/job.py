@@ -24,7 +24,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from .nodes import (MODEL_TAG, TASK_TAG, check_same_grid, in_scene, matrix_array
                     merge_segments, node_ijk_to_ras, parent_transform_id, place_next_to,
                     segments_from_labelmap, set_show_3d, volume_from_node)
 from .eta import StageProfile
+from .server import ServerConnection
 from .runner import EngineCommandJob, EngineFailure, RunState, segment_command
 from .uncertainty import set_uncertainty_node
 
@@ -72,6 +73,9 @@ class SegmentationRequest:
     #: Also bring the voxelwise uncertainty into the scene (``SegmentationOutcome
     #: .uncertainty_node``; shown with ``uncertainty.show_uncertainty``).
     uncertainty: bool = False
+    #: Run on this ``deeporganseg serve`` machine (its model and device; ``model`` above then
+    #: only names the tasks and organs offered) instead of here.
+    server: ServerConnection | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class KeptRun:
     task: str
     #: organ name -> (its label spec, the ID of its segment)
     organ_segments: dict[str, tuple[LabelSpec, str]]
+    #: The server the run was made on: its refinements go there too.
+    server: ServerConnection | None = None
 
     @property
     def input_path(self) -> Path:
@@ -159,8 +165,11 @@ def check_request(request: SegmentationRequest) -> None:
         raise InputError("choose a scalar input volume (not a labelmap)")
     if node.GetScene() is None:
         raise InputError(f"volume '{node.GetName()}' is not in the scene")
-    metadata = read_metadata(request.model)
     options = request.options
+    if request.server is not None:  # the server checks the task and organs against its model
+        request.server.check()
+        return _check_output(request)
+    metadata = read_metadata(request.model)
     tasks = [task.name for task in metadata.tasks]
     if options.task != "auto" and options.task not in tasks:
         raise InputError(f"the model has no task '{options.task}'; choose one of: "
@@ -170,6 +179,13 @@ def check_request(request: SegmentationRequest) -> None:
             raise InputError("choose a task to segment a subset of its organs")
         metadata.selected_labels(options.task, options.organs)  # the engine's own check
     check_device_name(options.inference.device)
+    _check_output(request)
+
+
+def _check_output(request: SegmentationRequest) -> None:
+    """The output segmentation, when one is chosen: a segmentation under the input's
+    transform."""
+    node = request.input_volume
     output = request.output_segmentation
     if output is not None:
         if not output.IsA("vtkMRMLSegmentationNode"):
@@ -209,11 +225,15 @@ class SegmentationJob(EngineCommandJob):
                                                       dir=self.temporary_root))
         input_path = write_volume(self._input, self._input_path, compress=False)
         request = self.request
+        server = request.server
+        options = request.options if server is None else replace(
+            request.options, inference=replace(request.options.inference, device="auto"))
         return segment_command(
-            input_path, self._labelmap_path, self._stats_path, model=request.model,
-            options=request.options,
+            input_path, self._labelmap_path, self._stats_path,
+            model=request.model if server is None else None, options=options,
             probabilities=self._probabilities_path if request.keep_for_refinement else None,
             uncertainty=self._uncertainty_path if request.uncertainty else None,
+            server=[] if server is None else server.engine_flags(self.temporary_folder),
             python=self.python)
 
     @property
@@ -255,7 +275,9 @@ class SegmentationJob(EngineCommandJob):
                              "or its geometry edited); nothing was imported: segment again")
         specs = [LabelSpec.from_dict(entry, f"labels[{index}]")
                  for index, entry in enumerate(statistics["labels"])]
-        tags = {MODEL_TAG: Path(self.request.model).name, TASK_TAG: str(statistics["task"])}
+        model = (Path(self.request.model).name if self.request.server is None
+                 else f"the model of {self.request.server.url}")
+        tags = {MODEL_TAG: model, TASK_TAG: str(statistics["task"])}
         segments = segments_from_labelmap(labels.array, node_ijk_to_ras(self.request.input_volume),
                                           specs, tags)
         return segments, statistics, uncertainty
@@ -304,7 +326,8 @@ class SegmentationJob(EngineCommandJob):
                                                  dir=self.temporary_root)),
                            Path(self.request.model), str(statistics["task"]),
                            {spec.name: (spec, segment_id)
-                            for spec, segment_id in zip(specs, segment_ids)})
+                            for spec, segment_id in zip(specs, segment_ids)},
+                           self.request.server)
             shutil.move(str(self._input_path), kept.input_path)
             shutil.move(str(self._probabilities_path), kept.probabilities_path)
         return SegmentationOutcome(

@@ -307,7 +307,10 @@ class RefineJob(EngineCommandJob):
         kept = session.kept
         return refine_command(kept.input_path, self._segmentation_path, self._strokes_path,
                               self._output_path, probabilities=kept.probabilities_path,
-                              model=kept.model, task=kept.task, python=self.python)
+                              model=kept.model if kept.server is None else None, task=kept.task,
+                              server=[] if kept.server is None
+                              else kept.server.engine_flags(self.temporary_folder),
+                              python=self.python)
 
     @property
     def _segmentation_path(self) -> Path:

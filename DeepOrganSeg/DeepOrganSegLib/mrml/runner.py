@@ -100,18 +100,21 @@ class EngineFailure:
 
 
 def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLike,
-                    stats_path: str | os.PathLike, *, model: str | os.PathLike,
+                    stats_path: str | os.PathLike, *, model: str | os.PathLike | None,
                     options: SegmentationOptions = SegmentationOptions(),
                     probabilities: str | os.PathLike | None = None,
                     uncertainty: str | os.PathLike | None = None,
+                    server: Sequence[str] = (),
                     python: str | os.PathLike = sys.executable) -> list[str]:
     """The ``deeporganseg segment`` command line for one run, with JSON progress on stdout:
     the paths, then ``options`` as the command's own flags (:meth:`SegmentationOptions.to_argv`).
     ``probabilities``: also write the class probabilities there (for refinement);
-    ``uncertainty``: also write the voxelwise uncertainty there (where to look)."""
+    ``uncertainty``: also write the voxelwise uncertainty there (where to look); ``server``:
+    the ``--server`` flags of a run on a server (:meth:`.server.ServerConnection.engine_flags`;
+    its operator chooses model and device, so ``model`` is None and the device ``auto``)."""
     command = [str(python), "-m", "DeepOrganSegLib.cli", "segment", str(input_path),
-               str(output_path), "--model", str(model), "--stats", str(stats_path),
-               "--progress", "json", *options.to_argv()]
+               str(output_path), *_model_flag(model), "--stats", str(stats_path),
+               "--progress", "json", *options.to_argv(), *server]
     for flag, path in (("--probabilities", probabilities), ("--uncertainty", uncertainty)):
         if path is not None:
             command += [flag, str(path)]
@@ -120,13 +123,20 @@ def segment_command(input_path: str | os.PathLike, output_path: str | os.PathLik
 
 def refine_command(input_path: str | os.PathLike, segmentation_path: str | os.PathLike,
                    scribbles_path: str | os.PathLike, output_path: str | os.PathLike, *,
-                   probabilities: str | os.PathLike, model: str | os.PathLike, task: str,
+                   probabilities: str | os.PathLike, model: str | os.PathLike | None, task: str,
+                   server: Sequence[str] = (),
                    python: str | os.PathLike = sys.executable) -> list[str]:
-    """The ``deeporganseg refine`` command line for one refinement, JSON progress on stdout."""
+    """The ``deeporganseg refine`` command line for one refinement, JSON progress on stdout
+    (``server``, ``model``: as :func:`segment_command`'s)."""
     return [str(python), "-m", "DeepOrganSegLib.cli", "refine", str(input_path),
             str(segmentation_path), str(scribbles_path), str(output_path),
-            "--probabilities", str(probabilities), "--model", str(model), "--task", task,
-            "--progress", "json"]
+            "--probabilities", str(probabilities), *_model_flag(model), "--task", task,
+            "--progress", "json", *server]
+
+
+def _model_flag(model: str | os.PathLike | None) -> list[str]:
+    """``--model PATH``, or nothing for a run whose model someone else chooses (a server)."""
+    return [] if model is None else ["--model", str(model)]
 
 
 def phantom_command(kind: str, image_path: str | os.PathLike, labels_path: str | os.PathLike,
