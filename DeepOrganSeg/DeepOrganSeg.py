@@ -762,6 +762,7 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if session is not None:
             for name, (spec, _segment) in session.organ_segments.items():
                 self.ui.refineOrganComboBox.addItem(spec.display_name, name)
+            self.logic.warmUp(session)  # a stroke's round trip without starting the engine
         self._updateRefineSection()
 
     def _closeRefinement(self) -> None:

@@ -10,6 +10,7 @@ stroke editor's own parameter node, overwrite mode included."""
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -158,6 +159,60 @@ def test_a_run_made_on_a_server_is_refined_on_that_server(mrml_scene, tiny_model
     assert "\n" not in gone.failure.message and served.url in gone.failure.message
     assert np.array_equal(_mask(session, spleen_id), before)
     session.close()
+
+
+def _warm(session) -> None:
+    """Start the session's warm engine and wait until it is ready."""
+    session.warm_up(sys.executable)
+    deadline = time.monotonic() + 120
+    while session.warm_engine() is None:
+        assert session.warm is not None, "the warm engine ended"
+        assert time.monotonic() < deadline, "the warm engine never got ready"
+        time.sleep(0.05)
+
+
+def _spleen_strokes(session, truth) -> None:
+    add, _ = session.scribble_segments("spleen")
+    strokes = np.zeros(truth.shape, bool)
+    centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
+    strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
+    _paint(session, add, strokes)
+
+
+def test_the_warm_engine_refines_as_a_cold_refine_does(refinable):
+    """Issue 31: with the session's warm engine (``refine-session``) ready, Refine sends it the
+    request instead of starting ``deeporganseg refine``; the segments come out the same."""
+    session, truth = refinable
+    _, spleen_id = session.organ_segments["spleen"]
+    _replace_segment(session, spleen_id, np.zeros(truth.shape, bool))
+    _spleen_strokes(session, truth)
+    assert not _refine(session, "spleen").warm
+    cold = _mask(session, spleen_id)
+    session.undo()
+    _warm(session)
+    _spleen_strokes(session, truth)
+    job = _refine(session, "spleen")
+    assert job.warm and job.changed == ["spleen"]
+    assert np.array_equal(_mask(session, spleen_id), cold)
+    warm = session.warm
+    session.close()
+    assert warm.process.wait(timeout=30) is not None, "closing the session ends the engine"
+
+
+def test_cancelling_a_warm_refinement_ends_the_engine_and_changes_nothing(refinable):
+    session, truth = refinable
+    _, spleen_id = session.organ_segments["spleen"]
+    before = _mask(session, spleen_id)
+    _warm(session)
+    _spleen_strokes(session, truth)
+    job = RefineJob(session, "spleen", sys.executable)
+    job.start()
+    assert job.warm
+    job.cancel()
+    assert job.wait(timeout=60) is RunState.CANCELLED
+    assert np.array_equal(_mask(session, spleen_id), before) and session.warm is None
+    again = _refine(session, "spleen")  # the next one runs cold
+    assert not again.warm and again.changed == ["spleen"]
 
 
 def test_undo_restores_the_segments_a_refinement_changed(refinable):

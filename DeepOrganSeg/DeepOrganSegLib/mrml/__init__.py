@@ -10,6 +10,7 @@
 * ``uncertainty``: a run's voxelwise uncertainty as a volume node, shown over the input with a
   colour bar.
 * ``sample``: a phantom of a task made by the engine and loaded (sample data offline).
+* ``warm``: the warm refinement engine (the engine's ``refine-session`` for one kept run).
 * ``server``: the panel's "Server…" device (URL and token from Slicer's settings, never the
   scene; the engine command's ``--server`` flags).
 * ``panel``: what the panel shows and asks for, without Qt (model list, organ choice, CRF
@@ -20,6 +21,6 @@
 The only engine package that imports ``slicer`` and ``vtk`` (never Qt or ``slicer.app``), in
 ``nodes``, ``job`` and ``refine``; ``uncertainty``, ``sample`` and ``logic`` need MRML through them:
 pytest runs them against the PyPI ``slicer-core`` wheel. ``runner``, ``install``, ``panel``,
-``server`` and ``eta`` need no MRML. Nothing here imports PyTorch. Import the submodule you need (this package
+``server``, ``warm`` and ``eta`` need no MRML. Nothing here imports PyTorch. Import the submodule you need (this package
 imports none of them, so ``runner`` loads without MRML).
 """

@@ -147,10 +147,16 @@ class EngineLogic:
                progressCallback: Callable[[RefineJob], None] | None = None,
                completedCallback: Callable[[RefineJob], None] | None = None) -> RefineJob:
         """Correct ``organ`` of the run ``session`` belongs to from the strokes painted into
-        its stroke segments; the engine runs in a subprocess, followed by :meth:`poll`."""
+        its stroke segments; the engine runs in a subprocess (the session's warm engine once
+        :meth:`warmUp` made it ready), followed by :meth:`poll`."""
         self._refuseWhileRunning()
         job = RefineJob(session, organ, self.pythonExecutable(), environment=self._environment())
         return self._follow(job, progressCallback, completedCallback)
+
+    def warmUp(self, session: RefinementSession) -> None:
+        """Start ``session``'s warm engine in the background (a few seconds; refinements run
+        cold until it is ready): stroke -> segments then costs the refinement alone."""
+        session.warm_up(self.pythonExecutable(), self._environment())
 
     def poll(self) -> RunState:
         """Advance the followed job; call back with its progress and, once it is finished,

@@ -18,6 +18,12 @@ Then, for an organ:
 3. :meth:`RefinementSession.close` removes the scribble segments and the private folder (the
    module calls it when the scene closes, a new run starts or the module is left).
 
+:meth:`RefinementSession.warm_up` starts a warm engine (:class:`.warm.WarmRefiner`, the
+engine's ``refine-session``) that keeps the model, image and probabilities loaded; once it is
+ready, each :class:`RefineJob` sends it a request instead of starting ``deeporganseg refine``
+(same files, same result, without starting Python and loading torch and the model each time).
+A run made on a server refines on the server instead.
+
 Only MRML and the segmentations logic classes are used (as in :mod:`.job`): pytest runs this
 against the ``slicer-core`` wheel.
 """
@@ -36,13 +42,15 @@ from vtk.util import numpy_support
 
 from ..model import LabelSpec
 from ..errors import InputError
+from ..progress import ProgressEvent
 from ..strokes import Scribbles, encode_strokes
 from ..volume import Volume
 from ..volume_io import read_volume, write_volume
 from .job import KeptRun, SegmentationJob
 from .nodes import (check_same_grid, in_scene, matrix_array, node_ijk_to_ras, segment_tag,
                     volume_from_node)
-from .runner import EngineCommandJob, refine_command
+from .runner import EngineCommandJob, EngineFailure, RunState, refine_command
+from .warm import WarmRefiner
 
 __all__ = ["SCRIBBLE_TAG", "STROKE_EDITOR_TAG", "RefinementSession", "RefineJob",
            "segment_mask_on_grid", "stroke_editor_node"]
@@ -128,6 +136,8 @@ class RefinementSession:
     ijk_to_ras: np.ndarray  # the input's IJK-to-RAS when the run ended (4x4)
     #: previous masks of the segments each refinement changed, newest last
     history: list[dict[str, np.ndarray]] = field(default_factory=list)
+    #: the warm engine (:meth:`warm_up`), while it lives
+    warm: WarmRefiner | None = None
 
     @classmethod
     def of(cls, job: SegmentationJob) -> "RefinementSession | None":
@@ -142,6 +152,29 @@ class RefinementSession:
     @property
     def folder(self) -> Path:
         return self.kept.folder
+
+    def warm_up(self, python: str, environment: dict[str, str] | None = None) -> None:
+        """Start the warm engine for this run (in the background: it is used once ready).
+        Nothing for a run made on a server, or when one is already running."""
+        if self.kept.server is not None or not self.is_open or (
+                self.warm is not None and self.warm.alive):
+            return
+        self.warm = WarmRefiner(self.kept.input_path, self.kept.probabilities_path,
+                                self.kept.model, self.kept.task, python,
+                                environment=environment, cwd=self.kept.folder)
+
+    def warm_engine(self) -> WarmRefiner | None:
+        """The warm engine if it is ready for a request, else None (a refinement then starts
+        ``deeporganseg refine``); one that ended is dropped."""
+        if self.warm is not None and not self.warm.alive:
+            self.warm = None
+        return self.warm if self.warm is not None and self.warm.ready else None
+
+    def cool_down(self) -> None:
+        """End the warm engine, if any (a refinement is cancelled, or the session closes)."""
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
 
     @property
     def organ_segments(self) -> dict[str, tuple[LabelSpec, str]]:
@@ -267,13 +300,16 @@ class RefinementSession:
                     if segment_id:
                         self._segmentation().RemoveSegment(segment_id)
         self.history.clear()
+        self.cool_down()
         self.kept.discard()
 
 
 class RefineJob(EngineCommandJob):
     """One click on Refine for one organ, followed by polling (the states of
     :class:`.runner.EngineCommandJob`, as a segmentation run). The scene is only touched when
-    the engine's result is applied."""
+    the engine's result is applied. With the session's warm engine ready, the request goes to
+    it (``warm`` is True) and its answer is applied in the poll that sees it; Cancel then ends
+    the warm engine (the next refinement starts a cold one)."""
 
     def __init__(self, session: RefinementSession, organ: str, python: str, *,
                  environment: dict[str, str] | None = None) -> None:
@@ -284,6 +320,59 @@ class RefineJob(EngineCommandJob):
         self.changed: list[str] = []
         self._sent: np.ndarray | None = None
         self._geometry: Volume | None = None
+        self._warm: WarmRefiner | None = None
+
+    @property
+    def warm(self) -> bool:
+        """Whether the warm engine does this refinement."""
+        return self._warm is not None
+
+    def _launch(self, command: list[str]) -> None:
+        warm = self.session.warm_engine()
+        if warm is not None and warm.request(self._segmentation_path, self._strokes_path,
+                                             self._output_path):
+            self._warm = warm
+            self.state = RunState.RUNNING
+            self.progress = ProgressEvent("crf", 0.0, "refining")
+            return
+        super()._launch(command)
+
+    def poll(self) -> RunState:
+        if self._warm is None:
+            return super().poll()
+        if self.state in (RunState.RUNNING, RunState.CANCEL_REQUESTED):
+            self._follow_warm(self._warm)
+        elif self.state is RunState.IMPORTING:
+            self._import()
+        return self.state
+
+    def cancel(self) -> None:
+        if self._warm is None or self.state not in (RunState.STARTING, RunState.RUNNING):
+            super().cancel()
+            return
+        self.state = RunState.CANCEL_REQUESTED
+        self.progress = ProgressEvent("cancel", self.progress.fraction, "cancelling")
+        self.session.cool_down()
+
+    def _follow_warm(self, warm: WarmRefiner) -> None:
+        """The warm engine's answer, applied at once; its end (a cancel, or a crash)."""
+        if self.state is RunState.CANCEL_REQUESTED:
+            if not warm.alive:
+                self._finish(RunState.CANCELLED)
+            return
+        answer = warm.answer()
+        if answer is None:
+            if not warm.alive:  # it died mid-request: say why; the next refinement runs cold
+                self.session.warm = None
+                self._finish(RunState.FAILED, warm.process.failure() or EngineFailure(
+                    "the refinement engine stopped; refine again", None))
+            return
+        if "output" not in answer:
+            self._finish(RunState.FAILED, EngineFailure(str(answer.get("error", answer)),
+                                                        answer.get("exit_code")))
+            return
+        self._succeeded()
+        self._import()
 
     def _command(self) -> list[str]:
         session = self.session

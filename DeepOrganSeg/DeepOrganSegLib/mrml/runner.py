@@ -44,8 +44,9 @@ from ..progress import ProgressEvent, parse_progress_line
 from .eta import RemainingTime, StageProfile
 
 __all__ = ["RunState", "poll_until_finished", "EngineFailure", "segment_command",
-           "refine_command", "phantom_command", "engine_environment", "EngineProcess", "kill_process_tree",
-           "EngineJob", "EngineCommandJob", "slicer_python", "LIB_PARENT"]
+           "refine_command", "refine_session_command", "phantom_command", "engine_environment",
+           "EngineProcess", "kill_process_tree", "EngineJob", "EngineCommandJob", "slicer_python",
+           "LIB_PARENT"]
 
 #: The folder that holds the ``DeepOrganSegLib`` package: what the child needs on its path.
 LIB_PARENT = Path(__file__).resolve().parents[2]
@@ -132,6 +133,15 @@ def refine_command(input_path: str | os.PathLike, segmentation_path: str | os.Pa
             str(segmentation_path), str(scribbles_path), str(output_path),
             "--probabilities", str(probabilities), *_model_flag(model), "--task", task,
             "--progress", "json", *server]
+
+
+def refine_session_command(input_path: str | os.PathLike, *, probabilities: str | os.PathLike,
+                           model: str | os.PathLike, task: str,
+                           python: str | os.PathLike = sys.executable) -> list[str]:
+    """The ``deeporganseg refine-session`` command line: a warm engine for one kept run that
+    answers one refinement request per stdin line (:mod:`DeepOrganSegLib.cli.refine_session`)."""
+    return [str(python), "-m", "DeepOrganSegLib.cli", "refine-session", str(input_path),
+            "--probabilities", str(probabilities), "--model", str(model), "--task", task]
 
 
 def _model_flag(model: str | os.PathLike | None) -> list[str]:
@@ -235,10 +245,15 @@ class EngineProcess:
     is still there after :data:`TERMINATE_GRACE_S`."""
 
     def __init__(self, command: Sequence[str], env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None) -> None:
+                 cwd: str | os.PathLike | None = None, interactive: bool = False) -> None:
         self.command = list(command)
         self.env = engine_environment(env)
         self.cwd = cwd
+        #: A session that reads requests on stdin (:meth:`send`) and answers with JSON lines
+        #: (:attr:`replies`); otherwise stdin is empty.
+        self.interactive = interactive
+        #: The JSON objects the child printed that are not progress lines, oldest first.
+        self.replies: deque[dict] = deque()
         self.returncode: int | None = None
         self.last_event: ProgressEvent | None = None
         self._process: subprocess.Popen | None = None
@@ -269,7 +284,8 @@ class EngineProcess:
                                    subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
                                    | subprocess.CREATE_NO_WINDOW})  # type: ignore[attr-defined]
         self._process = subprocess.Popen(
-            self.command, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+            self.command, env=self.env, cwd=self.cwd,
+            stdin=subprocess.PIPE if self.interactive else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
             errors="replace", bufsize=1, **platform_options)
         self._threads = [
@@ -326,11 +342,26 @@ class EngineProcess:
                 continue
             event = parse_progress_line(line)
             if event is None:
-                if line.strip():
+                reply = _json_object(line) if self.interactive else None
+                if reply is not None:
+                    self.replies.append(reply)
+                elif line.strip():
                     logging.info("DeepOrganSeg engine: %s", line)
                 continue
             events.append(event)
             self.last_event = event
+
+    def send(self, document: dict) -> bool:
+        """Write ``document`` as one JSON line to an interactive child's stdin; False when the
+        child is gone (its end shows in :meth:`poll`)."""
+        if self._process is None or self._process.stdin is None:
+            raise RuntimeError("not an interactive engine process, or not started")
+        try:
+            self._process.stdin.write(json.dumps(document) + "\n")
+            self._process.stdin.flush()
+        except (OSError, ValueError):  # a broken pipe, or stdin already closed
+            return False
+        return True
 
     def cancel(self) -> None:
         """Ask the engine and everything it started to stop (SIGTERM now, SIGKILL later)."""
@@ -369,6 +400,15 @@ class EngineProcess:
         elif not message:
             message = f"the segmentation engine stopped with exit code {self.returncode}"
         return EngineFailure(message=message, exit_code=self.returncode, details=details)
+
+
+def _json_object(line: str) -> dict | None:
+    """The JSON object on ``line``, or None (chatter, or JSON that is not an object)."""
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 class EngineJob(abc.ABC):
@@ -496,10 +536,7 @@ class EngineCommandJob(EngineJob):
         self._begin(RunState.STARTING)
         self.progress = ProgressEvent("starting", 0.0, "writing the inputs")
         try:
-            command = self._command()
-            self._process = EngineProcess(command, env=self.environment,
-                                          cwd=self.temporary_folder)
-            self._process.start()
+            self._launch(self._command())
         except Exception as error:
             message = str(error) if isinstance(error, DeepOrganSegError) else (
                 f"could not start the segmentation engine: {error}")
@@ -521,6 +558,11 @@ class EngineCommandJob(EngineJob):
         elif self.state is RunState.IMPORTING:
             self._import()
         return self.state
+
+    def _launch(self, command: list[str]) -> None:
+        """Start the engine child with ``command``."""
+        self._process = EngineProcess(command, env=self.environment, cwd=self.temporary_folder)
+        self._process.start()
 
     @property
     def engine_pid(self) -> int | None:
