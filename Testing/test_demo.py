@@ -12,10 +12,11 @@ from DeepOrganSegLib.errors import InputError
 
 pytest.importorskip("DeepOrganSegLib.phantoms")
 
-#: Mean Dice (no CRF) the bundled model (v6) must keep on each demo phantom. Measured on the
-#: demo seed: brain 0.891, heart 0.937, abdomen 0.855 (held-out means in docs/model-card.md:
-#: 0.896, 0.934, 0.847); the margins absorb float differences between CPUs, not regressions.
-BUNDLED_MEAN_DICE = {"brain-mr": 0.84, "heart-mr": 0.89, "abdomen-ct": 0.81}
+#: Mean Dice (no CRF) the bundled model must keep on each demo phantom. Measured on the demo
+#: seed: brain 0.891, heart 0.937 (v6); abdomen 0.793 (v7, 2026-12-06, on the phantoms with
+#: the clinical detail that became the generator's default: 0.855 before them; held-out means
+#: in docs/model-card.md); the margins absorb float differences between CPUs, not regressions.
+BUNDLED_MEAN_DICE = {"brain-mr": 0.84, "heart-mr": 0.89, "abdomen-ct": 0.75}
 
 
 def _run_demo(tmp_path, capsys, *extra: str) -> tuple[dict, str]:
