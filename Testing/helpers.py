@@ -157,3 +157,33 @@ def fresh_mrml_scene() -> Iterator:
     yield scene
     logic.SetMRMLScene(None)
     scene.Clear(True)
+
+
+def paint_stroke(session, segment_id: str, mask: np.ndarray) -> None:
+    """A stroke of the panel's Paint: ``mask`` [k, j, i] on the input's grid added to the
+    stroke segment ``segment_id`` of a ``mrml.refine.RefinementSession`` by the Segment
+    Editor's own logic (``vtkSlicerSegmentEditorLogic.ModifySegmentByLabelmap``, what the Paint
+    effect calls from Slicer 5.10 on), with the stroke editor's parameter node, overwrite mode
+    included (needs the ``slicer-core`` wheel)."""
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    from DeepOrganSegLib.mrml.nodes import node_ijk_to_ras
+    from DeepOrganSegLib.mrml.refine import stroke_editor_node
+
+    node = session.segmentation_node
+    editor = slicer.vtkSlicerSegmentEditorLogic()
+    editor.SetMRMLScene(node.GetScene())
+    editor.SetSegmentEditorNode(stroke_editor_node(node.GetScene()))
+    editor.SetSegmentationNode(node)
+    editor.SetSourceVolumeNode(session.input_volume)
+    editor.SetCurrentSegmentID(segment_id)
+    stroke = slicer.vtkOrientedImageData()
+    stroke.SetDimensions(*mask.shape[::-1])
+    stroke.SetImageToWorldMatrix(node_ijk_to_ras(session.input_volume))
+    stroke.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(mask, np.uint8).ravel(), deep=True,
+        array_type=vtk.VTK_UNSIGNED_CHAR))
+    editor.ModifySegmentByLabelmap(node, segment_id, stroke, editor.ModificationModeAdd,
+                                   True, False)

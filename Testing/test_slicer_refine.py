@@ -17,16 +17,15 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (MRML)")
 vtk = pytest.importorskip("vtk")
-from vtk.util import numpy_support  # noqa: E402
 
-from helpers import ellipsoid_scene, fresh_mrml_scene  # noqa: E402
+from helpers import ellipsoid_scene, fresh_mrml_scene, paint_stroke  # noqa: E402
 from served import Served  # noqa: E402
 from DeepOrganSegLib.metrics import dice  # noqa: E402
 from DeepOrganSegLib.options import SegmentationOptions  # noqa: E402
 from DeepOrganSegLib.mrml.job import SegmentationRequest, run_segmentation  # noqa: E402
 from DeepOrganSegLib.mrml.nodes import add_volume_node, node_ijk_to_ras  # noqa: E402
 from DeepOrganSegLib.mrml.refine import (RefineJob, RefinementSession,  # noqa: E402
-                                         segment_mask_on_grid, stroke_editor_node)
+                                         segment_mask_on_grid)
 from DeepOrganSegLib.mrml.refine import _set_segment_mask  # noqa: E402
 from DeepOrganSegLib.mrml.runner import RunState  # noqa: E402
 from DeepOrganSegLib.mrml.server import ServerConnection  # noqa: E402
@@ -49,25 +48,6 @@ def refinable(mrml_scene, tiny_model_path, tmp_path):
     session = RefinementSession.of(job)
     yield session, truth.array
     session.close()
-
-
-def _paint(session, segment_id: str, mask: np.ndarray) -> None:
-    """A stroke of the panel's Paint: ``mask`` added to the segment by the Segment Editor's own
-    logic, with the stroke editor's parameter node (what the embedded editor uses)."""
-    node = session.segmentation_node
-    editor = slicer.vtkSlicerSegmentEditorLogic()
-    editor.SetMRMLScene(node.GetScene())
-    editor.SetSegmentEditorNode(stroke_editor_node(node.GetScene()))
-    editor.SetSegmentationNode(node)
-    editor.SetSourceVolumeNode(session.input_volume)
-    editor.SetCurrentSegmentID(segment_id)
-    stroke = slicer.vtkOrientedImageData()
-    stroke.SetDimensions(*mask.shape[::-1])
-    stroke.SetImageToWorldMatrix(node_ijk_to_ras(session.input_volume))
-    stroke.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
-        np.ascontiguousarray(mask, np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR))
-    editor.ModifySegmentByLabelmap(node, segment_id, stroke, editor.ModificationModeAdd,
-                                   True, False)
 
 
 def _replace_segment(session, segment_id: str, mask: np.ndarray) -> None:
@@ -111,7 +91,7 @@ def test_refine_grows_a_missed_organ_from_add_strokes_and_leaves_the_others(refi
     strokes = np.zeros(truth.shape, bool)
     centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
     strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
-    _paint(session, add, strokes)
+    paint_stroke(session, add, strokes)
 
     job = _refine(session, "spleen")
     spleen = _mask(session, spleen_id)
@@ -145,14 +125,14 @@ def test_a_run_made_on_a_server_is_refined_on_that_server(mrml_scene, tiny_model
         strokes = np.zeros(truth.shape, bool)
         centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
         strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
-        _paint(session, add, strokes)
+        paint_stroke(session, add, strokes)
         assert _refine(session, "spleen").changed == ["spleen"]
         assert dice(_mask(session, spleen_id).astype(np.uint8),
                     (truth == 2).astype(np.uint8), 1) > 0.8
     finally:
         assert served.stop() == 0
     before = _mask(session, spleen_id)
-    _paint(session, add, strokes)
+    paint_stroke(session, add, strokes)
     gone = RefineJob(session, "spleen", sys.executable)
     gone.start()
     assert gone.wait(timeout=120) is RunState.FAILED
@@ -176,7 +156,7 @@ def _spleen_strokes(session, truth) -> None:
     strokes = np.zeros(truth.shape, bool)
     centre = np.argwhere(truth == 2).mean(axis=0).round().astype(int)
     strokes[centre[0] - 1: centre[0] + 2, centre[1], centre[2] - 2: centre[2] + 3] = True
-    _paint(session, add, strokes)
+    paint_stroke(session, add, strokes)
 
 
 def test_the_warm_engine_refines_as_a_cold_refine_does(refinable):
@@ -223,7 +203,7 @@ def test_undo_restores_the_segments_a_refinement_changed(refinable):
     strokes = np.zeros(truth.shape, bool)
     top = np.argwhere(liver)[:, 0].max()
     strokes[top - 1: top + 1] = liver[top - 1: top + 1]  # "not liver" on its top slices
-    _paint(session, remove, strokes)
+    paint_stroke(session, remove, strokes)
 
     _refine(session, "liver")
     after = _mask(session, liver_id)
@@ -250,7 +230,7 @@ def test_cancelled_refinement_leaves_the_segments_as_they_were(refinable):
     strokes = np.zeros(truth.shape, bool)
     top = np.argwhere(before)[:, 0].max()
     strokes[top] = before[top]
-    _paint(session, remove, strokes)
+    paint_stroke(session, remove, strokes)
     job = RefineJob(session, "liver", sys.executable)
     job.start()
     job.cancel()
@@ -276,7 +256,7 @@ def test_a_stroke_that_strays_onto_other_organs_leaves_them_whole(refinable):
     stroke[k, j, :] = True  # across the slice: liver, body, spleen
     assert (stroke & liver).any() and (stroke & spleen).any()
 
-    _paint(session, add, stroke)
+    paint_stroke(session, add, stroke)
     assert np.array_equal(_mask(session, spleen_id), spleen)
     assert np.array_equal(_mask(session, liver_id), liver)
     assert np.array_equal(session.labelmap(), labels_before)

@@ -61,13 +61,19 @@ def next_stroke(truth: np.ndarray, predicted: np.ndarray, spacing_kji: tuple[flo
     if best is None or best[1].sum() < 20:
         return None
     kind, part = best
+    return kind, disc_at_deepest(part, spacing_kji)
+
+
+def disc_at_deepest(part: np.ndarray, spacing_kji: tuple[float, ...]) -> np.ndarray:
+    """A user's stroke into ``part``: a :data:`STROKE_RADIUS_MM` disc on one axial slice at
+    its deepest point, never outside ``part``."""
     depth = ndimage.distance_transform_edt(part, sampling=spacing_kji)
     k, j, i = np.unravel_index(int(np.argmax(depth)), part.shape)
     jj, ii = np.ogrid[: part.shape[1], : part.shape[2]]
     disc = ((jj - j) * spacing_kji[1]) ** 2 + ((ii - i) * spacing_kji[2]) ** 2 <= STROKE_RADIUS_MM ** 2
     stroke = np.zeros(part.shape, bool)
-    stroke[k] = disc & part[k]  # one axial slice, never outside the error it corrects
-    return kind, stroke
+    stroke[k] = disc & part[k]
+    return stroke
 
 
 def simulate(case, model, organs: list[str], strokes: int, crf: CRFParameters) -> list[dict]:

@@ -6,8 +6,8 @@ stroke beside the warm engine the panel keeps while its Refine section is open.
 
 The Logic's own code against the real MRML of ``slicer-core``: the scan is a volume node, the
 bundled model segments it keeping the probabilities (``keep_for_refinement``), and then, for
-each repeat, one "add" stroke (a 4 mm disc on one axial slice, inside the spleen) is painted by
-the Segment Editor's logic and refined with a :class:`DeepOrganSegLib.mrml.refine.RefineJob`,
+each repeat, one "add" stroke (``benchmarks/refine.py``'s 4 mm disc at the spleen's deepest
+point) is painted by the Segment Editor's logic and refined with a :class:`DeepOrganSegLib.mrml.refine.RefineJob`,
 polled every 10 ms as the panel's timer does, until the segments are updated (DONE); then the
 change is undone so that every repeat refines the same thing. Prints the median and worst
 round trip, cold and warm, and the warm engine's start-up (once, in the background while the
@@ -32,49 +32,9 @@ import numpy as np  # noqa: E402
 
 from _common import (add_quick_flag, installed, print_header, print_row,  # noqa: E402
                      report_skipped)
+from refine import STROKE_RADIUS_MM, disc_at_deepest  # noqa: E402
 
-STROKE_RADIUS_MM = 4.0
 POLL_S = 0.01
-
-
-def _paint(session, segment_id: str, mask: np.ndarray) -> None:
-    """``mask`` added to the stroke segment as the Segment Editor's Paint effect applies it."""
-    import slicer
-    import vtk
-    from vtk.util import numpy_support
-
-    from DeepOrganSegLib.mrml.nodes import node_ijk_to_ras
-    from DeepOrganSegLib.mrml.refine import stroke_editor_node
-
-    node = session.segmentation_node
-    editor = slicer.vtkSlicerSegmentEditorLogic()
-    editor.SetMRMLScene(node.GetScene())
-    editor.SetSegmentEditorNode(stroke_editor_node(node.GetScene()))
-    editor.SetSegmentationNode(node)
-    editor.SetSourceVolumeNode(session.input_volume)
-    editor.SetCurrentSegmentID(segment_id)
-    stroke = slicer.vtkOrientedImageData()
-    stroke.SetDimensions(*mask.shape[::-1])
-    stroke.SetImageToWorldMatrix(node_ijk_to_ras(session.input_volume))
-    stroke.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
-        np.ascontiguousarray(mask, np.uint8).ravel(), deep=True,
-        array_type=vtk.VTK_UNSIGNED_CHAR))
-    editor.ModifySegmentByLabelmap(node, segment_id, stroke, editor.ModificationModeAdd,
-                                   True, False)
-
-
-def _disc(organ: np.ndarray, spacing_kji: tuple[float, ...]) -> np.ndarray:
-    """A 4 mm disc on the organ's middle axial slice, at its deepest point there."""
-    from scipy import ndimage
-
-    slice_index = int(np.argwhere(organ)[:, 0].mean().round())
-    depth = ndimage.distance_transform_edt(organ[slice_index], sampling=spacing_kji[1:])
-    centre = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    j, i = np.ogrid[:organ.shape[1], :organ.shape[2]]
-    disc = np.zeros(organ.shape, bool)
-    disc[slice_index] = (((j - centre[0]) * spacing_kji[1]) ** 2
-                         + ((i - centre[1]) * spacing_kji[2]) ** 2) <= STROKE_RADIUS_MM ** 2
-    return disc & organ
 
 
 def _round_trip(session, organ: str, stroke: np.ndarray) -> tuple[float, bool]:
@@ -82,9 +42,10 @@ def _round_trip(session, organ: str, stroke: np.ndarray) -> tuple[float, bool]:
     the seconds from Refine to updated segments, and whether the warm engine did it."""
     from DeepOrganSegLib.mrml.refine import RefineJob
     from DeepOrganSegLib.mrml.runner import RunState
+    from helpers import paint_stroke
 
     add, _ = session.scribble_segments(organ)
-    _paint(session, add, stroke)
+    paint_stroke(session, add, stroke)
     started = time.perf_counter()
     job = RefineJob(session, organ, sys.executable)
     job.start()
@@ -120,7 +81,7 @@ def measure(image, model_path: Path, task: str, organ: str, repeats: int) -> Non
             organ_mask = session.labelmap() == session.spec(organ).value
             if not organ_mask.any():
                 raise RuntimeError(f"the model found no {organ} to stroke")
-            stroke = _disc(organ_mask, spacing)
+            stroke = disc_at_deepest(organ_mask, spacing)
             cold = [_round_trip(session, organ, stroke)[0] for _ in range(repeats)]
             started = time.perf_counter()
             session.warm_up(sys.executable)
@@ -168,6 +129,8 @@ def main() -> int:
     from DeepOrganSegLib.resources import default_model_path
     from training.evaluate import labelled_folder_case
 
+    if not (args.real / "reference_labels.json").is_file():
+        parser.error(f"--real {args.real}: not a labelled scan folder (no reference_labels.json)")
     case = labelled_folder_case(args.real)
     print(f"{case.case_id}: {case.image.size} voxels of "
           f"{tuple(round(s, 2) for s in case.image.spacing)} mm; stroke: a "
