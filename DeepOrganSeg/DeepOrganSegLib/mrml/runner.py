@@ -543,7 +543,6 @@ class EngineCommandJob(EngineJob):
             self._finish(RunState.FAILED, EngineFailure(
                 message, getattr(error, "exit_code", None), traceback.format_exc()))
             raise
-        self.progress = ProgressEvent("starting", 0.0, "starting the engine")
 
     def cancel(self) -> None:
         """Stop the run; the scene stays as it was. The job ends CANCELLED at a later poll."""
@@ -563,6 +562,7 @@ class EngineCommandJob(EngineJob):
         """Start the engine child with ``command``."""
         self._process = EngineProcess(command, env=self.environment, cwd=self.temporary_folder)
         self._process.start()
+        self.progress = ProgressEvent("starting", 0.0, "starting the engine")
 
     @property
     def engine_pid(self) -> int | None:
