@@ -22,9 +22,12 @@ stomach state          75 %     collapsed (thick rugal wall, 25 %), food-filled 
                                 with water and an air-fluid level (25 %); else as drawn before
 fatty pancreas         25 %     15-55 % of the gland fat, partly as lobules between the acini,
                                 partly mixed into its attenuation (down to about -35 HU unenhanced)
+mesenteric vessels     85 %     1-4 mm veins and arteries through the abdominal fat (the
+                                gastroepiploic, short gastric and mesenteric arcades), so that fat
+                                is mottled as in patients, not clean (:mod:`.mesentery`)
 =====================  =======  =================================================================
 
-None of these changes what an organ is: crura, nodes and closed fat planes replace unlabelled
+None of these changes what an organ is: crura, nodes, fat vessels and closed fat planes replace unlabelled
 tissue only (a crus also the liver's edge where a phantom liver reaches the aorta); a collapsed,
 full or distended stomach is still the stomach (wall, folds, contents and gas), a fatty
 pancreas still the pancreas (its fat lobules inside the gland's outline, as annotators draw
@@ -47,6 +50,7 @@ FLAT_CAVA = 0.6
 LYMPH_NODES = 0.6
 SLIM = 0.3
 FATTY_PANCREAS = 0.25
+MESENTERIC_VESSELS = 0.85
 #: Stomach states and their shares; "resting" is the stomach as drawn before (4 mm wall,
 #: 0.6-1.15x the reference calibre, contents as :func:`.appearance.tissue_means` draws them).
 STOMACH_STATES = {"resting": 0.25, "collapsed": 0.25, "food": 0.25, "distended": 0.25}
@@ -101,6 +105,9 @@ class PatientDetail:
     pancreas_lobule_level: float = float("-inf")
     #: Water (HU) a distended stomach was filled with.
     water_hu: float = 0.0
+    #: Half-width (unit SD) of the bands around the two fields' zero sheets whose crossings are
+    #: the fat's small vessels (:mod:`.mesentery`); 0: clean fat.
+    mesenteric_vessels: float = 0.0
 
     @property
     def pancreas_parenchyma_fat(self) -> float:
@@ -125,6 +132,8 @@ class PatientDetail:
             found.append(f"stomach_{self.stomach.name}")
         if self.pancreas_fat:
             found.append("fatty_pancreas")
+        if self.mesenteric_vessels:
+            found.append("mesenteric_vessels")
         return found
 
 
@@ -175,6 +184,8 @@ def draw_patient_detail(rng: np.random.Generator) -> PatientDetail:
     lobules = fat * float(rng.uniform(0.3, 0.7))
     water = float(rng.uniform(-5.0, 15.0))
     fatty = bool(u[4] < FATTY_PANCREAS)
+    # drawn after every earlier detail, so that those stay as they were drawn before it
+    fat_vessels, vessel_width = float(rng.random()), float(rng.uniform(0.18, 0.35))
     return PatientDetail(
         crus_mm=crus if u[0] < CRURA else 0.0, crus_gap_mm=gap,
         cava_flatness=flatness if u[1] < FLAT_CAVA else 1.0, cava_angle=angle,
@@ -182,4 +193,5 @@ def draw_patient_detail(rng: np.random.Generator) -> PatientDetail:
         fat_plane_mm=fat_plane if u[3] < SLIM else 0.0, stomach=stomach,
         pancreas_fat=fat if fatty else 0.0, pancreas_lobules=lobules if fatty else 0.0,
         pancreas_lobule_level=float(ndtri(lobules)) if fatty else float("-inf"),
-        water_hu=water)
+        water_hu=water,
+        mesenteric_vessels=vessel_width if fat_vessels < MESENTERIC_VESSELS else 0.0)

@@ -4,10 +4,10 @@ and every organ painted in anatomical order.
 Order matters: later painters overwrite earlier ones within the tissues they are allowed to
 replace, so the wall and cavities come first, then the abdominal organs, the vessels with the
 lymph nodes and crura around them, the heart and mediastinum, and the bones; a slim patient's
-fat planes close once every structure is in place, and a fatty pancreas's fat lobules come last
-(every other painter takes fat for free space). Fields of view are in millimetres; the
-abdominal CT starts 15-120 mm above the right diaphragm dome and ends up to 170 mm below the
-iliac crest.
+fat planes close once every structure is in place, and a fatty pancreas's fat lobules and the
+fat's small vessels come last (every other painter takes fat for free space). Fields of view
+are in millimetres; the abdominal CT starts 15-120 mm above the right diaphragm dome and ends
+up to 170 mm below the iliac crest.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .fields import smooth_displacement
 from .findings import paint_ascites, paint_implants
 from .head_neck import paint_head, paint_neck
 from .heart import paint_heart
+from .mesentery import paint_mesenteric_vessels
 from .painter import TorsoPainter
 from .patient import NO_PATIENT_DETAIL, PatientDetail
 from .retroperitoneum import close_fat_planes, paint_crura, paint_lymph_nodes
@@ -38,6 +39,7 @@ _ANATOMICAL_ORDER = (
     paint_abdominal_vessels, paint_lymph_nodes, paint_crura, paint_ascites, paint_heart,
     paint_airways_and_oesophagus, paint_neck, paint_psoas, paint_spine, paint_ribs_and_shoulders,
     paint_pelvis_and_leg_bones, close_fat_planes, paint_implants, paint_pancreatic_fat,
+    paint_mesenteric_vessels,
 )
 
 
