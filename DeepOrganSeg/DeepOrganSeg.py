@@ -40,7 +40,8 @@ from DeepOrganSegLib.mrml.job import SegmentationJob, SegmentationRequest
 from DeepOrganSegLib.mrml.logic import EngineLogic
 from DeepOrganSegLib.mrml.nodes import hand_drawn_matches, load_terminology_context, set_show_3d
 from DeepOrganSegLib.mrml.panel import (CRF_FIELDS, ModelEntry, OrganChoice,
-                                        OutputFollowsInput, added_models, model_entries)
+                                        OutputFollowsInput, Readiness, added_models,
+                                        model_entries, readiness, result_cells)
 from DeepOrganSegLib.mrml.refine import RefinementSession, RefineJob, stroke_editor_node
 from DeepOrganSegLib.mrml.sample import SampleJob
 from DeepOrganSegLib.mrml.server import ServerConnection, load_server, save_server
@@ -54,6 +55,16 @@ STAGE_NAMES = {
     "inference": _("Network"), "crf": _("CRF refinement"), "postprocess": _("Post-processing"),
     "write": _("Writing"), "done": _("Done"), "import": _("Importing"),
     "cancel": _("Cancelling"), "cancelled": _("Cancelled"), "error": _("Failed"),
+}
+
+#: The Segment button's tooltip in each state (``panel.readiness``).
+SEGMENT_BUTTON_TIPS = {
+    Readiness.INSTALLING: _("Stop installing; nothing further is installed."),
+    Readiness.RUNNING: _("Stop the segmentation; the scene stays as it was."),
+    Readiness.NO_INPUT: _("Select an input volume."),
+    Readiness.NO_MODEL: _("Select a model."),
+    Readiness.NO_ORGANS: _("Check at least one organ."),
+    Readiness.READY: _("Segment the organs of the input volume."),
 }
 
 #: Model files the user added with "Add model file..." (kept across sessions).
@@ -307,29 +318,19 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             comboBox.blockSignals(wasBlocked)
 
     def _updateSegmentButton(self) -> None:
-        running = self.logic.isRunning
+        """Segment or Cancel, enabled when a click does something, and the reason as the
+        tooltip (``panel.readiness``)."""
+        parameters = self._parameterNode
+        state = readiness(self.logic.isRunning, self.logic.isInstalling,
+                          bool(parameters and parameters.inputVolume),
+                          parameters.model if parameters else "", self._organChoice())
+        running = state in (Readiness.INSTALLING, Readiness.RUNNING)
         self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
         for section in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
                         self.ui.advancedCollapsibleButton):
             section.enabled = not running
-        parameters = self._parameterNode
-        if running:
-            self.ui.segmentButton.enabled = True
-            self.ui.segmentButton.toolTip = (
-                _("Stop installing; nothing further is installed.") if self.logic.isInstalling
-                else _("Stop the segmentation; the scene stays as it was."))
-        elif not parameters or not parameters.inputVolume:
-            self.ui.segmentButton.enabled = False
-            self.ui.segmentButton.toolTip = _("Select an input volume.")
-        elif not parameters.model:
-            self.ui.segmentButton.enabled = False
-            self.ui.segmentButton.toolTip = _("Select a model.")
-        elif self._metadata and not self._organChoice().organs and parameters.task != "auto":
-            self.ui.segmentButton.enabled = False
-            self.ui.segmentButton.toolTip = _("Check at least one organ.")
-        else:
-            self.ui.segmentButton.enabled = True
-            self.ui.segmentButton.toolTip = _("Segment the organs of the input volume.")
+        self.ui.segmentButton.enabled = state.clickable
+        self.ui.segmentButton.toolTip = SEGMENT_BUTTON_TIPS[state]
 
     # -- model, task, organs, device -----------------------------------------------------------
 
@@ -669,12 +670,10 @@ class DeepOrganSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for row, organ in enumerate(job.outcome.organs):
             swatch = qt.QPixmap(12, 12)
             swatch.fill(qt.QColor(*organ.color))
+            numbers = result_cells(organ.volume_ml, organ.mean_intensity, organ.confidence)
             cells = [qt.QTableWidgetItem(qt.QIcon(swatch), organ.display_name)] + [
-                qt.QTableWidgetItem(text) for text in (
-                    f"{organ.volume_ml:.1f}",
-                    "" if organ.mean_intensity is None else f"{organ.mean_intensity:.1f}",
-                    "" if organ.confidence is None else f"{organ.confidence:.2f}",
-                    _("review") if organ.review else "")]
+                qt.QTableWidgetItem(text)
+                for text in (*numbers, _("review") if organ.review else "")]
             for column, item in enumerate(cells):
                 if column:
                     item.setTextAlignment(qt.Qt.AlignRight | qt.Qt.AlignVCenter)

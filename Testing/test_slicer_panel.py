@@ -1,6 +1,7 @@
 """What the Slicer panel shows and asks for, without Qt (``DeepOrganSegLib.mrml.panel``): the
-model list, the organ choice, the CRF fields passed on, the options of a run, and which input the
-output selection belongs to. The Widget only copies between its widgets and these objects."""
+model list, the organ choice, the CRF fields passed on, the options of a run, which input the
+output selection belongs to, whether Segment can run, and the results table's numbers. The
+Widget only copies between its widgets and these objects."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 
 from DeepOrganSegLib.model import read_metadata
 from DeepOrganSegLib.mrml.panel import (CRF_FIELDS, OrganChoice, OutputFollowsInput,
-                                        added_models, model_entries)
+                                        Readiness, added_models, model_entries, readiness,
+                                        result_cells)
 from DeepOrganSegLib.resources import bundled_models
 
 
@@ -98,3 +100,26 @@ def test_a_new_input_volume_clears_the_output_selection_and_the_first_does_not()
     assert follows.input_changed(second)
     follows.forget()  # the scene closed
     assert not follows.input_changed(first)  # the next scene's own selection stays
+
+
+def test_segment_waits_for_an_input_a_model_and_one_organ_and_cancels_work_under_way(metadata):
+    every = OrganChoice(metadata, "abdomen-ct")
+    none_checked = OrganChoice(metadata, "abdomen-ct",
+                               excluded=[spec.name for spec in every.label_specs])
+    model = str(bundled_models()[0])
+    assert readiness(False, False, True, model, every) is Readiness.READY
+    assert readiness(False, False, False, model, every) is Readiness.NO_INPUT
+    assert readiness(False, False, True, "", every) is Readiness.NO_MODEL
+    assert readiness(False, False, True, model, none_checked) is Readiness.NO_ORGANS
+    # Auto segments every organ of the task the engine picks: nothing to check
+    assert readiness(False, False, True, model, OrganChoice(metadata, "auto")) is Readiness.READY
+    # work under way: the button cancels it, whatever else is missing
+    assert readiness(True, True, False, "", none_checked) is Readiness.INSTALLING
+    assert readiness(True, False, False, "", none_checked) is Readiness.RUNNING
+    assert [state for state in Readiness if state.clickable] == [
+        Readiness.INSTALLING, Readiness.RUNNING, Readiness.READY]
+
+
+def test_the_results_table_gives_one_decimal_for_volumes_and_two_for_confidence():
+    assert result_cells(1523.456, -12.34, 0.9071) == ("1523.5", "-12.3", "0.91")
+    assert result_cells(0.0, None, None) == ("0.0", "", "")  # the engine gave no value

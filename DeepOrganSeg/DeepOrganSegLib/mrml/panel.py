@@ -8,13 +8,16 @@ and these objects, and pytest calls them directly.
 * the CRF fields: :data:`CRF_FIELDS` and :meth:`OrganChoice.crf_changes` (only what the user
   changed from the model's tuned values is passed on);
 * the engine options of a click on Segment: :meth:`OrganChoice.options`;
-* which volume the chosen output segmentation belongs to: :class:`OutputFollowsInput`.
+* which volume the chosen output segmentation belongs to: :class:`OutputFollowsInput`;
+* whether Segment can run, and if not why: :func:`readiness`;
+* the numbers of the results table: :func:`result_cells`.
 
 No MRML, no Qt, no torch: this loads into Slicer's own process like the rest of ``mrml``.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from ..options import InferenceSettings, SegmentationOptions
 from ..resources import bundled_models, user_models
 
 __all__ = ["CRF_FIELDS", "ModelEntry", "model_entries", "added_models", "OrganChoice",
-           "OutputFollowsInput"]
+           "OutputFollowsInput", "Readiness", "readiness", "result_cells"]
 
 #: Parameter-node fields of the panel's CRF section -> the engine's CRF parameter names.
 CRF_FIELDS = {
@@ -165,3 +168,44 @@ class OutputFollowsInput:
     def forget(self) -> None:
         """The scene closed: its input is gone."""
         self._input = None
+
+
+class Readiness(enum.Enum):
+    """What the Segment button does now: cancel the work under way, wait for a missing choice
+    (the panel says which), or segment."""
+
+    INSTALLING = "installing"  # the button cancels the install
+    RUNNING = "running"  # the button cancels the run
+    NO_INPUT = "no input"
+    NO_MODEL = "no model"
+    NO_ORGANS = "no organs"  # a task with every organ unchecked
+    READY = "ready"
+
+    @property
+    def clickable(self) -> bool:
+        """True when a click does something (cancels or segments)."""
+        return self in (Readiness.INSTALLING, Readiness.RUNNING, Readiness.READY)
+
+
+def readiness(running: bool, installing: bool, has_input: bool, model: str,
+              choice: OrganChoice) -> Readiness:
+    """The Segment button's state: work under way first, then the first missing choice (an
+    input volume, a model, at least one organ of a chosen task)."""
+    if running:
+        return Readiness.INSTALLING if installing else Readiness.RUNNING
+    if not has_input:
+        return Readiness.NO_INPUT
+    if not model:
+        return Readiness.NO_MODEL
+    if choice.chosen_task is not None and not choice.organs:
+        return Readiness.NO_ORGANS
+    return Readiness.READY
+
+
+def result_cells(volume_ml: float, mean_intensity: float | None, confidence: float | None
+                 ) -> tuple[str, str, str]:
+    """The results table's numbers for one organ: volume (mL, one decimal), mean intensity
+    (the input's unit, one decimal) and the network's confidence (0-1, two decimals); an
+    empty cell where the engine gave no value."""
+    return (f"{volume_ml:.1f}", "" if mean_intensity is None else f"{mean_intensity:.1f}",
+            "" if confidence is None else f"{confidence:.2f}")
