@@ -66,3 +66,21 @@ def test_invalid_configuration_is_refused(bad):
 
 def test_config_round_trips_through_a_dict():
     assert DSNConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_inference_gives_the_training_paths_logits_and_only_the_channels_asked_for():
+    """Without autograd the skips are added in place and the classifier computes only the
+    task's rows: the same numbers as the training path's full logits, sliced."""
+    torch.manual_seed(0)
+    net = DSN3D(DSNConfig(in_channels=2, num_classes=5, widths=(4, 8, 16),
+                          convs_per_level=(1, 1, 1), side_output_levels=(1,))).eval()
+    x = torch.randn(1, 2, 8, 16, 8)
+    with torch.enable_grad():
+        full = net(x).detach()
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), full, rtol=0, atol=0)
+        torch.testing.assert_close(net(x, channels=[0, 3, 4]), full[:, [0, 3, 4]],
+                                   rtol=1e-6, atol=1e-6)
+        main, sides = net(x, return_side_outputs=True, channels=[1, 2])
+    torch.testing.assert_close(main, full[:, [1, 2]], rtol=1e-6, atol=1e-6)
+    assert sides[0].shape == (1, 5, 8, 16, 8)  # side outputs keep every class

@@ -163,7 +163,8 @@ def network_input(volume: Volume, model: LoadedModel, task: TaskSpec, grid: Work
             parts.append(own[used:used + count])
             used += count
     stacked = torch.from_numpy(np.concatenate(parts))
-    return NetworkInput(stacked, image[0], region)
+    # a copy of the image channel, so that the position channels over the whole grid go now
+    return NetworkInput(stacked, image[0].copy(), region)
 
 
 def network_probabilities(volume: Volume, model: LoadedModel, task: TaskSpec,

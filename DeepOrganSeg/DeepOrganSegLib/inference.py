@@ -136,9 +136,11 @@ def _run_network(network: DSN3D, batch: Tensor, channels: list[int], side_output
                  autocast: contextlib.AbstractContextManager) -> list[Tensor]:
     """Forward one tile; softmax over the task's channels only. Returns [main, *sides]."""
     with autocast:
-        output = network(batch, return_side_outputs=side_outputs)
-    logits = [output[0], *output[1]] if side_outputs else [output]
-    return [torch.softmax(logit[:, channels].float(), dim=1)[0] for logit in logits]
+        output = network(batch, return_side_outputs=side_outputs, channels=channels)
+    main, sides = output if side_outputs else (output, [])
+    # the main output has the task's channels only; each side output all of the network's
+    return [torch.softmax(main.float(), dim=1)[0],
+            *(torch.softmax(side[:, channels].float(), dim=1)[0] for side in sides)]
 
 
 def predict(network: DSN3D, image: Tensor, channels: list[int], patch_kji: tuple[int, int, int],

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from ..errors import EXIT_CANCELLED, Failure
 from ..progress import CancelToken, JsonProgress, no_progress
+from .allocator import return_freed_memory
 from .reporters import Reporter, make_reporter, with_warnings
 from .signals import SignalCancellation
 
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (measured with the CRF on 2 cores); it takes effect if torch is not yet imported, which
     # holds for the command line: every command imports torch lazily.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     # a command may show its progress its own way (batch: a bar over its cases)

@@ -16,8 +16,10 @@ U-Net-like shortcut that costs no extra channels); it sharpens boundaries on sma
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Literal, cast
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["DSNConfig", "DSN3D", "count_parameters"]
@@ -137,8 +139,10 @@ class DSN3D(nn.Module):
             for level in config.side_output_levels
         )
 
-    def forward(self, x: Tensor, return_side_outputs: bool | None = None
-                ) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward(self, x: Tensor, return_side_outputs: bool | None = None,
+                channels: Sequence[int] | None = None) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits of every class, or of ``channels`` only (the main output; inference of one
+        task of a multi-task network), with the side outputs when asked."""
         if return_side_outputs is None:
             return_side_outputs = self.training
         divisor = self.config.size_divisor
@@ -150,12 +154,23 @@ class DSN3D(nn.Module):
             x = block(x if level == 0 else self.pool(x))
             features.append(x)
 
-        y = features[-1]
-        for up, skip_level in zip(self.decoder, range(len(features) - 2, -1, -1)):
+        # without autograd the skip is added in place and each level's features are let go as
+        # soon as the decoder has used them: a full-resolution tensor less at the peak
+        inference = not torch.is_grad_enabled()
+        kept = list(features) if return_side_outputs else features
+        y = kept.pop()
+        for up in self.decoder:
             y = up(y)
             if self.config.skip == "add":
-                y = y + features[skip_level]
-        main = self.classifier(y)
+                skip = kept.pop()
+                y = y.add_(skip) if inference else y + skip
+        if channels is None:
+            main = self.classifier(y)
+        else:  # the classifier's rows of those classes only
+            rows = torch.as_tensor(list(channels), device=y.device)
+            bias = self.classifier.bias
+            main = nn.functional.conv3d(y, self.classifier.weight[rows],
+                                        None if bias is None else bias[rows])
         if not return_side_outputs:
             return main
         sides = [head(features[level])
