@@ -207,6 +207,31 @@ def test_cached_cases_are_shared_read_only_memory_maps_of_their_files(tmp_path):
     np.testing.assert_array_equal(map_npz(tmp_path / "packed.npz")["image"], image)
 
 
+def test_cache_files_a_run_does_not_use_are_said_and_with_prune_cache_deleted(
+        phantom_cache, tmp_path, capsys):
+    """Each phantom generator change writes every case anew: the cache folder only grows
+    (56 GB once filled this machine's disk). A run says what it does not use; --prune-cache
+    deletes exactly that, never a file the run needs."""
+    import shutil
+
+    folder = tmp_path / "cache"
+    shutil.copytree(phantom_cache, folder)
+    (folder / "abdomen-ct-abdomen-ct-0-0123456789.npz").write_bytes(b"x" * 1000)  # older
+    (folder / "abdomen-ct-abdomen-ct-1-0123456789.tmp.npz").write_bytes(b"")  # a stopped build
+    config = tiny_config(folder, tmp_path / "out")
+    cases = [case for task in config.tasks
+             for case in list_cases(task, "train") + list_cases(task, "val")]
+    needed = {CaseCache(folder, config).path(case) for case in cases}
+    train_module._tidy_cache(CaseCache(folder, config), cases, prune=False)
+    assert "holds 2 case files" in capsys.readouterr().out
+    assert len(list(folder.glob("*.npz"))) == len(needed) + 2
+    train_module._tidy_cache(CaseCache(folder, config), cases, prune=True)
+    assert "deleted 2 unused case files" in capsys.readouterr().out
+    assert set(folder.glob("*.npz")) == needed
+    train_module._tidy_cache(CaseCache(folder, config), cases, prune=False)
+    assert capsys.readouterr().out == ""  # nothing to say
+
+
 def test_patches_oversample_foreground_and_pad_small_volumes():
     rng = np.random.default_rng(0)
     labels = np.zeros((10, 40, 40), np.uint8)

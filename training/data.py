@@ -233,6 +233,13 @@ class CaseCache:
             temporary.replace(path)
         return path
 
+    def unused(self, cases: list[CaseRef]) -> list[Path]:
+        """Files of the cache folder that none of ``cases`` uses: cases of an older phantom
+        generator or other options (each generator change writes every phantom anew, about
+        20 GB for v13's cases), and the leftovers of a build that was stopped."""
+        wanted = {self.path(case) for case in cases}
+        return sorted(path for path in self.folder.glob("*.npz") if path not in wanted)
+
     def load(self, case: CaseRef) -> tuple[np.ndarray, np.ndarray]:
         """The case's ``image`` and ``labels`` as read-only memory maps of its cache file."""
         stored = map_npz(self.ensure(case))

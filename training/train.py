@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "schedule; continue with --resume)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="build the case cache and exit")
+    parser.add_argument("--prune-cache", action="store_true",
+                        help="delete the cache folder's case files this run does not use")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return parser
 
@@ -224,15 +226,36 @@ class Checkpoint:
 # Data.
 
 
-def _prepare(config: TrainConfig, ctx: DistributedContext, cache_workers: int
-             ) -> tuple[dict, dict]:
-    """Build the case cache (work shared by rank) and load training and validation arrays:
+def _tidy_cache(cache: CaseCache, cases: list, prune: bool) -> None:
+    """Say how much of the cache folder this run does not use, or with ``prune`` delete it: a
+    folder that only grows filled this machine's disk (56 GB) and stopped a run."""
+    unused = cache.unused(cases)
+    if not unused:
+        return
+    size_gb = sum(path.stat().st_size for path in unused) / 1e9
+    if prune:
+        for path in unused:
+            path.unlink(missing_ok=True)
+        print(f"deleted {len(unused)} unused case files ({size_gb:.1f} GB) from "
+              f"{printable(str(cache.folder))}")
+    else:
+        print(f"warning: {printable(str(cache.folder))} holds {len(unused)} case files "
+              f"({size_gb:.1f} GB) this run does not use (an older phantom generator or other "
+              f"options); --prune-cache deletes them, unless another run still needs them")
+
+
+def _prepare(config: TrainConfig, ctx: DistributedContext, cache_workers: int,
+             prune_cache: bool = False) -> tuple[dict, dict]:
+    """Build the case cache (work shared by rank; the unused files said or, with
+    ``prune_cache``, deleted) and load training and validation arrays:
     ``{task: [(image, labels), ...]}`` and ``{task: [(case_id, image, labels), ...]}``."""
     cache = CaseCache(config.data.cache_dir, config)
     train = {task.name: list_cases(task, "train") for task in config.tasks}
     val = {task.name: list_cases(task, "val")[: config.data.val_cases_per_task]
            for task in config.tasks}
     everything = [case for cases in (*train.values(), *val.values()) for case in cases]
+    if ctx.is_main:
+        _tidy_cache(cache, everything, prune_cache)
     mine = everything[ctx.rank::ctx.world_size]
     if cache_workers > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -484,7 +507,7 @@ def _cpu_bf16_is_native(say: bool) -> bool:
 
 def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
           cache_workers: int = 1, show_progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, prune_cache: bool = False) -> TrainResult:
     """Train as ``config`` says (from ``last.pt`` when ``resume``, else from the weights of the
     model file ``config.init_from`` when set), for the whole schedule or ``stop_after`` steps
     of it. The data (from the headers) and the config are checked (``check_training_run``)
@@ -514,7 +537,7 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
                                      if ctx.device.type == "cuda" else None)
              if ctx.distributed else network)
 
-    train_arrays, val_arrays = _prepare(config, ctx, cache_workers)
+    train_arrays, val_arrays = _prepare(config, ctx, cache_workers, prune_cache)
     dataset = PatchBatchDataset(config, train_arrays, ctx.rank, ctx.world_size,
                                 _stage1_priors(config, train_arrays))
     workers = config.data.num_workers
@@ -637,10 +660,11 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     ctx = init_distributed(args.device)
     try:
         if args.prepare_only:
-            _prepare(config, ctx, args.cache_workers)
+            _prepare(config, ctx, args.cache_workers, args.prune_cache)
             return 0
         result = train(config, ctx, resume=args.resume, cache_workers=args.cache_workers,
-                       show_progress=not args.no_progress, stop_after=args.stop_after)
+                       show_progress=not args.no_progress, stop_after=args.stop_after,
+                       prune_cache=args.prune_cache)
         if args.data and ctx.is_main and result.step == config.schedule.steps:
             _export_run(config, argv)
     finally:
