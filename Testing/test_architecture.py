@@ -53,7 +53,7 @@ LAYER_OF = {
     **dict.fromkeys(("model", "crf"), "model"),
     "bodypart": "bodypart",
     **dict.fromkeys(("preprocess", "inference", "cascade", "postprocess", "segment", "refine",
-                     "qc", "labelmap_io", "input_grid", "result_files"), "pipeline"),
+                     "geodesic", "qc", "labelmap_io", "input_grid", "result_files"), "pipeline"),
     **dict.fromkeys(("__main__", "demo", "cli", "phantoms", "cohort"), "applications"),
     "remote": "remote",
     "server": "applications",

@@ -1,9 +1,10 @@
 """Correct one organ in seconds: scribbles through the dense CRF, on the network's probabilities.
 
 A user draws strokes saying "this is organ X" (add) and "this is not organ X" (remove). The
-strokes are clamped; a term learned from them — their intensities (a Gaussian per stroke set,
-as MONAI Label's scribble likelihoods) times their distance (mm), since intensity alone cannot
-tell a spleen from a liver of the same HU — is blended into the network's probabilities, so
+strokes are clamped; a term learned from them — their intensities (a Gaussian per connected
+stroke, as MONAI Label's scribble likelihoods) times their geodesic distance (mm, along the
+image: it stops at fat planes), since intensity alone cannot tell a spleen from a liver of the
+same HU — is blended into the network's probabilities, so
 that an organ the network missed entirely can still be grown from a few strokes; the dense CRF
 then runs on the box around the organ and the strokes only. Every voxel that neither was nor
 becomes the organ keeps its label.
@@ -25,6 +26,7 @@ from .model import ModelMetadata, Normalization, TaskSpec
 from .crf.meanfield import _bounding_box, dense_crf
 from .crf.parameters import CRFParameters
 from .errors import InputError
+from .geodesic import geodesic_distance_mm
 from .postprocess import fill_holes
 from .preprocess import normalize_intensities
 from .progress import CancelToken, ProgressFunction, no_progress
@@ -38,8 +40,12 @@ __all__ = ["RefinementResult", "refine", "refine_volume"]
 REACH_MM = 40.0
 #: How far a "remove" stroke pushes: near, since the organ it cuts looks like what it keeps.
 REMOVE_REACH_MM = 8.0
-#: Voxels at least this alike the strokes (intensity term) form the region a stroke can grow.
-LIKENESS_REGION = 0.3
+#: Intensity models of at most this many separate strokes of one kind (the largest first).
+MAX_STROKE_MODELS = 16
+#: The geodesic distance is followed this many reaches (beyond it the pull is below e^-4).
+GEODESIC_LIMIT = 4.0
+#: Block size (mm, at least) on which the geodesic distance is computed.
+GEODESIC_VOXEL_MM = 2.0
 #: The box the CRF runs on: the organ and the strokes, grown by this much (mm).
 MARGIN_MM = 15.0
 
@@ -53,18 +59,47 @@ class RefinementResult:
 
 def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_kji: tuple[float, ...],
                  intensity_floor: float, reach_mm: float) -> np.ndarray:
-    """exp(-Δ²/2(2σ)²) · exp(-d/reach_mm): how much a voxel looks like the strokes (intensity
-    median μ, spread σ from their IQR, at least ``intensity_floor``) and how near it lies to
-    them (d, mm), counted only through voxels that look alike (the like-looking region
-    connected to the strokes): a stroke grows its organ, not the next one across a fat plane."""
-    values = intensity[strokes]
-    mean = float(np.median(values))
-    spread = max(float(np.subtract(*np.percentile(values, [75, 25]))) / 1.35, intensity_floor)
-    likeness = np.exp(-0.5 * ((intensity - mean) / (2 * spread)) ** 2)
-    parts, _ = ndimage.label((likeness > LIKENESS_REGION) | strokes)
-    region = np.isin(parts, np.unique(parts[strokes]))
-    distance = ndimage.distance_transform_edt(~strokes, sampling=spacing_kji)
-    return np.where(region, likeness * np.exp(-distance / reach_mm), 0.0).astype(np.float32)
+    """How much a voxel looks like the stroke nearest in look (each connected stroke its own
+    Gaussian: median μ, spread σ from its IQR, at least ``intensity_floor``, so that strokes in
+    a stomach's gas and in its fluid each pull their own) times how near it lies to the strokes
+    along the image: exp(-g / ``reach_mm``), g the geodesic distance (mm, :mod:`.geodesic`)
+    whose steps cost more across intensity edges, so a stroke grows its organ along the organ
+    and not across a fat plane into the next one."""
+    parts, count = ndimage.label(strokes)
+    likeness = np.zeros(intensity.shape, np.float32)
+    spreads = []
+    largest = np.argsort(-np.bincount(parts.ravel())[1:])[:MAX_STROKE_MODELS] + 1
+    for part in largest:
+        values = intensity[parts == part]
+        mean = float(np.median(values))
+        spread = max(float(np.subtract(*np.percentile(values, [75, 25]))) / 1.35,
+                     intensity_floor)
+        spreads.append(spread)
+        np.maximum(likeness, np.exp(-0.5 * ((intensity - mean) / (2 * spread)) ** 2),
+                   out=likeness)
+    distance = _coarse_geodesic_mm(intensity, strokes, spacing_kji, max(spreads),
+                                   GEODESIC_LIMIT * reach_mm)
+    return (likeness * np.exp(-distance / reach_mm)).astype(np.float32)
+
+
+def _coarse_geodesic_mm(intensity: np.ndarray, strokes: np.ndarray,
+                        spacing_kji: tuple[float, ...], intensity_scale: float,
+                        limit_mm: float) -> np.ndarray:
+    """:func:`.geodesic.geodesic_distance_mm` on blocks of about :data:`GEODESIC_VOXEL_MM`
+    (their mean intensity: less noise, whose voxel-to-voxel jumps would make every step inside
+    an organ dear; a stroke seeds every block it touches), repeated back onto the voxels: a
+    fine CT's box in a quarter of the time."""
+    factors = [max(1, int(GEODESIC_VOXEL_MM // step)) for step in spacing_kji]
+    padded = [-(-size // f) * f for size, f in zip(intensity.shape, factors)]
+    pad = [(0, p - size) for p, size in zip(padded, intensity.shape)]
+    blocks = [n for p, f in zip(padded, factors) for n in (p // f, f)]
+    coarse = np.pad(intensity, pad, mode="edge").reshape(blocks).mean(axis=(1, 3, 5))
+    seeds = np.asarray(np.pad(strokes, pad).reshape(blocks).any(axis=(1, 3, 5)))
+    distance = geodesic_distance_mm(coarse, seeds, [s * f for s, f in zip(spacing_kji, factors)],
+                                    intensity_scale, limit_mm=limit_mm)
+    for axis, f in enumerate(factors):
+        distance = np.repeat(distance, f, axis=axis)
+    return distance[tuple(slice(0, size) for size in intensity.shape)]
 
 
 def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
