@@ -1,6 +1,8 @@
 """A simulated user corrects the automatic result with strokes (``DeepOrganSegLib.refine``).
 
     python benchmarks/refine.py [--model FILE] [--real ../shared/data/real-ct-upper-abdomen]
+        (or --real phase:non-contrast:FOLDER, the CT with its organs re-centred on that phase's
+        HU: training/phase_variants.py, where the bundled model misses the aorta and pancreas)
                                 [--phantoms 10001-10003] [--strokes 5] [--organs spleen ...]
 
 For every case and organ, the model segments the volume once (with the CRF, keeping the
@@ -140,7 +142,7 @@ def main() -> int:
         cases.append(quick_case())
         args.organs, args.strokes = ["spleen"], 2
     else:
-        if Path(args.real).exists():
+        if Path(args.real).exists() or args.real.startswith("phase:"):
             cases += iter_cases(args.real)
         else:
             report_skipped("the real CT", f"{args.real} does not exist")
