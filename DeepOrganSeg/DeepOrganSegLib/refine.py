@@ -65,7 +65,7 @@ def _stroke_term(intensity: np.ndarray, strokes: np.ndarray, spacing_kji: tuple[
     along the image: exp(-g / ``reach_mm``), g the geodesic distance (mm, :mod:`.geodesic`)
     whose steps cost more across intensity edges, so a stroke grows its organ along the organ
     and not across a fat plane into the next one."""
-    parts, count = ndimage.label(strokes)
+    parts, _ = ndimage.label(strokes)
     likeness = np.zeros(intensity.shape, np.float32)
     spreads = []
     largest = np.argsort(-np.bincount(parts.ravel())[1:])[:MAX_STROKE_MODELS] + 1
