@@ -232,7 +232,7 @@ def test_field_of_view_cutoff_cuts_the_body_and_pads_outside_the_reconstruction_
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_ct_tissue_medians_lie_in_published_ranges_for_the_phase(phase):
-    phantom = make_phantom("abdomen-ct", 21, shape=(40, 144, 144), contrast_phase=phase)
+    phantom = make_phantom("abdomen-ct", 21, shape=(44, 144, 144), contrast_phase=phase)
     for tissue, (low, high) in PUBLISHED_HU[phase].items():
         voxels = phantom.image.array[interior(tissue_mask(phantom, tissue))]
         assert voxels.size > 20, tissue
@@ -496,6 +496,23 @@ def test_spleen_lies_against_the_left_posterolateral_wall_behind_the_aorta(many_
         assert spleen[0] - liver[0] > 120
 
 
+def test_the_spleen_upper_part_lies_above_the_left_kidney(many_abdomens):
+    """The left kidney meets the lower part of the spleen (its renal impression); the spleen's
+    bulky upper pole lies above the kidney, beside the crus, where a thin upper-abdomen scan
+    shows spleen and no kidney (docs/phantoms.md, "Spleen and kidney"). Before, 0-16 % of the
+    spleen lay above the kidney's upper pole and a network called that part of a patient's
+    spleen kidney."""
+    shares = []
+    for phantom in many_abdomens:
+        labels = phantom.labels.array
+        spleen, kidney = labels == 2, labels == 4
+        if not kidney.any():
+            continue  # the one-kidney variant
+        kidney_top = np.nonzero(kidney.any(axis=(1, 2)))[0].max()  # k grows superior (LPS)
+        shares.append(spleen[kidney_top + 1:].sum() / spleen.sum())
+    assert np.median(shares) >= 0.25 and min(shares) >= 0.08, shares
+
+
 def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
     with_arms = [p for p in many_abdomens if p.info["arms_down"]]
     assert 0 < len(with_arms) < len(many_abdomens)
@@ -626,7 +643,7 @@ def test_ascites_is_water_dense_free_fluid_against_the_liver():
     assert (ndi.binary_dilation(liver, iterations=2) & fluid).any()  # perihepatic
 
 
-@pytest.mark.parametrize("seed", [10030, 10044, 10055])
+@pytest.mark.parametrize("seed", [10030, 10044, 10126])
 def test_surgical_clips_show_as_metal_beside_the_liver_on_a_coarse_grid(seed):
     # 1 mm clips fell between the voxel centres of a 3-4 mm grid and were never in the image
     case = make_phantom("abdomen-ct", seed, shape=(64, 96, 96))

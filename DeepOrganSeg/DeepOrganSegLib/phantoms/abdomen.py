@@ -118,10 +118,12 @@ def paint_gallbladder(torso: TorsoPainter) -> None:
 
 def paint_spleen(torso: TorsoPainter) -> None:
     """A crescent against the left posterolateral ribs (not an ellipsoid): a shell under the
-    inner abdominal wall whose thickness (mm) peaks mid-height and mid-arc, with a concave
-    visceral surface facing the stomach and the left kidney. Adult volumes 0.1-0.5 L
-    (tested), spanning about T10-L1 under the left diaphragm dome; in splenomegaly thicker and
-    taller by ``variants.spleen_scale``, reaching further below the ribs."""
+    inner abdominal wall whose thickness (mm) peaks mid-arc and in the upper half, with a
+    concave visceral surface facing the stomach and, below, the left kidney. Its long axis
+    follows the ribs: the bulky upper pole lies posterior, the tapering lower pole further
+    forward. Adult volumes 0.1-0.5 L (tested), spanning about T10-L1 under the left diaphragm
+    dome; in splenomegaly thicker and taller by ``variants.spleen_scale``, reaching further
+    below the ribs."""
     b, c, rng = torso.body, torso.canvas, torso.rng
     grow = torso.variants.spleen_scale
     thickness = rng.uniform(35.0, 65.0) * b.w * grow  # mm, at the thickest point
@@ -132,7 +134,8 @@ def paint_spleen(torso: TorsoPainter) -> None:
     # posterior (+y), in degrees
     arc_low = rng.uniform(-35.0, -10.0)
     arc_high = rng.uniform(55.0, 80.0)
-    twist = rng.uniform(-0.12, 0.12)  # degrees of arc per mm of height (the long axis tilt)
+    twist = rng.uniform(0.0, 0.3)  # degrees of arc per mm of height: the upper pole posterior
+    peak = rng.uniform(0.55, 0.75)  # height (0 bottom, 1 top) of the thickest level
     gap = rng.uniform(1.0, 6.0)  # mm between the inner wall and the splenic capsule
 
     def crescent(v: View) -> np.ndarray:
@@ -144,7 +147,7 @@ def paint_spleen(torso: TorsoPainter) -> None:
         r = np.sqrt((v.x / semi_x) ** 2 + (dy / semi_y) ** 2)
         depth = rho * (1.0 / np.maximum(r, 1e-3) - 1.0) - gap  # mm inside the inner wall
         angle = np.degrees(np.arctan2(dy, v.x)) - twist * (v.z - z_mid)
-        u = np.clip((v.z - z_low) / height, 0.0, 1.0)
+        u = np.clip((v.z - z_low) / height, 0.0, 1.0) ** (np.log(0.5) / np.log(peak))
         w = np.clip((angle - arc_low) / (arc_high - arc_low), 0.0, 1.0)
         profile = (np.clip(np.sin(np.pi * u), 0.0, None) ** 0.7
                    * np.clip(np.sin(np.pi * w), 0.0, None) ** 0.6)
@@ -244,7 +247,7 @@ def paint_kidneys(torso: TorsoPainter) -> None:
     b, c = torso.body, torso.canvas
     present = []
     for side, organ, z in ((-1, "right_kidney", 0.0), (1, "left_kidney", 18.0)):
-        centre = b.p(62 * side, 0, z, 5, upper_abdomen=False)
+        centre = b.p(62 * side, 0, z - b.kidney_drop, 5, upper_abdomen=False)
         centre[1] = b.y_spine(centre[2]) + 12.0 * b.d + torso.rng.normal(0, 4)
         centre[2] += 0.5 * b.breath
         long_axis = unit([-0.25 * side, 0.3, 1.0]) + torso.rng.normal(0, 0.08, 3)

@@ -63,6 +63,11 @@ class Body:
         self.arm_radius = rng.uniform(42.0, 60.0) * self.w  # mm, skin to skin
         self.arm_gap = rng.uniform(3.0, 45.0)  # mm between the trunk's skin and the arm
         self.table_gap = rng.uniform(0.0, 8.0)  # mm between the back's skin and the table
+        # how far (mm) both kidneys and their hila sit below the reference height: the left
+        # kidney's upper pole meets the lower part of the spleen (its renal impression), not
+        # the spleen's top under the diaphragm, and kidneys lie a vertebra higher or lower
+        # from patient to patient and with the breath (docs/phantoms.md, "Spleen and kidney")
+        self.kidney_drop = rng.uniform(10.0, 40.0)
 
     @property
     def arm_extent(self) -> float:

@@ -86,8 +86,9 @@ def paint_abdominal_vessels(torso: TorsoPainter) -> None:
                 b.p(76 * side, 10, -700)]
         c.paint(tube(vein, 7.0), "caval_blood")
         c.paint(tube(artery, 5.5), "arterial_blood")
-    # renal veins and arteries
-    for side, z in ((-1, 2.0), (1, 18.0)):
+    # renal veins and arteries, at the kidneys' hila
+    drop = b.kidney_drop
+    for side, z in ((-1, 2.0 - drop), (1, 18.0 - drop)):
         hilum = b.p(40 * side, 0, z)
         hilum[1] = ys(z) + 0 * b.d
         c.paint(tube([np.array([-20 * b.w, ys(z) - 28 * b.d, z * b.h]), hilum], 5.5),
@@ -95,9 +96,11 @@ def paint_abdominal_vessels(torso: TorsoPainter) -> None:
         c.paint(tube([np.array([10 * b.w, ys(z) - 30 * b.d, z * b.h + 8]), hilum], 3.0),
                 "arterial_blood")
     # left renal vein passes between the aorta and the SMA
-    c.paint(tube([np.array([-20 * b.w, ys(14) - 28 * b.d, 14 * b.h]),
-                  np.array([10 * b.w, ys(14) - 46 * b.d, 14 * b.h]),
-                  np.array([45 * b.w, ys(16) + 0 * b.d, 16 * b.h])], 5.0), "caval_blood")
+    z_cross, z_hilum = 14.0 - drop, 16.0 - drop
+    c.paint(tube([np.array([-20 * b.w, ys(z_cross) - 28 * b.d, z_cross * b.h]),
+                  np.array([10 * b.w, ys(z_cross) - 46 * b.d, z_cross * b.h]),
+                  np.array([45 * b.w, ys(z_hilum) + 0 * b.d, z_hilum * b.h])], 5.0),
+            "caval_blood")
     # coeliac trunk and superior mesenteric artery
     c.paint(tube([np.array([12 * b.w, ys(32) - 36 * b.d, 32 * b.h]), b.p(10, -12, 36)], 3.5),
             "arterial_blood")
