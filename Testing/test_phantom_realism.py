@@ -161,7 +161,7 @@ def test_a_flattened_cava_is_wider_than_deep():
     assert width_over_depth(detailed) >= 1.3 * width_over_depth(plain)
 
 
-@pytest.mark.parametrize("seed, state", [(2, "collapsed"), (0, "food"), (6, "distended")])
+@pytest.mark.parametrize("seed, state", [(1, "collapsed"), (0, "food"), (6, "distended")])
 def test_the_stomach_states_and_all_of_the_stomach_stays_the_stomach(seed, state):
     detailed, plain = pair(seed)
     assert f"stomach_{state}" in detailed.info["patient"]
