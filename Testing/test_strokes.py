@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from DeepOrganSegLib.strokes import (REMOVE_OFFSET, Scribbles, encode_strokes, scribbles_for,
-                                     stroked_organs)
+from DeepOrganSegLib.strokes import (REMOVE_OFFSET, Scribbles, encode_strokes, labelmap_codes,
+                                     scribbles_for, stroked_organs)
 
 
 def test_strokes_survive_the_labelmap_round_trip():
@@ -36,3 +36,10 @@ def test_the_organs_with_strokes_are_found_whichever_kind():
     labelmap[2, 2, 2] = 5
     assert stroked_organs(labelmap) == [2, 5]
     assert stroked_organs(np.zeros((2, 2, 2))) == []
+    assert stroked_organs(labelmap.astype(np.uint8)) == [2, 5]  # as a labelmap file reads
+
+
+def test_integer_labelmaps_are_used_as_read_and_float_ones_rounded():
+    read = np.array([[[0, 3, 131]]], np.uint8)
+    assert labelmap_codes(read) is read  # no copy of a whole CT on every refinement
+    np.testing.assert_array_equal(labelmap_codes(np.array([0.2, 2.9, 130.6])), [0, 3, 131])

@@ -43,7 +43,7 @@ from vtk.util import numpy_support
 from ..model import LabelSpec
 from ..errors import InputError
 from ..progress import ProgressEvent
-from ..strokes import Scribbles, encode_strokes
+from ..strokes import Scribbles, encode_strokes, labelmap_codes
 from ..volume import Volume
 from ..volume_io import read_volume, write_volume
 from .job import KeptRun, SegmentationJob
@@ -321,6 +321,9 @@ class RefineJob(EngineCommandJob):
         self._sent: np.ndarray | None = None
         self._geometry: Volume | None = None
         self._warm: WarmRefiner | None = None
+        #: The warm engine's own seconds for the refinement (its answer's), once DONE; None on
+        #: the cold path. The rest of a round trip is the panel's files and segments.
+        self.engine_seconds: float | None = None
 
     @property
     def warm(self) -> bool:
@@ -371,6 +374,8 @@ class RefineJob(EngineCommandJob):
             self._finish(RunState.FAILED, EngineFailure(str(answer.get("error", answer)),
                                                         answer.get("exit_code")))
             return
+        seconds = answer.get("seconds")
+        self.engine_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
         self._succeeded()
         self._import()
 
@@ -420,7 +425,7 @@ class RefineJob(EngineCommandJob):
         check_same_grid(labels, self._geometry)
         if not in_scene(self.session.segmentation_node):
             raise InputError("the segmentation was removed during the refinement")
-        self.changed = self.session.apply(self._sent, np.rint(labels.array).astype(np.uint8),
+        self.changed = self.session.apply(self._sent, labelmap_codes(labels.array).astype(np.uint8, copy=False),
                                           self.organ)
 
     def _done_message(self) -> str:
