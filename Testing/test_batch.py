@@ -224,12 +224,16 @@ def test_a_worker_killed_by_the_oom_killer_fails_its_case_alone(tiny_model_path,
     process = _subprocess(str(scans), "--out", str(folder), "--model", str(tiny_model_path),
                           "--workers", "2")
     assert process.stdout is not None
+    inferring: set[str] = set()
     for line in process.stdout:
         event = json.loads(line)
         if event["stage"] == "segment" and ": inference" in event["message"]:
-            for pid in _worker_processes(process.pid):
-                os.kill(pid, signal.SIGKILL)
-            break
+            # both workers mid-case (a worker still starting up, killed, fails as a start-up)
+            inferring.add(event["message"].split(":")[0])
+            if len(inferring) == 2:
+                for pid in _worker_processes(process.pid):
+                    os.kill(pid, signal.SIGKILL)
+                break
     _, err = process.communicate(timeout=120)
     killed = [line for line in err.splitlines() if "killed (SIGKILL), most likely by the "
               "out-of-memory killer; run with fewer --workers" in line]
