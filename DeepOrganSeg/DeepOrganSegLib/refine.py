@@ -30,7 +30,7 @@ from .geodesic import geodesic_distance_mm
 from .postprocess import fill_holes
 from .preprocess import normalize_intensities
 from .progress import CancelToken, ProgressFunction, no_progress
-from .strokes import Scribbles, scribbles_for, labelmap_codes, stroked_organs
+from .strokes import Scribbles, labelmap_codes, scribbles_for, stroked_organs
 from .volume import Volume, grid_differences
 
 __all__ = ["RefinementResult", "refine", "refine_volume"]
@@ -151,11 +151,12 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
     clamp[add] = target
     # the CRF only over the classes that are somewhere in the box (the real CT's spleen box
     # holds no right kidney and no cava: 8 of 10 classes), with the same labels
+    stroked = clamp >= 0
     present = np.union1d(np.flatnonzero(p.reshape(len(p), -1).max(axis=1) > ABSENT_PROBABILITY),
-                         [0, target, *np.unique(clamp[clamp >= 0])])
+                         [0, target, *np.unique(clamp[stroked])])
     row_of = np.full(len(channels), -1, np.int64)
     row_of[present] = np.arange(len(present))
-    clamp[clamp >= 0] = row_of[clamp[clamp >= 0]]
+    clamp[stroked] = row_of[clamp[stroked]]
     q = dense_crf(torch.from_numpy(np.ascontiguousarray(p[present])),
                   torch.from_numpy(normalised), spacing_kji, crf, clamp=torch.from_numpy(clamp))
     winners = np.asarray(channels, np.uint8)[present][q.argmax(dim=0).numpy()]

@@ -36,12 +36,12 @@ def encode_strokes(scribbles: Scribbles, value: int) -> np.ndarray:
     return labelmap
 
 
-def labelmap_codes(scribble_labels: np.ndarray) -> np.ndarray:
+def labelmap_codes(labelmap: np.ndarray) -> np.ndarray:
     """A labelmap's values (scribbles or a segmentation) as integers: the array itself when it
     already holds integers (a labelmap file read as uint8: no copy), else rounded to int64."""
-    if np.issubdtype(scribble_labels.dtype, np.integer):
-        return scribble_labels
-    return np.rint(scribble_labels).astype(np.int64)
+    if np.issubdtype(labelmap.dtype, np.integer):
+        return labelmap
+    return np.rint(labelmap).astype(np.int64)
 
 
 def stroked_organs(scribble_labels: np.ndarray) -> list[int]:

@@ -425,8 +425,8 @@ class RefineJob(EngineCommandJob):
         check_same_grid(labels, self._geometry)
         if not in_scene(self.session.segmentation_node):
             raise InputError("the segmentation was removed during the refinement")
-        self.changed = self.session.apply(self._sent, labelmap_codes(labels.array).astype(np.uint8, copy=False),
-                                          self.organ)
+        returned = labelmap_codes(labels.array).astype(np.uint8, copy=False)
+        self.changed = self.session.apply(self._sent, returned, self.organ)
 
     def _done_message(self) -> str:
         changed = ", ".join(self.session.spec(name).display_name for name in self.changed)
