@@ -23,7 +23,7 @@ from training.data import (CaseCache, PatchBatchDataset, list_cases, load_case,
                            read_msd_folder, read_nnunet_folder, sample_patch,
                            shift_label_intensities, working_arrays)
 from training.distributed import DistributedContext
-from training.export import main as export_main
+from training.export import export_checkpoint, main as export_main
 from training.losses import (MarginalDiceCELoss, merge_unlabelled,
                              side_output_weights)
 import training.train as train_module
@@ -341,6 +341,33 @@ def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
         for key, value in state.items():
             assert torch.equal(value, b["optimizer"]["state"][index][key])
     assert len((tmp_path / "pieces" / "log.csv").read_text(encoding="utf-8").splitlines()) == 5
+
+
+def test_a_weight_average_is_kept_resumed_and_exported(phantom_cache, tmp_path):
+    """With ``schedule.ema_decay`` the checkpoints keep an exponential moving average beside the
+    weights, a resumed run continues it bit for bit, and the model file holds the average."""
+    settings = ("schedule.steps=4", "schedule.ema_decay=0.5")
+    whole = tiny_config(phantom_cache, tmp_path / "whole", *settings)
+    pieces = tiny_config(phantom_cache, tmp_path / "pieces", *settings)
+    train(whole, CPU, show_progress=False)
+    train(pieces, CPU, show_progress=False, stop_after=2)
+    train(pieces, CPU, show_progress=False, resume=True)
+    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
+    b = Checkpoint.load(tmp_path / "pieces" / "last.pt")
+    assert a["ema_updates"] == b["ema_updates"] == 4
+    for name, tensor in a["ema"].items():
+        assert torch.equal(tensor, b["ema"][name]), name
+    weight = next(name for name in a["network"] if name.endswith("weight"))
+    assert not torch.equal(a["ema"][weight], a["network"][weight])  # an average, not a copy
+    exported = load_model(export_checkpoint(tmp_path / "whole" / "last.pt",
+                                            tmp_path / "model.safetensors"))
+    assert torch.equal(exported.network.state_dict()[weight], a["ema"][weight])
+    assert "weight average (EMA decay 0.5)" in exported.metadata.provenance["training"]
+
+
+def test_a_weight_average_decay_outside_zero_to_one_is_refused(tmp_path):
+    with pytest.raises(Exception, match="ema_decay"):
+        tiny_config(tmp_path, tmp_path, "schedule.ema_decay=1.0")
 
 
 def test_a_resumed_run_keeps_the_model_file_it_started_from(phantom_cache, tmp_path):

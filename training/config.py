@@ -100,7 +100,10 @@ class ScheduleConfig:
     step), ``exponential`` (η_d · 0.01^(t/T)) or ``fixed``. ``amp``: mixed precision of the
     forward pass on CUDA (``bf16``, ``fp16`` or ``none``); ``cpu_amp``: also autocast to bf16 on
     CPU (1.65x faster on CPUs with AVX-512 BF16 at equal validation Dice, docs/model-card.md;
-    slower on CPUs without it)."""
+    slower on CPUs without it). ``ema_decay``: keep an exponential moving average of the
+    weights and BatchNorm statistics (0: off; 0.998 averages over about the last 500 steps),
+    which validation, ``best.pt``'s choice and the exported model use: one checkpoint of a
+    short CPU run can sit on a swing of the loss surface (docs/model-card.md, "v16")."""
 
     steps: int = 1000
     val_every: int = 100
@@ -109,6 +112,7 @@ class ScheduleConfig:
     side_decay: str = "linear"
     amp: str = "bf16"
     cpu_amp: bool = False
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,9 @@ class TrainConfig:
                 f"'schedule.side_weights' has {len(self.schedule.side_weights)} value(s) but "
                 f"'network.side_output_levels' makes {sides} side output(s); give one weight "
                 f"per side output")
+        if not 0 <= self.schedule.ema_decay < 1:
+            raise ConfigError(f"'schedule.ema_decay' must be in [0, 1) (0: no weight average), "
+                              f"got {self.schedule.ema_decay}")
         divisor = network.size_divisor
         sizes = {"data.patch_size": self.data.patch_size}
         if self.data.thin_slab_probability > 0:

@@ -123,7 +123,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = TrainConfig.from_dict(state["config"])
     network = DSN3D(config.dsn_config())
-    network.load_state_dict(state["network"])
+    network.load_state_dict(state.get("ema", state["network"]))  # the weight average if kept
     network.eval()
     provenance = {
         "data": "; ".join(f"{task.name}: " + ", ".join(_describe_source(s) for s in task.sources)
@@ -131,7 +131,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "training": (f"{state['step']} steps, {config.optimizer.name} lr {config.optimizer.lr}, "
                      f"patch {list(config.data.patch_size)}, batch {config.batch_size} ("
                      + ", ".join(f"{config.samples_of(task)} {task.name}"
-                                 for task in config.tasks) + ")"),
+                                 for task in config.tasks) + ")"
+                     + (f", weight average (EMA decay {config.schedule.ema_decay})"
+                        if "ema" in state else "")),
         "steps": int(state["step"]),
         "initialised_from": (Path(config.init_from).name if config.init_from
                              else "random (trained from scratch)"),

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from DeepOrganSegLib.devices import TRAINING_DEVICES
@@ -209,10 +210,15 @@ class Checkpoint:
 
     @staticmethod
     def save(path: Path, network: DSN3D, optimizer, scheduler, step: int, best: float,
-             config: TrainConfig, metrics: dict) -> None:
+             config: TrainConfig, metrics: dict, average: AveragedModel | None = None) -> None:
+        """``average``: the weight average, when the run keeps one: saved as ``ema`` (the
+        weights export writes) with its update count."""
         state = {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "step": step, "best": best,
                  "rng": _rng_state(), "config": config.to_dict(), "metrics": metrics}
+        if average is not None:
+            state["ema"] = average.module.state_dict()
+            state["ema_updates"] = int(average.n_averaged)
         temporary = path.with_suffix(".tmp")
         torch.save(state, temporary)
         temporary.replace(path)
@@ -337,6 +343,14 @@ def _mean_dice(metrics: dict) -> float:
 
 MAX_NON_FINITE_STEPS_IN_A_ROW = 20
 """Steps in a row with non-finite gradients after which training stops (it has diverged)."""
+
+
+def weight_average(network: DSN3D, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``network``'s weights and BatchNorm statistics
+    (``schedule.ema_decay``; None when 0), updated after every optimizer step."""
+    if not decay:
+        return None
+    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class TrainingDiverged(InputError):
@@ -520,6 +534,7 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
     torch.manual_seed(config.seed)
     network = DSN3D(config.dsn_config()).to(ctx.device)
     optimizer, scheduler = build_optimizer(network, config)
+    average = weight_average(network, config.schedule.ema_decay)
     start, best, metrics = 0, -math.inf, {}
     if resume:
         state = Checkpoint.load(output / "last.pt")
@@ -528,11 +543,17 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         scheduler.load_state_dict(state["scheduler"])
         start, best, metrics = state["step"], state["best"], state["metrics"]
         _set_rng_state(state["rng"])
+        if average is not None and "ema" in state:
+            average.module.load_state_dict(state["ema"])
+            average.n_averaged.fill_(state["ema_updates"])
+        elif average is not None:  # a run that kept no average starts one where it stands
+            average = weight_average(network, config.schedule.ema_decay)
         # the run's first weights stay its provenance: a resume itself starts from last.pt
         config = replace(config, init_from=config.init_from
                          or state["config"].get("init_from") or "")
     elif config.init_from:
         initial_weights(network, config, config.init_from)
+        average = weight_average(network, config.schedule.ema_decay)  # from the warm start
     model = (DistributedDataParallel(network, device_ids=[ctx.local_rank]
                                      if ctx.device.type == "cuda" else None)
              if ctx.distributed else network)
@@ -585,6 +606,8 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         if torch.isfinite(norm) or scaler.is_enabled():  # the fp16 scaler skips such steps itself
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update_parameters(network)
             skipped_in_a_row = 0
         else:  # one non-finite step would make every weight NaN: skip it (the same on every rank:
             # the norm is of the all-reduced gradients), restore BatchNorm's running statistics
@@ -611,23 +634,24 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
             progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         last = done == schedule.steps
         if ctx.is_main and (done % schedule.val_every == 0 or last) and val_arrays:
-            metrics = validate(network, config, val_arrays, ctx.device, surface=False)
+            metrics = validate(network if average is None else average.module, config,
+                               val_arrays, ctx.device, surface=False)
             log.validated(step, metrics)
             score = _mean_dice(metrics)
             if score > best:
                 best = score
                 Checkpoint.save(output / "best.pt", network, optimizer, scheduler, done, best,
-                                config, metrics)
+                                config, metrics, average)
             print(f"step {done}: validation mean Dice {score:.4f} (best {best:.4f})", flush=True)
         if ctx.is_main and (done % schedule.checkpoint_every == 0 or done == end):
             Checkpoint.save(output / "last.pt", network, optimizer, scheduler, done, best,
-                            config, metrics)
+                            config, metrics, average)
     if progress is not None:
         progress.close()
     if log is not None:
         log.close()
     if ctx.distributed:  # BatchNorm running statistics drift per rank after the last step
-        for buffer in network.buffers():
+        for buffer in [*network.buffers(), *(average.module.buffers() if average else [])]:
             torch.distributed.broadcast(buffer, src=0)
     if ctx.is_main and done == schedule.steps:
         plot_training_curves(output / "log.csv", output / "validation.csv",
