@@ -325,15 +325,21 @@ def test_bf16_autocast_on_a_cpu_without_native_bf16_trains_in_float32_and_says_s
                                                  plain.state_dict().values()))
 
 
-def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
-    whole = tiny_config(phantom_cache, tmp_path / "whole", "schedule.steps=4")
-    pieces = tiny_config(phantom_cache, tmp_path / "pieces", "schedule.steps=4")
+def _trained_whole_and_in_two_pieces(phantom_cache, tmp_path, *settings: str
+                                     ) -> tuple[dict, dict]:
+    """``last.pt`` of 4 steps in one go and of 2 steps, then 2 more resumed from ``last.pt``."""
+    whole = tiny_config(phantom_cache, tmp_path / "whole", "schedule.steps=4", *settings)
+    pieces = tiny_config(phantom_cache, tmp_path / "pieces", "schedule.steps=4", *settings)
     train(whole, CPU, show_progress=False)
     train(pieces, CPU, show_progress=False, stop_after=2)
     assert Checkpoint.load(tmp_path / "pieces" / "last.pt")["step"] == 2
     train(pieces, CPU, show_progress=False, resume=True)
-    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
-    b = Checkpoint.load(tmp_path / "pieces" / "last.pt")
+    return (Checkpoint.load(tmp_path / "whole" / "last.pt"),
+            Checkpoint.load(tmp_path / "pieces" / "last.pt"))
+
+
+def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
+    a, b = _trained_whole_and_in_two_pieces(phantom_cache, tmp_path)
     assert a["step"] == b["step"] == 4
     for name, tensor in a["network"].items():
         assert torch.equal(tensor, b["network"][name]), name
@@ -346,14 +352,7 @@ def test_resume_gives_bit_identical_weights(phantom_cache, tmp_path):
 def test_a_weight_average_is_kept_resumed_and_exported(phantom_cache, tmp_path):
     """With ``schedule.ema_decay`` the checkpoints keep an exponential moving average beside the
     weights, a resumed run continues it bit for bit, and the model file holds the average."""
-    settings = ("schedule.steps=4", "schedule.ema_decay=0.5")
-    whole = tiny_config(phantom_cache, tmp_path / "whole", *settings)
-    pieces = tiny_config(phantom_cache, tmp_path / "pieces", *settings)
-    train(whole, CPU, show_progress=False)
-    train(pieces, CPU, show_progress=False, stop_after=2)
-    train(pieces, CPU, show_progress=False, resume=True)
-    a = Checkpoint.load(tmp_path / "whole" / "last.pt")
-    b = Checkpoint.load(tmp_path / "pieces" / "last.pt")
+    a, b = _trained_whole_and_in_two_pieces(phantom_cache, tmp_path, "schedule.ema_decay=0.5")
     assert a["ema_updates"] == b["ema_updates"] == 4
     for name, tensor in a["ema"].items():
         assert torch.equal(tensor, b["ema"][name]), name
