@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,59 @@ def test_an_output_folder_inside_the_input_folder_is_refused(tiny_model_path, tm
                           str(tiny_model_path))
     assert code == 2 and err.count("\n") == 1 and "lies inside the input folder" in err
     assert not (scans / "out").exists()
+
+
+def _pool_with_a_started_worker(monkeypatch):
+    """A worker pool (without processes) whose one worker has started, and the replacements
+    it starts."""
+    from types import SimpleNamespace
+
+    from DeepOrganSegLib.cohort.pool import _WorkerPool
+
+    pool = object.__new__(_WorkerPool)
+    pool.workers, pool.startup_kills = [SimpleNamespace(ready=True, case=None)], 0
+    replacements: list[int] = []
+    monkeypatch.setattr(pool, "_start", lambda: replacements.append(1))
+    return pool, replacements
+
+
+def _starting_worker(exitcode: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ready=False, case=None, process=SimpleNamespace(exitcode=exitcode),
+                           lost_reason=lambda: f"exit code {exitcode}")
+
+
+def test_a_worker_killed_while_starting_is_replaced_while_another_runs(monkeypatch):
+    """The out-of-memory killer may pick a worker still loading its model: it is replaced (up
+    to MAX_STARTUP_KILLS times) instead of ending the cohort, as it did before."""
+    from DeepOrganSegLib.cohort.pool import MAX_STARTUP_KILLS
+    from DeepOrganSegLib.errors import InputError
+
+    pool, replacements = _pool_with_a_started_worker(monkeypatch)
+    finished: list = []
+    for _ in range(MAX_STARTUP_KILLS):
+        worker = _starting_worker(-9)
+        pool.workers.append(worker)
+        pool._lost(worker, finished.append, deque(["case1"]))
+    assert len(replacements) == MAX_STARTUP_KILLS and not finished
+    worker = _starting_worker(-9)
+    pool.workers.append(worker)
+    with pytest.raises(InputError, match="could not start"):
+        pool._lost(worker, finished.append, deque(["case1"]))
+
+
+def test_a_worker_that_exits_while_starting_stops_the_batch(monkeypatch):
+    """Exiting by itself while starting (an import error, a broken install) is what every
+    worker would do: the batch stops at once with the reason."""
+    from DeepOrganSegLib.errors import InputError
+
+    pool, replacements = _pool_with_a_started_worker(monkeypatch)
+    worker = _starting_worker(1)
+    pool.workers.append(worker)
+    with pytest.raises(InputError, match=r"could not start \(exit code 1\)"):
+        pool._lost(worker, [].append, deque(["case1"]))
+    assert not replacements
 
 
 def test_a_workers_progress_reaches_the_parent_as_plain_text():

@@ -38,6 +38,11 @@ PROGRESS_INTERVAL_S = 0.5
 #: they are terminated.
 WORKER_GRACE_S = 3.0
 
+MAX_STARTUP_KILLS = 3
+"""Workers killed by a signal while starting (the out-of-memory killer, when the others' cases
+fill the memory) that are replaced before the batch gives up; a worker that exits by itself
+while starting means every worker would (a broken install), and stops the batch at once."""
+
 
 def run_cases(cases: list[Case], job: CaseJob, workers: int, budget_bytes: int,
               progress: CaseProgress, finished: OutcomeHandler, cancel: CancelToken) -> None:
@@ -170,6 +175,7 @@ class _WorkerPool:
         self.stop = self.context.Event()
         self.threads = max(1, _cpu_count() // count)
         self.workers: list[_Worker] = []
+        self.startup_kills = 0
 
     def _start(self) -> _Worker:
         saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
@@ -239,11 +245,18 @@ class _WorkerPool:
                 finished(message[1])
 
     def _lost(self, worker: _Worker, finished: OutcomeHandler, pending: deque[Case]) -> None:
-        """A worker died: fail its case with the reason, and replace it while cases remain."""
+        """A worker died: fail its case with the reason, and replace it while cases remain.
+        One killed while starting is replaced as well when another has started (up to
+        :data:`MAX_STARTUP_KILLS`): the out-of-memory killer can pick a worker still loading
+        its model, and that must not end the cohort."""
         self.workers.remove(worker)
         if not worker.ready:
-            raise InputError(f"a batch worker process could not start ({worker.lost_reason()}); "
-                             f"run with --workers 1 to see why")
+            killed = (worker.process.exitcode or 0) < 0
+            others_started = any(other.ready for other in self.workers)
+            self.startup_kills += killed
+            if not (killed and others_started and self.startup_kills <= MAX_STARTUP_KILLS):
+                raise InputError(f"a batch worker process could not start "
+                                 f"({worker.lost_reason()}); run with --workers 1 to see why")
         if worker.case is not None:
             finished(Outcome(worker.case, False, time.perf_counter() - worker.started,
                              worker.lost_reason()))
