@@ -534,7 +534,6 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
     torch.manual_seed(config.seed)
     network = DSN3D(config.dsn_config()).to(ctx.device)
     optimizer, scheduler = build_optimizer(network, config)
-    average = weight_average(network, config.schedule.ema_decay)
     start, best, metrics = 0, -math.inf, {}
     if resume:
         state = Checkpoint.load(output / "last.pt")
@@ -543,17 +542,17 @@ def train(config: TrainConfig, ctx: DistributedContext, resume: bool = False,
         scheduler.load_state_dict(state["scheduler"])
         start, best, metrics = state["step"], state["best"], state["metrics"]
         _set_rng_state(state["rng"])
-        if average is not None and "ema" in state:
-            average.module.load_state_dict(state["ema"])
-            average.n_averaged.fill_(state["ema_updates"])
-        elif average is not None:  # a run that kept no average starts one where it stands
-            average = weight_average(network, config.schedule.ema_decay)
         # the run's first weights stay its provenance: a resume itself starts from last.pt
         config = replace(config, init_from=config.init_from
                          or state["config"].get("init_from") or "")
     elif config.init_from:
         initial_weights(network, config, config.init_from)
-        average = weight_average(network, config.schedule.ema_decay)  # from the warm start
+    # the average starts from the weights the run starts from; a resumed run continues its own
+    # (one that kept none starts one where it stands)
+    average = weight_average(network, config.schedule.ema_decay)
+    if resume and average is not None and "ema" in state:
+        average.module.load_state_dict(state["ema"])
+        average.n_averaged.fill_(state["ema_updates"])
     model = (DistributedDataParallel(network, device_ids=[ctx.local_rank]
                                      if ctx.device.type == "cuda" else None)
              if ctx.distributed else network)
