@@ -364,6 +364,18 @@ def test_a_weight_average_is_kept_resumed_and_exported(phantom_cache, tmp_path):
     assert "weight average (EMA decay 0.5)" in exported.metadata.provenance["training"]
 
 
+def test_export_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path, capsys):
+    garbage = tmp_path / "last.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    from training.entry import run_script
+
+    code = run_script(lambda: export_main([str(garbage), str(tmp_path / "model.safetensors")]))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a training checkpoint" in err, err
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_a_weight_average_decay_outside_zero_to_one_is_refused(tmp_path):
     with pytest.raises(Exception, match="ema_decay"):
         tiny_config(tmp_path, tmp_path, "schedule.ema_decay=1.0")

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import math
+import pickle
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -120,8 +121,12 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
     metrics in the provenance."""
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(state["config"])
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        config = TrainConfig.from_dict(state["config"])
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as error:
+        raise InputError(f"{checkpoint}: not a training checkpoint ({type(error).__name__}); "
+                         f"give best.pt or last.pt of a train.py run") from None
     network = DSN3D(config.dsn_config())
     network.load_state_dict(state.get("ema", state["network"]))  # the weight average if kept
     network.eval()
