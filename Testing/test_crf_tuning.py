@@ -13,7 +13,11 @@ from safetensors.torch import save_file
 
 from helpers import ellipsoid_scene
 from DeepOrganSegLib.model import load_model
+from DeepOrganSegLib.cascade import network_probabilities
+from DeepOrganSegLib.crf.meanfield import dense_crf_roi, keep_found_organs
 from DeepOrganSegLib.crf.parameters import CRFParameters
+from DeepOrganSegLib.grid import working_grid
+from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.options import SegmentationOptions
 from DeepOrganSegLib.segment import segment_volume
 
@@ -21,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("monai")
 from training.evaluate import EvaluationCase  # noqa: E402
-from training.tune_crf import mean_dice, network_outputs, tune  # noqa: E402
+from training.tune_crf import CaseOutputs, case_dice, network_outputs, tune  # noqa: E402
 
 
 def _with_task_crf(model_path: Path, out: Path, task_crf: dict) -> Path:
@@ -59,11 +63,36 @@ def test_a_tasks_own_crf_parameters_change_the_result(tiny_model_path, tmp_path)
     assert not np.array_equal(strong.labels.array, default.labels.array)
 
 
-def test_mean_dice_scores_each_organ_once():
+def test_a_case_is_scored_on_its_crop_with_the_reference_outside_it_counted_as_missed():
     truth = np.array([0, 1, 1, 2, 2, 2]).reshape(1, 2, 3)
-    assert mean_dice(truth, truth, [1, 2]) == 1.0
+    case = CaseOutputs("c", torch.zeros(1, 2, 3), torch.zeros(3, 1, 2, 3), [], truth.astype(np.uint8),
+                       [1, 2], (1.0, 1.0, 1.0), truth_outside=np.array([0, 0, 0]))
+    assert case_dice(case, truth) == 1.0
     predicted = np.array([0, 1, 0, 2, 2, 2]).reshape(1, 2, 3)
-    assert mean_dice(predicted, truth, [1, 2]) == pytest.approx((2 / 3 + 1) / 2)
+    assert case_dice(case, predicted) == pytest.approx((2 / 3 + 1) / 2)
+    case.truth_outside = np.array([0, 0, 3])  # three voxels of organ 2 lie outside the crop
+    assert case_dice(case, truth) == pytest.approx((1 + 6 / 9) / 2)
+
+
+def test_the_crop_changes_no_score_of_the_whole_grid(tiny_model_path):
+    """Tuning on the crop scores every setting as the whole working grid would."""
+    model = load_model(tiny_model_path)
+    task = model.metadata.task("abdomen-ct")
+    image, labels = ellipsoid_scene(11)
+    case = EvaluationCase("scene-11", image, labels, {1: "liver", 2: "spleen"}, "abdomen-ct")
+    with torch.no_grad():
+        cropped = network_outputs(model, case, task)
+        params = CRFParameters(appearance_weight=3.0)
+        crop_labels = keep_found_organs(cropped.probabilities, dense_crf_roi(
+            cropped.probabilities, cropped.image, cropped.spacing_kji, params), 0.5)
+        grid = working_grid(image, task.spacing_mm)
+        whole = network_probabilities(image, model, task, grid, InferenceSettings(side_outputs=True))
+        whole_labels = keep_found_organs(whole.prediction.main, dense_crf_roi(
+            whole.prediction.main, torch.from_numpy(whole.image), cropped.spacing_kji, params), 0.5)
+    assert cropped.probabilities.numel() < whole.prediction.main.numel()
+    pasted = torch.zeros(whole_labels.shape[1:], dtype=torch.int64)
+    pasted[cropped.box] = crop_labels.max(0).indices
+    assert torch.equal(pasted, whole_labels.max(0).indices)
 
 
 def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path):
@@ -89,6 +118,10 @@ def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path
     refuse = tune(model, [(task, outputs)], grid_for=lambda task: grid, min_gain=1.0,
                   show_progress=False)
     assert not refuse["scores"]["abdomen-ct"]["crf_on"]
+    # a later step is taken only where it gains min_gain: no side outputs, no organ-keeping share
+    assert refuse["scores"]["abdomen-ct"]["best"]["side_output_weights"] == []
+    assert refuse["scores"]["abdomen-ct"]["best"]["min_organ_share"] == 0.0
+    assert set(refuse["scores"]["abdomen-ct"]["min_organ_shares"]) == {"0.0", "0.25", "0.5", "0.75"}
     assert refuse["tasks"]["abdomen-ct"] == {"appearance_weight": 0.0, "smoothness_weight": 0.0}
 
 

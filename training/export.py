@@ -32,6 +32,7 @@ from DeepOrganSegLib.model.terminology import term_for
 from training.config import SourceConfig, TrainConfig
 from training.entry import run_script
 from training.prior import load_stage1, stage1_spacings
+from training.store_crf import read_crf_file, split_crf_document
 
 __all__ = ["build_metadata", "stage1_spec", "export_checkpoint", "main"]
 
@@ -163,17 +164,6 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
                       stage1=stage1.network if stage1 is not None else None)
 
 
-def _read_crf_file(path: Path) -> dict:
-    """A ``--crf`` JSON file: CRF parameters, or tune_crf.py's ``{"crf", "tasks"}`` document."""
-    try:
-        crf = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not a JSON file of CRF parameters ({error})") from None
-    if not isinstance(crf, dict):
-        raise InputError(f"{path}: expected a JSON object of CRF parameters")
-    return crf
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export a checkpoint as a model file.")
     parser.add_argument("checkpoint", help="training checkpoint (.pt: best.pt or last.pt)")
@@ -189,10 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, *(args.metrics or [])])
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
-    crf = _read_crf_file(Path(args.crf)) if args.crf else None
-    task_crf = None
-    if isinstance(crf, dict) and "tasks" in crf:  # per-task parameters from tune_crf.py
-        crf, task_crf = crf.get("crf"), crf["tasks"]
+    crf, task_crf = split_crf_document(read_crf_file(Path(args.crf))) if args.crf else (None, None)
     path = export_checkpoint(args.checkpoint, args.output, metrics=metrics, command=args.command,
                              half_precision=args.half, crf=crf, task_crf=task_crf)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

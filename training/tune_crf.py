@@ -9,7 +9,8 @@ case; then every parameter set of a small grid refines its probabilities on the 
 (ROI mode, as ``deeporganseg segment`` does), the best of them once more with the side
 outputs fused in, then the best with organs the CRF shrinks below a share of the network's
 volume kept as the network found them (``min_organ_share``), and each is scored by the mean
-organ Dice against the reference resampled (nearest neighbour) onto that grid. Per task the best set is kept if it
+organ Dice against the reference resampled (nearest neighbour) onto that grid. Each of the two
+later steps is taken only where it gains at least ``--min-gain``. Per task the best set is kept if it
 beats the network alone by at least ``--min-gain``; otherwise the task gets both weights 0, which
 turns the CRF off for it. The grid's intensity widths are in each modality's normalised units:
 CT ``(HU - 40) / 350`` (0.03 = 10 HU), MR z-scores.
@@ -27,7 +28,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 if not __package__:  # run as a script: make ``import training`` work
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,18 +38,18 @@ import SimpleITK as sitk
 import torch
 
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
-from DeepOrganSegLib.crf.meanfield import dense_crf_roi, fuse_side_outputs, keep_found_organs
+from DeepOrganSegLib.crf.meanfield import (ROI_MARGIN_MM, bounding_box, dense_crf_roi,
+                                           fuse_side_outputs, keep_found_organs)
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.cascade import network_probabilities
 from DeepOrganSegLib.options import InferenceSettings
 from DeepOrganSegLib.outputs import check_outputs_spare_inputs
-from DeepOrganSegLib.metrics import dice
 from DeepOrganSegLib.grid import resample_to_grid, working_grid
 from DeepOrganSegLib.volume_io import write_atomically
 from training.entry import run_script
 from training.evaluate import EvaluationCase, _truth_in_model_values, data_files, iter_cases
 
-__all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "mean_dice",
+__all__ = ["CaseOutputs", "parameter_grid", "with_side_outputs", "network_outputs", "case_dice",
            "tune", "main"]
 
 #: Intensity widths θβ tried, per modality, in normalised image units.
@@ -64,9 +65,13 @@ MIN_ORGAN_SHARES = (0.25, 0.5, 0.75)
 
 @dataclass
 class CaseOutputs:
-    """One case on its task's working grid: normalised image ``[Z, Y, X]``, the network's
-    probabilities ``[C, Z, Y, X]`` over the task's channels (and side outputs), the reference
-    in channel indices, and the channel indices that are scored."""
+    """One case on its task's working grid, cropped to the only region a CRF setting can change:
+    the bounding box of what the main or a side output labels, grown by the CRF's ROI margin
+    (every fusion of the outputs labels background outside it, so :func:`dense_crf_roi` never
+    reaches further). Inside: the normalised image ``[Z, Y, X]``, the network's probabilities
+    ``[C, Z, Y, X]`` over the task's channels (and side outputs), the reference in channel
+    indices; outside, only the count of reference voxels of each channel (what a setting
+    misses there). A whole abdomen phantom's outputs take 1.4 GB, the crop a fraction."""
 
     case_id: str
     image: torch.Tensor
@@ -75,6 +80,8 @@ class CaseOutputs:
     truth: np.ndarray
     scored: list[int]
     spacing_kji: tuple[float, float, float]
+    truth_outside: np.ndarray
+    box: tuple[slice, ...] = ()  # the crop on the whole working grid
 
 
 def parameter_grid(modality: str) -> list[CRFParameters]:
@@ -105,16 +112,45 @@ def network_outputs(model: LoadedModel, case: EvaluationCase, task: TaskSpec) ->
                              interpolator=sitk.sitkNearestNeighbor, default_value=0.0)
     index_of = np.zeros(max(channels) + 1, np.int64)
     index_of[channels] = np.arange(len(channels))
-    return CaseOutputs(case.case_id, torch.from_numpy(output.image), prediction.main,
-                       prediction.sides,
-                       index_of[truth.astype(np.int64)],
-                       [channels.index(spec.value) for spec in scored], grid.spacing[::-1])
+    truth_channels = index_of[truth.astype(np.int64)].astype(np.uint8)
+    spacing_kji = grid.spacing[::-1]
+    box = _changeable_box([prediction.main, *prediction.sides], spacing_kji)
+    inside = (slice(None), *box)
+    outside = np.bincount(truth_channels.ravel(), minlength=len(channels))
+    outside -= np.bincount(truth_channels[box].ravel(), minlength=len(channels))
+    return CaseOutputs(case.case_id, torch.from_numpy(output.image)[box].clone(),
+                       prediction.main[inside].clone(),
+                       [side[inside].clone() for side in prediction.sides],
+                       truth_channels[box].copy(),
+                       [channels.index(spec.value) for spec in scored], spacing_kji, outside, box)
 
 
-def mean_dice(labels: np.ndarray, truth: np.ndarray, scored: Iterable[int]) -> float:
-    """Mean Dice over the ``scored`` labels of two label arrays on the same grid (an organ
-    absent from both scores 1), by :func:`DeepOrganSegLib.metrics.dice`."""
-    return float(np.mean([dice(labels, truth, value, empty=1.0) for value in scored]))
+def _changeable_box(outputs: Sequence[torch.Tensor], spacing_kji: Sequence[float]
+                    ) -> tuple[slice, ...]:
+    """Where :func:`dense_crf_roi` may change the labels of any fusion of ``outputs``: a fused
+    voxel is background wherever every output's is (background beats each organ in each, so
+    in any convex combination), so the box of their union grown by the ROI margin holds every
+    box the CRF refines (a single voxel when no output labels anything)."""
+    foreground = outputs[0].max(0).indices > 0
+    for output in outputs[1:]:
+        foreground |= output.max(0).indices > 0
+    if not foreground.any():
+        return (slice(0, 1),) * foreground.ndim
+    return bounding_box(foreground, spacing_kji, ROI_MARGIN_MM)
+
+
+def case_dice(case: CaseOutputs, labels: np.ndarray) -> float:
+    """Mean Dice over the case's scored organs of ``labels`` (on its crop) against its
+    reference, counting the reference voxels outside the crop as missed (an organ absent from
+    both scores 1)."""
+    scores = []
+    for value in case.scored:
+        predicted, reference = labels == value, case.truth == value
+        both = int(np.count_nonzero(predicted & reference))
+        total = int(np.count_nonzero(predicted)) + int(np.count_nonzero(reference)) \
+            + int(case.truth_outside[value])
+        scores.append(2.0 * both / total if total else 1.0)
+    return float(np.mean(scores))
 
 
 def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:
@@ -140,8 +176,8 @@ def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
     defaults = CRFParameters()
     result = {"crf": defaults.to_dict(), "tasks": {}, "scores": {}}
     for name, outputs in by_task.items():
-        network = float(np.mean([mean_dice(o.probabilities.max(0).indices.numpy(), o.truth,
-                                           o.scored) for o in outputs]))
+        network = float(np.mean([case_dice(o, o.probabilities.max(0).indices.numpy())
+                                 for o in outputs]))
         grid = grid_for(tasks[name]) if grid_for else parameter_grid(tasks[name].modality)
 
         def score(candidates: list[CRFParameters]) -> list[tuple[float, CRFParameters]]:
@@ -150,26 +186,38 @@ def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],
             with tqdm(candidates, desc=f"CRF grid, {name}", unit="set",
                       disable=not show_progress) as bar:
                 for params in bar:
-                    scores.append((float(np.mean([mean_dice(_refined_labels(o, params), o.truth,
-                                                            o.scored) for o in outputs])), params))
+                    scores.append((float(np.mean([case_dice(o, _refined_labels(o, params))
+                                                  for o in outputs])), params))
             return scores
 
-        scored = score(grid)
-        best_dice, best = max(scored, key=lambda pair: pair[0])
+        best_dice, best = max(score(grid), key=lambda pair: pair[0])
         sides = len(model.network.config.side_output_levels)
-        best_dice, best = max([(best_dice, best)] + score(with_side_outputs(best, sides)),
-                              key=lambda pair: pair[0])
-        best_dice, best = max([(best_dice, best)] + score(
-            [replace(best, min_organ_share=share) for share in MIN_ORGAN_SHARES]),
-            key=lambda pair: pair[0])
+        # each later step is taken only where it gains min_gain: a tie or a gain within noise
+        # keeps the simpler parameters
+        best_dice, best = _step(best_dice, best, score(with_side_outputs(best, sides)), min_gain)
+        shares = [(best_dice, best)] + score([replace(best, min_organ_share=share)
+                                              for share in MIN_ORGAN_SHARES])
+        best_dice, best = _step(best_dice, best, shares[1:], min_gain)
         chosen = best if best_dice >= network + min_gain else replace(
             defaults, appearance_weight=0.0, smoothness_weight=0.0)
         result["tasks"][name] = {key: value for key, value in chosen.to_dict().items()
                                  if value != result["crf"][key]}
         result["scores"][name] = {"network": round(network, 4), "crf": round(best_dice, 4),
                                   "crf_on": chosen is best, "cases": len(outputs),
-                                  "best": best.to_dict()}
+                                  "best": best.to_dict(),
+                                  "min_organ_shares": {str(params.min_organ_share): round(share_dice, 4)
+                                                       for share_dice, params in shares}}
     return result
+
+
+def _step(best_dice: float, best: CRFParameters, candidates: list[tuple[float, CRFParameters]],
+          min_gain: float) -> tuple[float, CRFParameters]:
+    """The best of ``candidates`` where it beats ``best_dice`` by at least ``min_gain``, else
+    the best so far."""
+    if not candidates:
+        return best_dice, best
+    top_dice, top = max(candidates, key=lambda pair: pair[0])
+    return (top_dice, top) if top_dice >= best_dice + min_gain else (best_dice, best)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", help="model task of folder data (phantoms name their own)")
     parser.add_argument("--out", default="crf.json", help="JSON file to write")
     parser.add_argument("--min-gain", type=float, default=0.002,
-                        help="mean Dice the CRF must add to stay on for a task")
+                        help="mean Dice the CRF must add to stay on for a task, and each later step "
+                             "(side outputs, organ-keeping share) to be taken")
     parser.add_argument("--keep-kernels", action="store_true",
                         help="start from the model's own CRF parameters instead of the grid "
                              "(then side-output weights and the organ-keeping share are tried)")
@@ -203,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, score in result["scores"].items():
         print(f"| {name} | {score['network']:.4f} | {score['crf']:.4f} | "
               f"{'yes' if score['crf_on'] else 'no'} | {result['tasks'][name]} |")
+    for name, score in result["scores"].items():
+        print(f"{name}, min_organ_share: " + ", ".join(
+            f"{share} {value:.4f}" for share, value in score["min_organ_shares"].items()))
     print(f"wrote {args.out}")
     return 0
 

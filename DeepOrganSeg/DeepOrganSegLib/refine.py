@@ -23,7 +23,7 @@ import torch
 from scipy import ndimage
 
 from .model import ModelMetadata, Normalization, TaskSpec
-from .crf.meanfield import _bounding_box, dense_crf
+from .crf.meanfield import bounding_box, dense_crf
 from .crf.parameters import CRFParameters
 from .errors import InputError
 from .geodesic import geodesic_distance_mm
@@ -126,7 +126,7 @@ def refine(image: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
                          f"segmentation ({labels.shape}, {len(channels)} channels)")
     target = channels.index(organ)
     region = (labels == organ) | scribbles.add | scribbles.remove
-    box = _bounding_box(torch.from_numpy(region), spacing_kji, MARGIN_MM)
+    box = bounding_box(torch.from_numpy(region), spacing_kji, MARGIN_MM)
     intensity = image[box].astype(np.float32)
     normalised = normalize_intensities(intensity.copy(), normalization)
     floor = 10.0 if normalization.kind == "ct" else 0.05 * float(np.subtract(

@@ -32,11 +32,16 @@ from ..progress import CancelToken, ProgressFunction
 from .parameters import CRFParameters
 from .permutohedral import PermutohedralLattice
 
-__all__ = ["PROBABILITY_FLOOR", "dense_crf", "dense_crf_roi", "fuse_side_outputs", "keep_found_organs"]
+__all__ = ["PROBABILITY_FLOOR", "ROI_MARGIN_MM", "bounding_box", "dense_crf", "dense_crf_roi",
+           "fuse_side_outputs", "keep_found_organs"]
 
 PROBABILITY_FLOOR = 1e-5
 """Probabilities are clipped to at least this before ``-log``: a unary of at most 11.5 (as
 pydensecrf's ``unary_from_softmax``), so that the pairwise terms can overrule a confident error."""
+
+#: Millimetres :func:`dense_crf_roi` adds around the foreground's bounding box: the CRF's
+#: reach beyond what the network labelled.
+ROI_MARGIN_MM = 10.0
 
 
 def fuse_side_outputs(main: Tensor, sides: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -99,7 +104,7 @@ def _ignore_progress(stage: str, fraction: float, message: str = "") -> None:
 
 
 def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_kji: Sequence[float],
-                  params: CRFParameters, *, margin_mm: float = 10.0,
+                  params: CRFParameters, *, margin_mm: float = ROI_MARGIN_MM,
                   compatibility: Tensor | None = None, clamp: Tensor | None = None,
                   progress: ProgressFunction | None = None,
                   cancel: CancelToken | None = None) -> Tensor:
@@ -112,7 +117,7 @@ def dense_crf_roi(probabilities: Tensor, image: Tensor, spacing_kji: Sequence[fl
         foreground |= clamp.to(probabilities.device) > 0
     inside = None
     if foreground.any():
-        box = _bounding_box(foreground, spacing_kji, margin_mm)
+        box = bounding_box(foreground, spacing_kji, margin_mm)
         inside = dense_crf(
             probabilities[(slice(None), *box)], _image_channels(image, shape)[(slice(None), *box)],
             spacing_kji, params, compatibility=compatibility,
@@ -310,7 +315,7 @@ def _clamp_marginals(q: Tensor, voxels: Tensor | None, labels: Tensor | None) ->
     return q
 
 
-def _bounding_box(mask: Tensor, spacing_kji: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
+def bounding_box(mask: Tensor, spacing_kji: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
     """Slices of the bounding box of ``mask`` grown by ``margin_mm`` (clipped to the grid)."""
     box = []
     for axis, (size, spacing) in enumerate(zip(mask.shape, spacing_kji)):
