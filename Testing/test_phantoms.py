@@ -513,6 +513,21 @@ def test_the_spleen_upper_part_lies_above_the_left_kidney(many_abdomens):
     assert np.median(shares) >= 0.25 and min(shares) >= 0.08, shares
 
 
+def test_the_lung_ends_above_the_costodiaphragmatic_recess(many_abdomens):
+    """Behind, the lung's lower border lies about two vertebrae below its dome (T10 in quiet
+    breathing) and the recess below it, down to the pleural reflection at T12, holds no lung:
+    the organs under the diaphragm reach the chest wall there (docs/phantoms.md, "What fills
+    the gutter"). Before, the lung filled the recess down to the diaphragm, 92-110 mm below
+    the liver's top, and no phantom's left paravertebral gutter looked like a patient's."""
+    depths = []
+    for phantom in many_abdomens:
+        liver_levels = np.nonzero((phantom.labels.array == 1).any(axis=(1, 2)))[0]
+        lung_levels = np.nonzero(tissue_mask(phantom, "lung").any(axis=(1, 2)))[0]
+        depths.append((liver_levels.max() - lung_levels.min()) * phantom.labels.spacing[2])
+    assert all(25.0 <= depth <= 85.0 for depth in depths), depths
+    assert max(depths) - min(depths) > 15.0, depths  # deeper in inspiration
+
+
 def test_arms_at_the_sides_and_the_ct_table_appear_in_some_cases(many_abdomens):
     with_arms = [p for p in many_abdomens if p.info["arms_down"]]
     assert 0 < len(with_arms) < len(many_abdomens)

@@ -116,14 +116,23 @@ def paint_gallbladder(torso: TorsoPainter) -> None:
             within=("bowel_wall",))
 
 
+def _bulky_back(w: np.ndarray) -> np.ndarray:
+    """Position along the spleen's arc (0 its anterior end, 1 its posterior one) as the
+    thickness profile ``sin(pi w)`` reads it: the front half rises as before, the thickest part
+    holds from the middle to 70 % of the way back, and only the last 30 % tapers. The posterior
+    extremity is the bulky one and reaches to about 4 cm from the midline at T10 (*Gray's
+    Anatomy*, 41st ed., the spleen; docs/phantoms.md, "What fills the gutter")."""
+    return np.where(w <= 0.5, w, np.where(w <= 0.7, 0.5, 0.5 + (w - 0.7) / 0.6))
+
+
 def paint_spleen(torso: TorsoPainter) -> None:
     """A crescent against the left posterolateral ribs (not an ellipsoid): a shell under the
-    inner abdominal wall whose thickness (mm) peaks mid-arc and in the upper half, with a
-    concave visceral surface facing the stomach and, below, the left kidney. Its long axis
-    follows the ribs: the bulky upper pole lies posterior, the tapering lower pole further
-    forward. Adult volumes 0.1-0.5 L (tested), spanning about T10-L1 under the left diaphragm
-    dome; in splenomegaly thicker and taller by ``variants.spleen_scale``, reaching further
-    below the ribs."""
+    inner abdominal wall whose thickness (mm) peaks over the back half of its arc and in the
+    upper half, with a concave visceral surface facing the stomach and, below, the left kidney.
+    Its long axis follows the ribs: the bulky upper pole lies posterior, the tapering lower pole
+    further forward. Adult volumes 0.1-0.5 L (tested), spanning about T10-L1 under the left
+    diaphragm dome; in splenomegaly thicker and taller by ``variants.spleen_scale``, reaching
+    further below the ribs."""
     b, c, rng = torso.body, torso.canvas, torso.rng
     grow = torso.variants.spleen_scale
     thickness = rng.uniform(35.0, 65.0) * b.w * grow  # mm, at the thickest point
@@ -148,7 +157,7 @@ def paint_spleen(torso: TorsoPainter) -> None:
         depth = rho * (1.0 / np.maximum(r, 1e-3) - 1.0) - gap  # mm inside the inner wall
         angle = np.degrees(np.arctan2(dy, v.x)) - twist * (v.z - z_mid)
         u = np.clip((v.z - z_low) / height, 0.0, 1.0) ** (np.log(0.5) / np.log(peak))
-        w = np.clip((angle - arc_low) / (arc_high - arc_low), 0.0, 1.0)
+        w = _bulky_back(np.clip((angle - arc_low) / (arc_high - arc_low), 0.0, 1.0))
         profile = (np.clip(np.sin(np.pi * u), 0.0, None) ** 0.7
                    * np.clip(np.sin(np.pi * w), 0.0, None) ** 0.6)
         return (depth > 0) & (depth < thickness * profile) & (v.x > 0)

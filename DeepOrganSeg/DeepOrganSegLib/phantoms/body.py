@@ -54,6 +54,11 @@ class Body:
         self.vertebrae = self._stack_vertebrae()
         self.z_dome_right = self.h * 118.0 + self.breath + rng.normal(0, 5)
         self.z_dome_left = self.h * 102.0 + self.breath + rng.normal(0, 5)
+        # how far (mm) the lung's lower border reaches below its dome: about two vertebrae in
+        # quiet breathing (behind, the lung ends at T10 and the pleura at T12: the recess
+        # between holds no lung), deeper in inspiration, when the lung descends into the
+        # recess; tied to the breath rather than drawn, so that no later draw moves
+        self.lung_reach = 55.0 - 1.3 * self.breath
         self.z_apex = self.vertebrae["T1"][1] + 15.0
         self.z_skull_base = self.vertebrae["C1"][1] + 5.0
         self.z_iliac_crest = self.h * -85.0
@@ -118,7 +123,9 @@ class Body:
         return np.interp(np.asarray(z) / self.h, _CAVITY_SCALE[::-1, 0], _CAVITY_SCALE[::-1, 1])
 
     def z_diaphragm(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Height (mm) of the diaphragm's upper surface: two domes and the central tendon."""
+        """Height (mm) of the diaphragm's upper surface, where the lung ends: two domes and the
+        central tendon, and no lower than the lung's lower border (``lung_reach`` below each
+        dome; docs/phantoms.md, "What fills the gutter")."""
         y0 = np.float32(-5.0 * self.d)
         dy = (y - y0) * np.where(y > y0, np.float32(1 / (90.0 * self.d)),
                                  np.float32(1 / (130.0 * self.d)))
@@ -128,7 +135,11 @@ class Body:
         right = self.z_dome_right - depth * (((x + np.float32(70.0 * self.w)) * wx) ** 2 + dy)
         left = self.z_dome_left - depth * (((x - np.float32(70.0 * self.w)) * wx) ** 2 + dy)
         centre = self.z_dome_left - 12.0 - depth * ((x * np.float32(1 / (70.0 * self.w))) ** 2 + dy)
-        return np.maximum(np.maximum(right, left), centre).astype(np.float32)
+        # the lung's lower border: below it the costodiaphragmatic recess holds no lung, and
+        # the organs under the diaphragm lie against the chest wall
+        floor = np.where(x < 0, np.float32(self.z_dome_right - self.lung_reach),
+                         np.float32(self.z_dome_left - self.lung_reach))
+        return np.maximum(np.maximum(np.maximum(right, left), centre), floor).astype(np.float32)
 
     def diaphragm_map(self, x: np.ndarray, y: np.ndarray, z_axis: np.ndarray) -> np.ndarray:
         """:meth:`z_diaphragm` on a grid, computed only for the slices it can cross (mm)."""
