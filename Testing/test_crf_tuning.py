@@ -74,12 +74,18 @@ def test_a_case_is_scored_on_its_crop_with_the_reference_outside_it_counted_as_m
     assert case_dice(case, truth) == pytest.approx((1 + 6 / 9) / 2)
 
 
-def test_the_crop_changes_no_score_of_the_whole_grid(tiny_model_path):
-    """Tuning on the crop scores every setting as the whole working grid would."""
+def _tiny_model_and_scene(tiny_model_path):
+    """The tiny model, its abdomen task and an ellipsoid scene as an evaluation case."""
     model = load_model(tiny_model_path)
-    task = model.metadata.task("abdomen-ct")
     image, labels = ellipsoid_scene(11)
     case = EvaluationCase("scene-11", image, labels, {1: "liver", 2: "spleen"}, "abdomen-ct")
+    return model, model.metadata.task("abdomen-ct"), case
+
+
+def test_the_crop_changes_no_score_of_the_whole_grid(tiny_model_path):
+    """Tuning on the crop scores every setting as the whole working grid would."""
+    model, task, case = _tiny_model_and_scene(tiny_model_path)
+    image = case.image
     with torch.no_grad():
         cropped = network_outputs(model, case, task)
         params = CRFParameters(appearance_weight=3.0)
@@ -96,10 +102,7 @@ def test_the_crop_changes_no_score_of_the_whole_grid(tiny_model_path):
 
 
 def test_tuner_keeps_the_best_set_only_when_it_beats_the_network(tiny_model_path):
-    model = load_model(tiny_model_path)
-    task = model.metadata.task("abdomen-ct")
-    image, labels = ellipsoid_scene(11)
-    case = EvaluationCase("scene-11", image, labels, {1: "liver", 2: "spleen"}, "abdomen-ct")
+    model, task, case = _tiny_model_and_scene(tiny_model_path)
     with torch.no_grad():
         outputs = network_outputs(model, case, task)
     assert outputs.probabilities.shape[1:] == outputs.truth.shape
