@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("monai")  # training/ imports it
-from training.probe_gutter import gutter_shares  # noqa: E402
+from training.entry import run_script  # noqa: E402
+from training.probe_gutter import gutter_shares, main  # noqa: E402
 
 SPLEEN, KIDNEY, AORTA = 2, 4, 8
 
@@ -25,3 +26,11 @@ def test_a_slice_without_the_aorta_is_left_out():
     labels = np.zeros((1, 60, 60), np.uint8)
     assert gutter_shares(np.zeros(labels.shape), labels, (1.0, 1.0, 1.0), [0], SPLEEN, KIDNEY,
                          AORTA) == (0.0, 0.0, 0.0)
+
+
+def test_bad_seeds_are_refused_in_one_line_before_any_table(capsys):
+    assert run_script(lambda: main(["--seeds", "10001-x"])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "error: phantom seeds must look like 10001-10003 or 1,4,7, got '10001-x'"]

@@ -32,6 +32,7 @@ if not __package__:  # run as a script: make ``import training`` work
 
 import numpy as np
 
+from DeepOrganSegLib.errors import InputError
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
 from DeepOrganSegLib.outputs import check_outputs_spare_inputs
 from DeepOrganSegLib.options import SegmentationOptions
@@ -55,10 +56,14 @@ class EvaluationCase:
 
 
 def _parse_seeds(text: str) -> list[int]:
+    """``"1-3,7"`` -> ``[1, 2, 3, 7]``; a one-line :class:`InputError` for anything else."""
     seeds: list[int] = []
     for part in text.split(","):
         first, _, last = part.partition("-")
-        seeds += list(range(int(first), int(last or first) + 1))
+        try:
+            seeds += list(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise InputError(f"phantom seeds must look like 10001-10003 or 1,4,7, got {text!r}") from None
     return seeds
 
 

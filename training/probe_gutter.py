@@ -57,10 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, help="a labelled real CT folder (spleen and aorta labelled)")
     parser.add_argument("--seeds", default="10001-10006", help="abdomen phantom seeds")
     args = parser.parse_args(argv)
+    seeds = _parse_seeds(args.seeds)  # bad input is refused before the table starts
+    case = labelled_folder_case(args.real) if args.real else None
     print("| case | levels | spleen | left kidney | air (lung) |")
     print("|---|---|---|---|---|")
-    if args.real:
-        case = labelled_folder_case(args.real)
+    if case is not None:
         value = {name: key for key, name in case.names.items()}
         shares = gutter_shares(case.image.array, case.labels.array, case.image.spacing,
                                range(case.labels.array.shape[0]), value["spleen"],
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {case.case_id} | its slab | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
     from DeepOrganSegLib.phantoms import make_phantom
 
-    for seed in _parse_seeds(args.seeds):
+    for seed in seeds:
         phantom = make_phantom("abdomen-ct", seed, contrast_phase="portal-venous")
         value = {name: key for key, name in dict(phantom.label_names).items()}
         labels = phantom.labels.array
