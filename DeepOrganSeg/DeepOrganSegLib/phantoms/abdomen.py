@@ -184,13 +184,32 @@ def paint_stomach(torso: TorsoPainter) -> None:
     beside_spleen = tuple(t for t in _ABDOMINAL_SPACE if t != "spleen")  # it fills the gap
     c.paint(wall, "stomach_wall", "stomach", within=beside_spleen)
     c.paint(tube(path, radius), "gastric_content", "stomach", within=("stomach_wall",))
-    front = min(p[1] - r for p, r in zip(path, radius))
-    depth = torso.rng.uniform(0.0, 0.35)
-    y_level = front + max(depth, state.gas_depth) * 2 * radius.mean()
+    depth = max(torso.rng.uniform(0.0, 0.35), state.gas_depth)
     lo, hi = np.array(path).min(0) - 45, np.array(path).max(0) + 45
-    c.paint(solid(lo, hi, lambda v: v.y < y_level), "gas", "stomach", within=("gastric_content",))
+    for y_level, z_low, z_high in _gas_levels(path, radius, depth):
+        c.paint(solid(lo, hi, lambda v, y=y_level, a=z_low, b=z_high: (v.y < y)
+                      & (v.z >= a) & (v.z < b)), "gas", "stomach", within=("gastric_content",))
     if state.name in ("collapsed", "food"):
         _fill_stomach(torso, state, lo, hi)
+
+
+def _gas_levels(path: list[np.ndarray], radius: np.ndarray, depth: float
+                ) -> list[tuple[float, float, float]]:
+    """The supine stomach's gas: swallowed air rises to the front of the fundus-and-body and
+    of the antrum, each above its own air-fluid level, ``depth`` of its mean diameter behind
+    its most anterior wall (y grows backwards). One level for the whole J would put gas in the
+    antrum only, the most anterior part; a patient's body holds its own gas at the levels of
+    the spleen. Returns (y level, lowest z, highest z) per part (mm); the parts meet halfway
+    between the body's last point and the antrum's first."""
+    split = 3  # path[:3]: fundus and body; path[3:]: antrum and pylorus
+    z_split = 0.5 * (path[split - 1][2] + path[split][2])
+    levels = []
+    for part, z_low, z_high in ((slice(0, split), z_split, np.inf),
+                                (slice(split, None), -np.inf, z_split)):
+        points, radii = path[part], radius[part]
+        front = min(p[1] - r for p, r in zip(points, radii))
+        levels.append((float(front + depth * 2 * radii.mean()), float(z_low), float(z_high)))
+    return levels
 
 
 def _fill_stomach(torso: TorsoPainter, state: StomachState, lo: np.ndarray, hi: np.ndarray

@@ -151,7 +151,7 @@ def _stomach_state(rng: np.random.Generator) -> StomachState:
     if name == "food":
         return StomachState(name, 0.9 + 0.3 * u[0], 3.0 + 2.0 * u[1], 0.35 + 0.45 * u[3])
     if name == "distended":
-        return StomachState(name, 1.2 + 0.25 * u[0], 2.0 + 1.0 * u[1], gas_depth=0.1 + 0.4 * u[4])
+        return StomachState(name, 1.2 + 0.25 * u[0], 2.0 + 1.0 * u[1], gas_depth=0.2 + 0.6 * u[4])
     return StomachState()
 
 
