@@ -1,6 +1,6 @@
 """Record re-measured accuracy in a model file's provenance, its weights untouched.
 
-    python training/record_metrics.py Resources/Models/DeepOrganSeg-multitask-v16.safetensors \\
+    python training/record_metrics.py Resources/Models/DeepOrganSeg-multitask-v18.safetensors \\
         runs/eval/icbm152/summary.json --why "engine: blank background is never an organ"
 
 An engine change can move a model's accuracy without touching its weights; the file must go on
