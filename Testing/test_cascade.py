@@ -278,6 +278,27 @@ def test_train_and_export_a_cascade_from_two_configs_then_segment_with_it(tmp_pa
     for name, weight in model.stage1.state_dict().items():
         assert torch.equal(retrained.stage1.state_dict()[name], weight)
 
+    # A stage 1 retrained after its stage 2 joins that stage 2 at export (export.py --stage1)
+    from DeepOrganSegLib.model.file import save_model
+
+    newer = load_model(stage1_file)
+    with torch.no_grad():
+        for weight in newer.network.parameters():
+            weight.add_(0.01)
+    newer_file = save_model(tmp_path / "stage1-newer.safetensors", newer.network, newer.metadata)
+    joined = load_model(export_checkpoint(tmp_path / "stage2" / "last.pt",
+                                          tmp_path / "joined.safetensors",
+                                          stage1_model=newer_file))
+    assert joined.metadata.provenance["stage1"]["file"] == "stage1-newer.safetensors"
+    for name, weight in newer.network.state_dict().items():
+        assert torch.equal(joined.stage1.state_dict()[name], weight)
+    for name, weight in model.network.state_dict().items():  # the same stage 2
+        assert torch.equal(joined.network.state_dict()[name], weight)
+    with pytest.raises(InputError, match="not a cascade's stage 2"):
+        export_checkpoint(tmp_path / "stage1" / "last.pt", tmp_path / "no.safetensors",
+                          stage1_model=newer_file)
+    assert not (tmp_path / "no.safetensors").exists()
+
 
 def test_info_shows_both_stages_of_a_cascade(tmp_path, capsys):
     from DeepOrganSegLib.cli import main

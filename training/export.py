@@ -116,10 +116,13 @@ def build_metadata(config: TrainConfig, provenance: dict, crf: dict | None = Non
 
 def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: dict | None = None,
                       command: str = "", half_precision: bool = False,
-                      crf: dict | None = None, task_crf: dict[str, dict] | None = None) -> Path:
+                      crf: dict | None = None, task_crf: dict[str, dict] | None = None,
+                      stage1_model: str | Path | None = None) -> Path:
     """Write ``checkpoint``'s network as a model file at ``output``; returns its path.
     ``metrics`` (e.g. training/evaluate.py's summary) replace the checkpoint's own validation
-    metrics in the provenance."""
+    metrics in the provenance. A cascade's stage 1 is ``stage1_model`` if given (a stage 1
+    retrained after its stage 2, whose prior it will feed), else the one the stage 2 trained
+    over (``config.prior.stage1_model``)."""
     import torch
 
     try:
@@ -150,12 +153,16 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
         "license": _license(config),
     }
     stage1 = spec = None
-    if config.prior.stage1_model:  # an input too: never write the cascade over it
-        check_outputs_spare_inputs([Path(output)], [Path(config.prior.stage1_model)])
-        stage1 = load_stage1(config.prior.stage1_model)
+    if stage1_model is not None and not config.prior.stage1_model:
+        raise InputError(f"{checkpoint} is not a cascade's stage 2 (its config has no "
+                         f"prior.stage1_model): --stage1 joins a stage 1 to a stage 2 only")
+    stage1_model = stage1_model or config.prior.stage1_model
+    if stage1_model:  # an input too: never write the cascade over it
+        check_outputs_spare_inputs([Path(output)], [Path(stage1_model)])
+        stage1 = load_stage1(stage1_model)
         spec = stage1_spec(config, stage1)
         theirs = stage1.metadata.provenance
-        provenance["stage1"] = {"file": Path(config.prior.stage1_model).name,
+        provenance["stage1"] = {"file": Path(stage1_model).name,
                                 **{key: theirs[key] for key in ("data", "training", "steps",
                                                                 "initialised_from", "command")
                                    if key in theirs}}
@@ -175,13 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crf", help="JSON file of CRF parameters (default: the engine's), "
                                       "or training/tune_crf.py's {\"crf\": ..., \"tasks\": ...}")
     parser.add_argument("--half", action="store_true", help="store weights as float16")
+    parser.add_argument("--stage1", metavar="MODEL", help="a cascade's stage 1 (model file) in "
+                        "place of the one the stage 2 trained over: a retrained stage 1")
     args = parser.parse_args(argv)
-    check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, *(args.metrics or [])])
+    check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, args.stage1,
+                                               *(args.metrics or [])])
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
     crf, task_crf = split_crf_document(read_crf_file(Path(args.crf))) if args.crf else (None, None)
     path = export_checkpoint(args.checkpoint, args.output, metrics=metrics, command=args.command,
-                             half_precision=args.half, crf=crf, task_crf=task_crf)
+                             half_precision=args.half, crf=crf, task_crf=task_crf,
+                             stage1_model=args.stage1)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
