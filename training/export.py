@@ -159,7 +159,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, metrics: di
     stage1_model = stage1_model or config.prior.stage1_model
     if stage1_model:  # an input too: never write the cascade over it
         check_outputs_spare_inputs([Path(output)], [Path(stage1_model)])
-        stage1 = load_stage1(stage1_model)
+        stage1 = load_stage1(str(stage1_model))
         spec = stage1_spec(config, stage1)
         theirs = stage1.metadata.provenance
         provenance["stage1"] = {"file": Path(stage1_model).name,

@@ -10,7 +10,7 @@ diaphragm.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Callable, cast
 
 import numpy as np
 from scipy.special import ndtri
@@ -187,8 +187,8 @@ def paint_stomach(torso: TorsoPainter) -> None:
     depth = max(torso.rng.uniform(0.0, 0.35), state.gas_depth)
     lo, hi = np.array(path).min(0) - 45, np.array(path).max(0) + 45
     for y_level, z_low, z_high in _gas_levels(path, radius, depth):
-        c.paint(solid(lo, hi, lambda v, y=y_level, a=z_low, b=z_high: (v.y < y)
-                      & (v.z >= a) & (v.z < b)), "gas", "stomach", within=("gastric_content",))
+        c.paint(solid(lo, hi, _in_front_of(y_level, z_low, z_high)), "gas", "stomach",
+                within=("gastric_content",))
     if state.name in ("collapsed", "food"):
         _fill_stomach(torso, state, lo, hi)
 
@@ -210,6 +210,12 @@ def _gas_levels(path: list[np.ndarray], radius: np.ndarray, depth: float
         front = min(p[1] - r for p, r in zip(points, radii))
         levels.append((float(front + depth * 2 * radii.mean()), float(z_low), float(z_high)))
     return levels
+
+
+def _in_front_of(y_level: float, z_low: float, z_high: float) -> Callable[[View], np.ndarray]:
+    """The voxels in front of ``y_level`` (y grows backwards) between ``z_low`` and ``z_high``
+    (mm)."""
+    return lambda v: (v.y < y_level) & (v.z >= z_low) & (v.z < z_high)
 
 
 def _fill_stomach(torso: TorsoPainter, state: StomachState, lo: np.ndarray, hi: np.ndarray
