@@ -185,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage1", metavar="MODEL", help="a cascade's stage 1 (model file) in "
                         "place of the one the stage 2 trained over: a retrained stage 1")
     args = parser.parse_args(argv)
-    check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, args.stage1,
-                                               *(args.metrics or [])])
+    check_outputs_spare_inputs([args.output], [args.checkpoint, args.crf, *(args.metrics or [])])
     metrics = ({Path(path).parent.name: json.loads(Path(path).read_text())
                 for path in args.metrics} if args.metrics else None)
     crf, task_crf = split_crf_document(read_crf_file(Path(args.crf))) if args.crf else (None, None)
