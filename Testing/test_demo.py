@@ -14,8 +14,8 @@ pytest.importorskip("DeepOrganSegLib.phantoms")
 
 #: Mean Dice (no CRF) the bundled model must keep on each demo phantom. Measured on the demo
 #: seed with v18 (2026-12-07, today's generator): brain 0.887, heart 0.944, abdomen 0.822 (v16:
-#: 0.887, 0.943, 0.820; held-out means in docs/model-card.md); the margins absorb float differences between
-#: CPUs, not regressions.
+#: 0.887, 0.943, 0.820; held-out means in docs/model-card.md); the margins absorb float
+#: differences between CPUs, not regressions.
 BUNDLED_MEAN_DICE = {"brain-mr": 0.84, "heart-mr": 0.90, "abdomen-ct": 0.78}
 
 
