@@ -333,3 +333,46 @@ def test_the_model_the_task_and_the_user_meet_in_one_crf():
     with pytest.raises(InputError, match="unknown CRF parameter"):
         metadata.crf_parameters("abdomen-ct", {"theta": 1})
     assert not CRFParameters(appearance_weight=0.0, smoothness_weight=0.0).has_weight
+
+
+def test_the_network_outputs_are_released_before_the_crf_builds_its_lattice(tiny_model_path,
+                                                                            monkeypatch):
+    """The CRF's lattice is the largest thing a segmentation holds; beside it, the network's
+    main and side outputs (each C channels of the working grid) would only add to the peak
+    once the CRF's unary has been fused from them."""
+    import dataclasses
+    import gc
+    import weakref
+
+    from helpers import ellipsoid_scene
+
+    import DeepOrganSegLib.cascade as cascade
+    import DeepOrganSegLib.crf.meanfield as meanfield
+    from DeepOrganSegLib.model import load_model
+    from DeepOrganSegLib.segment import segment_volume
+
+    model = load_model(tiny_model_path)
+    model = dataclasses.replace(model, metadata=dataclasses.replace(
+        model.metadata, crf={"iterations": 1, "side_output_weights": [0.3]}))
+    outputs: list[weakref.ref] = []
+    network_probabilities = cascade.network_probabilities
+
+    def watched(*args, **kwargs):
+        output = network_probabilities(*args, **kwargs)
+        outputs.extend(weakref.ref(t) for t in [output.prediction.main, *output.prediction.sides])
+        return output
+
+    alive_at_crf: list[int] = []
+    crf_roi = meanfield.dense_crf_roi
+
+    def crf_watching(*args, **kwargs):
+        gc.collect()
+        alive_at_crf.append(sum(ref() is not None for ref in outputs))
+        return crf_roi(*args, **kwargs)
+
+    monkeypatch.setattr("DeepOrganSegLib.segment.network_probabilities", watched)
+    monkeypatch.setattr(meanfield, "dense_crf_roi", crf_watching)
+    image, _ = ellipsoid_scene(1)
+    result = segment_volume(image, model)
+    assert result.crf_applied and len(outputs) == 2  # the main output and one side output
+    assert alive_at_crf == [0]

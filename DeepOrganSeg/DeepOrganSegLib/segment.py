@@ -95,16 +95,14 @@ def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
                      f"give --task (one of: {names})")
 
 
-def _apply_crf(prediction_main: torch.Tensor, sides: list[torch.Tensor], image: np.ndarray,
-               grid: WorkingGrid, parameters: CRFParameters, progress: ProgressFunction,
+def _apply_crf(unary: torch.Tensor, image: np.ndarray, grid: WorkingGrid,
+               parameters: CRFParameters, progress: ProgressFunction,
                cancel: CancelToken | None) -> torch.Tensor:
-    """The dense CRF on the fused main and side outputs; organs it would shrink below
-    ``parameters.min_organ_share`` of the network's volume keep the network's voxels."""
-    from .crf.meanfield import dense_crf_roi, fuse_side_outputs, keep_found_organs
+    """The dense CRF on ``unary`` (the network's fused probabilities, :func:`_crf_unary`);
+    organs it would shrink below ``parameters.min_organ_share`` of the network's volume keep
+    the network's voxels."""
+    from .crf.meanfield import dense_crf_roi, keep_found_organs
 
-    unary = prediction_main
-    if sides and parameters.side_output_weights:
-        unary = fuse_side_outputs(prediction_main, sides, parameters.side_output_weights)
     refined = dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
                             progress=progress, cancel=cancel)
     return keep_found_organs(unary, refined, parameters.min_organ_share)
@@ -122,6 +120,17 @@ def _background_where_blank(probabilities: torch.Tensor, volume: Volume, grid: W
         progress("inference", 1.0, f"{litres:.2f} L of blank background (no signal) "
                  "left as background")
     return probabilities
+
+
+def _crf_unary(main: torch.Tensor, sides: list[torch.Tensor], parameters: CRFParameters
+               ) -> torch.Tensor:
+    """The probabilities the CRF starts from: ``main`` fused with the ``sides`` (outputs) where
+    the model's CRF weighs them, else ``main`` itself."""
+    from .crf.meanfield import fuse_side_outputs
+
+    if sides and parameters.side_output_weights:
+        return fuse_side_outputs(main, sides, parameters.side_output_weights)
+    return main
 
 
 def segment_volume(volume: Volume, model: LoadedModel,
@@ -171,12 +180,17 @@ def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tupl
                        or (crf is not None and bool(crf.side_output_weights)))
     output = network_probabilities(volume, model, task, grid, settings, progress=progress,
                                    cancel=cancel)
-    prediction = output.prediction
+    image, prediction = output.image, output.prediction
+    del output
     probabilities = _background_where_blank(prediction.main, volume, grid, progress)
     if crf is not None:
-        probabilities = _apply_crf(probabilities, prediction.sides, output.image, grid, crf,
-                                   progress, cancel)
-    del prediction, output
+        probabilities = _crf_unary(probabilities, prediction.sides, crf)
+    # the network's outputs go before the CRF builds its lattice: once fused, the main and
+    # side outputs are 0.3 GB of a 512 x 512 x 300 CT's peak (docs/benchmarks.md)
+    del prediction
+    if crf is not None:
+        probabilities = _apply_crf(probabilities, image, grid, crf, progress, cancel)
+    del image
 
     progress("postprocess", 0.0, "resampling to the input grid")
     on_input = labels_on_input_grid(probabilities, grid, volume, channels,

@@ -50,11 +50,12 @@ def fuse_side_outputs(main: Tensor, sides: Sequence[Tensor], weights: Sequence[f
         raise ValueError(f"{len(sides)} side outputs but {len(weights)} side-output weights")
     if any(w < 0 for w in weights) or sum(weights) > 1.0:
         raise ValueError(f"side-output weights must be non-negative and sum to at most 1, got {tuple(weights)}")
-    fused = main * (1.0 - sum(weights))
-    for side, weight in zip(sides, weights):
+    for side in sides:
         if side.shape != main.shape:
             raise ValueError(f"side output of shape {tuple(side.shape)} does not match {tuple(main.shape)}")
-        fused = fused + weight * side
+    fused = main * (1.0 - sum(weights))
+    for side, weight in zip(sides, weights):  # in place: one copy of the grid's C channels
+        fused.add_(side, alpha=weight)
     return fused
 
 
