@@ -1,5 +1,6 @@
 """What several benchmarks share: the ``--quick`` flag, markdown table rows, "skipped" lines for
-what is not installed here, the peak resident memory of a process, and a tiny model file.
+what is not installed here, the peak resident memory of this process or of a command, and a tiny
+model file.
 
 Every benchmark is run as a script (``python benchmarks/NAME.py``), so this directory is first
 on ``sys.path`` and ``from _common import ...`` finds this file; the leading underscore keeps it
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -60,6 +62,34 @@ def reset_peak_rss_kb() -> int:
     ``clear_refs`` 5)."""
     Path("/proc/self/clear_refs").write_text("5")
     return status_kb("VmRSS")
+
+
+_MEASURE = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(child.pid, 0)
+sys.stderr.write(json.dumps({"wall_s": time.perf_counter() - started,
+                             "peak_rss_kib": usage.ru_maxrss}) + "\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def measured(command: list[str]) -> list[str]:
+    """``command`` started by a small launcher process that writes, as the last line of its
+    stderr, the command's wall time and peak resident memory (:func:`measurement`); the
+    command's own stdout and stderr pass through. A command started straight from a benchmark
+    process would report that process's peak as its own if it is larger: Linux keeps a
+    process's resident high-water mark across ``exec``, so a child forked from a 2 GB process
+    starts at 2 GB (``ru_maxrss``)."""
+    return [sys.executable, "-c", _MEASURE, *command]
+
+
+def measurement(stderr: str) -> tuple[float, float]:
+    """Wall time (s) and peak resident memory (GB) of a :func:`measured` command, from its
+    stderr."""
+    record = json.loads(stderr.strip().splitlines()[-1])
+    return float(record["wall_s"]), float(record["peak_rss_kib"]) * 1024 / 1e9
 
 
 def tiny_model(folder: Path, steps: int = 5) -> Path:

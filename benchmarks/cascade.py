@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_quick_flag, tiny_model  # noqa: E402
+from _common import add_quick_flag, measured, measurement, tiny_model  # noqa: E402
 from inference import ct_like_volume  # noqa: E402
 
 from DeepOrganSegLib.resources import default_model_path  # noqa: E402
@@ -32,22 +32,14 @@ from DeepOrganSegLib.volume_io import write_volume  # noqa: E402
 SHAPES = {False: (300, 512, 512), True: (40, 96, 96)}
 """The CT-sized volume's (k, j, i) voxels in a full run and with ``--quick``."""
 
-_MEASURE = """
-import resource, subprocess, sys, time
-started = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True, capture_output=True)
-print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
 
 
 def segment_in_fresh_process(model: Path, source: Path, output: Path) -> tuple[float, float]:
     """Wall time (s) and peak RSS (GB) of one ``deeporganseg segment`` process."""
     command = [sys.executable, "-m", "DeepOrganSegLib", "segment", str(source), str(output),
                "--model", str(model), "--no-crf", "--task", "abdomen-ct", "--progress", "none"]
-    result = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True,
-                            capture_output=True, text=True)
-    wall, peak_kib = result.stdout.split()
-    return float(wall), float(peak_kib) * 1024 / 1e9
+    result = subprocess.run(measured(command), check=True, capture_output=True, text=True)
+    return measurement(result.stderr)
 
 
 def stage_split(model_path: Path, volume: Volume) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from _common import installed, report_skipped
+from _common import installed, measured, measurement, report_skipped
 from DeepOrganSegLib.cascade import network_input
 from DeepOrganSegLib.model import load_model
 from DeepOrganSegLib.resources import default_model_path
@@ -144,10 +143,9 @@ def run_cli_on_ct_sized_volume(model_path: Path, shape: tuple[int, int, int] = (
         command = [sys.executable, "-m", "DeepOrganSegLib", "segment", str(source),
                    str(Path(folder) / "labels.nii.gz"), "--model", str(model_path),
                    "--task", "abdomen-ct", "--progress", "json"] + ([] if crf else ["--no-crf"])
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
         stage_starts: dict[str, float] = {}
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        with subprocess.Popen(measured(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) as process:
             assert process.stdout is not None
             for line in process.stdout:
@@ -158,12 +156,12 @@ def run_cli_on_ct_sized_volume(model_path: Path, shape: tuple[int, int, int] = (
         elapsed = time.perf_counter() - started
         if process.returncode:
             raise SystemExit(f"segment failed ({process.returncode}): {stderr.strip()}")
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        _, peak_gb = measurement(stderr)
     ordered = sorted(stage_starts.items(), key=lambda item: item[1])
     ends = [start for _, start in ordered[1:]] + [elapsed]
     stages = {"start Python + imports": ordered[0][1] if ordered else elapsed}
     stages.update({stage: end - start for (stage, start), end in zip(ordered, ends)})
-    return {"wall_s": elapsed, "peak_rss_gb": max(peak_kib, before) * 1024 / 1e9,
+    return {"wall_s": elapsed, "peak_rss_gb": peak_gb,
             "stages": stages, "crf": crf, "shape": shape}
 
 

@@ -36,7 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "DeepOrganSeg"), str(ROOT / "Testing")]
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from _common import add_quick_flag, print_header, print_row, tiny_model  # noqa: E402
+from _common import (add_quick_flag, measured, measurement, print_header, print_row,  # noqa: E402
+                     tiny_model)
 from helpers import ellipsoid_scene  # noqa: E402
 from DeepOrganSegLib.remote.client import Server, run_remote  # noqa: E402
 from DeepOrganSegLib.volume_io import write_volume  # noqa: E402
@@ -52,15 +53,14 @@ def labels(path: Path) -> np.ndarray:
 
 def local_run(source: Path, output: Path, model: Path) -> tuple[float, float]:
     """One ``deeporganseg segment`` process: its seconds and peak resident memory (MB)."""
-    started = time.perf_counter()
-    process = subprocess.Popen([*COMMAND, "segment", str(source), str(output), "--model",
-                                str(model), "--progress", "none"], stdout=subprocess.DEVNULL,
-                               env=ENVIRONMENT)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"deeporganseg segment exited {process.returncode}")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024
+    result = subprocess.run(measured([*COMMAND, "segment", str(source), str(output), "--model",
+                                      str(model), "--progress", "none"]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ENVIRONMENT)
+    if result.returncode != 0:
+        raise SystemExit(f"deeporganseg segment exited {result.returncode}")
+    seconds, peak_gb = measurement(result.stderr)
+    return seconds, peak_gb * 1e9 / 2 ** 20
 
 
 def start_server(model: Path, workers: int, max_jobs: int) -> tuple[subprocess.Popen, str]:
