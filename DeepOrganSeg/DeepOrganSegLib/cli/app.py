@@ -12,7 +12,6 @@ from typing import Sequence
 
 from ..errors import EXIT_CANCELLED, Failure
 from ..progress import CancelToken, JsonProgress, no_progress
-from .allocator import return_freed_memory
 from .reporters import Reporter, make_reporter, with_warnings
 from .signals import SignalCancellation
 
@@ -46,11 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    # a command whose peak memory matters (segment, batch) gives large freed arrays back at
-    # once; the refinement commands, whose every stroke allocates the same arrays again, keep
-    # glibc's reuse of them (the fixed threshold doubled a refinement: 0.6 -> 1.2 s)
-    if getattr(args, "return_freed_memory", True):
-        return_freed_memory()
     # a command may show its progress its own way (batch: a bar over its cases)
     reporter = getattr(args, "reporter", make_reporter)(getattr(args, "progress", "none"))
     progress = with_warnings(reporter or no_progress)

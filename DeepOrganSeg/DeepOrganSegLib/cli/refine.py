@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_segment_run_options(parser)
     add_progress_option(parser, default="none")
     add_server_options(parser)
-    parser.set_defaults(handler=run, return_freed_memory=False)  # latency: cli/app.py
+    parser.set_defaults(handler=run)
 
 
 def add_segment_run_options(parser: argparse.ArgumentParser) -> None:

@@ -59,8 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "It ends at the end of stdin (exit 0) or on SIGINT/SIGTERM (exit 3).")
     parser.add_argument("input", help="the image that was segmented")
     add_segment_run_options(parser)
-    parser.set_defaults(handler=run, progress="none",
-                        return_freed_memory=False)  # latency: cli/app.py
+    parser.set_defaults(handler=run, progress="none")
 
 
 def run(args: argparse.Namespace, progress: ProgressFunction, cancel: CancelToken) -> int:
