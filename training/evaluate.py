@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-if not __package__:  # run as a script: make ``import training`` work
+if not __package__:  # run as a script: make ``import training`` work, quietly interruptible
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.entry import interrupt_quietly_while_starting
+    interrupt_quietly_while_starting()
 
 import numpy as np
 

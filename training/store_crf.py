@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-if not __package__:  # run as a script: make ``import training`` work
+if not __package__:  # run as a script: make ``import training`` work, quietly interruptible
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.entry import interrupt_quietly_while_starting
+    interrupt_quietly_while_starting()
 
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.errors import InputError

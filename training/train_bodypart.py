@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-if not __package__:  # run as a script: make the repository importable
+if not __package__:  # run as a script: make ``import training`` work, quietly interruptible
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from training.entry import interrupt_quietly_while_starting
+    interrupt_quietly_while_starting()
 
 import numpy as np
 import torch
