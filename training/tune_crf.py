@@ -40,8 +40,8 @@ import SimpleITK as sitk
 import torch
 
 from DeepOrganSegLib.model import LoadedModel, TaskSpec, load_model
-from DeepOrganSegLib.crf.meanfield import (ROI_MARGIN_MM, bounding_box, dense_crf_roi,
-                                           fuse_side_outputs, keep_found_organs)
+from DeepOrganSegLib.crf.meanfield import (ROI_MARGIN_MM, bounding_box, fuse_side_outputs,
+                                           refine_network_probabilities)
 from DeepOrganSegLib.crf.parameters import CRFParameters
 from DeepOrganSegLib.cascade import network_probabilities
 from DeepOrganSegLib.options import InferenceSettings
@@ -159,8 +159,8 @@ def _refined_labels(case: CaseOutputs, params: CRFParameters) -> np.ndarray:
     unary = case.probabilities
     if params.side_output_weights:
         unary = fuse_side_outputs(unary, case.sides, params.side_output_weights)
-    refined = dense_crf_roi(unary, case.image, case.spacing_kji, params)
-    return keep_found_organs(unary, refined, params.min_organ_share).max(0).indices.numpy()
+    return refine_network_probabilities(unary, case.image, case.spacing_kji,
+                                        params).max(0).indices.numpy()
 
 
 def tune(model: LoadedModel, cases: Sequence[tuple[TaskSpec, CaseOutputs]],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .bodypart.profile import AutoChoice, auto_choice
+from .crf.meanfield import fuse_side_outputs, refine_network_probabilities
 from .crf.parameters import CRFParameters
 from .grid import WorkingGrid, working_grid
 from .model import LabelSpec, LoadedModel, ModelMetadata, TaskSpec
@@ -95,19 +96,6 @@ def _choose_task(volume: Volume, metadata: ModelMetadata, requested: str
                      f"give --task (one of: {names})")
 
 
-def _apply_crf(unary: torch.Tensor, image: np.ndarray, grid: WorkingGrid,
-               parameters: CRFParameters, progress: ProgressFunction,
-               cancel: CancelToken | None) -> torch.Tensor:
-    """The dense CRF on ``unary`` (the network's fused probabilities, :func:`_crf_unary`);
-    organs it would shrink below ``parameters.min_organ_share`` of the network's volume keep
-    the network's voxels."""
-    from .crf.meanfield import dense_crf_roi, keep_found_organs
-
-    refined = dense_crf_roi(unary, torch.from_numpy(image), grid.spacing[::-1], parameters,
-                            progress=progress, cancel=cancel)
-    return keep_found_organs(unary, refined, parameters.min_organ_share)
-
-
 def _background_where_blank(probabilities: torch.Tensor, volume: Volume, grid: WorkingGrid,
                              progress: ProgressFunction) -> torch.Tensor:
     """Certain background ([1, 0, ...]) at the working voxels of the input's blank background
@@ -126,8 +114,6 @@ def _crf_unary(main: torch.Tensor, sides: list[torch.Tensor], parameters: CRFPar
                ) -> torch.Tensor:
     """The probabilities the CRF starts from: ``main`` fused with the ``sides`` (outputs) where
     the model's CRF weighs them, else ``main`` itself."""
-    from .crf.meanfield import fuse_side_outputs
-
     if sides and parameters.side_output_weights:
         return fuse_side_outputs(main, sides, parameters.side_output_weights)
     return main
@@ -189,7 +175,9 @@ def _segment_task(volume: Volume, model: LoadedModel, task: TaskSpec, kept: tupl
     # side outputs are 0.3 GB of a 512 x 512 x 300 CT's peak (docs/benchmarks.md)
     del prediction
     if crf is not None:
-        probabilities = _apply_crf(probabilities, image, grid, crf, progress, cancel)
+        probabilities = refine_network_probabilities(
+            probabilities, torch.from_numpy(image), grid.spacing[::-1], crf, progress=progress,
+            cancel=cancel)
     del image
 
     progress("postprocess", 0.0, "resampling to the input grid")

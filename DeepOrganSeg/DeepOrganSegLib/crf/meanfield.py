@@ -33,7 +33,7 @@ from .parameters import CRFParameters
 from .permutohedral import PermutohedralLattice
 
 __all__ = ["PROBABILITY_FLOOR", "ROI_MARGIN_MM", "bounding_box", "dense_crf", "dense_crf_roi",
-           "fuse_side_outputs", "keep_found_organs"]
+           "fuse_side_outputs", "keep_found_organs", "refine_network_probabilities"]
 
 PROBABILITY_FLOOR = 1e-5
 """Probabilities are clipped to at least this before ``-log``: a unary of at most 11.5 (as
@@ -152,6 +152,17 @@ def keep_found_organs(network: Tensor, refined: Tensor, min_share: float) -> Ten
             where = before == channel
             refined[:, where] = network[:, where].to(refined.dtype)
     return refined
+
+
+def refine_network_probabilities(unary: Tensor, image: Tensor, spacing_kji: Sequence[float],
+                                 params: CRFParameters, *,
+                                 progress: ProgressFunction | None = None,
+                                 cancel: CancelToken | None = None) -> Tensor:
+    """The CRF step of a segmentation, one place for ``segment`` and the tuner that picks its
+    parameters: :func:`dense_crf_roi` on ``unary`` (the network's probabilities, side outputs
+    fused), then :func:`keep_found_organs` with ``params.min_organ_share``."""
+    refined = dense_crf_roi(unary, image, spacing_kji, params, progress=progress, cancel=cancel)
+    return keep_found_organs(unary, refined, params.min_organ_share)
 
 
 def _kernels(image: Tensor, spacing_kji: Sequence[float],
